@@ -1,0 +1,1 @@
+//! Protobuf messages and tonic stubs for the Talos API (generated; see `proto/README.md`).
