@@ -1,3 +1,43 @@
-//! Talos API client: the `TalosApi` trait and its native gRPC/mTLS implementation.
+//! Talos API client: the [`TalosApi`] trait and its native gRPC/mTLS implementation,
+//! [`GrpcTalosClient`].
 //!
-//! Not built yet: this crate is filled by the client-layer issue. It exports nothing so far.
+//! Layers, bottom up:
+//! - `tls`: a rustls client config per context — TLS 1.3 only, the context CA as the only root,
+//!   the client certificate presented, ALPN `h2`.
+//! - `channel`: one lazily connected tonic channel per endpoint, and the call pipeline every RPC
+//!   goes through (timeouts, endpoint failover, retries for idempotent reads only).
+//! - [`CallOptions::apply`]: the one place where node targeting and deadlines become gRPC metadata.
+//! - `grpc`: [`GrpcTalosClient`], which implements [`TalosApi`] by calling the generated stubs and
+//!   converting answers into this crate's own types ([`types`]); [`GrpcTalosClient::proto`] is the
+//!   escape hatch to the generated clients.
+//! - [`fan_out`]: one call per node, concurrently and bounded, with a result per node.
+//!
+//! Streams (logs, dmesg, events, snapshots, kubeconfig) are consumed with bounded memory.
+//! With the `mock` feature, `MockTalosApi` implements [`TalosApi`] for unit tests.
+
+mod api;
+mod channel;
+mod convert;
+mod error;
+mod fanout;
+mod grpc;
+mod kubeconfig;
+mod lines;
+mod options;
+mod tls;
+pub mod types;
+
+#[cfg(any(test, feature = "mock"))]
+pub use api::MockTalosApi;
+pub use api::TalosApi;
+pub use channel::{ClientSettings, ClientStats};
+pub use error::{ErrorKind, Result, TalosError, Target};
+pub use fanout::{DEFAULT_FAN_OUT_LIMIT, NodeResult, fan_out};
+pub use grpc::{GrpcTalosClient, ProtoClients};
+pub use kubeconfig::{Kubeconfig, pack as pack_tar_gz};
+pub use lines::{LineAssembler, MAX_LINE_BYTES, TailBuffer};
+pub use options::{CallOptions, NODE_METADATA_KEY};
+pub use types::*;
+
+/// The generated protobuf crate, for callers of [`GrpcTalosClient::proto`].
+pub use talos_proto as proto;

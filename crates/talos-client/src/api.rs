@@ -1,0 +1,208 @@
+//! The `TalosApi` trait: one method per Talos operation the MCP tools need.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::kubeconfig::Kubeconfig;
+use crate::options::CallOptions;
+use crate::types::*;
+
+/// Every Talos operation talos-mcp uses, against one node per call (`opts.node`).
+///
+/// Implemented over gRPC by [`crate::GrpcTalosClient`]; with the `mock` feature, `MockTalosApi`
+/// (mockall) implements it for unit tests. Use [`crate::fan_out`] to call many nodes. Works as
+/// `Arc<dyn TalosApi>`.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait TalosApi: Send + Sync {
+    // --- node information -------------------------------------------------------------------
+
+    /// Talos version of the node.
+    async fn version(&self, opts: &CallOptions) -> Result<VersionInfo>;
+    /// The node's hostname.
+    async fn hostname(&self, opts: &CallOptions) -> Result<String>;
+    /// Kernel statistics: CPU times, processes, boot time.
+    async fn system_stat(&self, opts: &CallOptions) -> Result<SystemStat>;
+    /// CPU models and clocks.
+    async fn cpu_info(&self, opts: &CallOptions) -> Result<Vec<CpuInfo>>;
+    /// Memory in bytes.
+    async fn memory(&self, opts: &CallOptions) -> Result<MemoryInfo>;
+    /// Load averages.
+    async fn load_avg(&self, opts: &CallOptions) -> Result<LoadAvg>;
+    /// Block device I/O counters.
+    async fn disk_stats(&self, opts: &CallOptions) -> Result<Vec<DiskStat>>;
+    /// Sizes of `paths` (recursing `depth` levels), at most `limit` entries.
+    async fn disk_usage(
+        &self,
+        opts: &CallOptions,
+        paths: Vec<String>,
+        depth: i32,
+        limit: usize,
+    ) -> Result<Vec<DiskUsageEntry>>;
+    /// Mounted filesystems with sizes.
+    async fn mounts(&self, opts: &CallOptions) -> Result<Vec<MountInfo>>;
+    /// Block devices (StorageService).
+    async fn disks(&self, opts: &CallOptions) -> Result<Vec<DiskInfo>>;
+    /// Network interface counters.
+    async fn network_devices(&self, opts: &CallOptions) -> Result<Vec<NetDevice>>;
+    /// Sockets of the host network namespace.
+    async fn netstat(&self, opts: &CallOptions, filter: NetstatFilter) -> Result<Vec<SocketInfo>>;
+    /// Processes.
+    async fn processes(&self, opts: &CallOptions) -> Result<Vec<ProcessInfo>>;
+    /// Time and NTP offset.
+    async fn time(&self, opts: &CallOptions) -> Result<TimeInfo>;
+
+    // --- workloads and services ---------------------------------------------------------------
+
+    /// Containers in a namespace.
+    async fn containers(
+        &self,
+        opts: &CallOptions,
+        namespace: ContainerNamespace,
+    ) -> Result<Vec<ContainerInfo>>;
+    /// Container resource use in a namespace.
+    async fn container_stats(
+        &self,
+        opts: &CallOptions,
+        namespace: ContainerNamespace,
+    ) -> Result<Vec<ContainerStats>>;
+    /// Talos services with state and health.
+    async fn services(&self, opts: &CallOptions) -> Result<Vec<ServiceInfo>>;
+    /// Starts, stops or restarts a service (a write: never retried).
+    async fn service_action(
+        &self,
+        opts: &CallOptions,
+        id: &str,
+        action: ServiceAction,
+    ) -> Result<String>;
+    /// Cached container images in a namespace (`ImageService.List`, falling back to
+    /// `MachineService.ImageList` on older nodes).
+    async fn images(
+        &self,
+        opts: &CallOptions,
+        namespace: ContainerNamespace,
+    ) -> Result<Vec<ImageInfo>>;
+    /// Pulls an image into the node's cache (a write).
+    async fn image_pull(
+        &self,
+        opts: &CallOptions,
+        namespace: ContainerNamespace,
+        reference: &str,
+    ) -> Result<String>;
+
+    // --- logs and events ------------------------------------------------------------------------
+
+    /// Ids that have logs (services and containers).
+    async fn log_sources(&self, opts: &CallOptions) -> Result<Vec<String>>;
+    /// Log lines of a service or container, read with bounded memory.
+    async fn logs(
+        &self,
+        opts: &CallOptions,
+        source: &LogSource,
+        limits: &StreamLimits,
+    ) -> Result<LogLines>;
+    /// Kernel ring buffer, read with bounded memory.
+    async fn dmesg(&self, opts: &CallOptions, limits: &StreamLimits) -> Result<LogLines>;
+    /// Machine events, bounded by count and idle time.
+    async fn events(
+        &self,
+        opts: &CallOptions,
+        request: &EventsRequest,
+    ) -> Result<Vec<MachineEvent>>;
+
+    // --- cluster ----------------------------------------------------------------------------------
+
+    /// Runs the cluster health check, collecting its progress.
+    async fn health_check(
+        &self,
+        opts: &CallOptions,
+        request: &HealthCheckRequest,
+    ) -> Result<Vec<HealthProgress>>;
+    /// Lists a directory (at most `limit` entries).
+    async fn list_files(
+        &self,
+        opts: &CallOptions,
+        root: &str,
+        depth: i32,
+        limit: usize,
+    ) -> Result<Vec<FileInfo>>;
+    /// Reads a file, keeping at most `max_bytes`.
+    async fn read_file(
+        &self,
+        opts: &CallOptions,
+        path: &str,
+        max_bytes: usize,
+    ) -> Result<FileContent>;
+    /// The admin kubeconfig, unpacked. Secret.
+    async fn kubeconfig(&self, opts: &CallOptions) -> Result<Kubeconfig>;
+
+    // --- etcd ---------------------------------------------------------------------------------------
+
+    /// etcd members as seen by the node.
+    async fn etcd_members(&self, opts: &CallOptions) -> Result<Vec<EtcdMember>>;
+    /// Status of the node's etcd member.
+    async fn etcd_status(&self, opts: &CallOptions) -> Result<EtcdMemberStatus>;
+    /// Active etcd alarms.
+    async fn etcd_alarms(&self, opts: &CallOptions) -> Result<Vec<EtcdAlarm>>;
+    /// Disarms etcd alarms (a write).
+    async fn etcd_alarm_disarm(&self, opts: &CallOptions) -> Result<Vec<EtcdAlarm>>;
+    /// Defragments the node's etcd member (a write).
+    async fn etcd_defragment(&self, opts: &CallOptions) -> Result<()>;
+    /// Streams a snapshot into a new 0600 file at `dest` (refuses to overwrite).
+    async fn etcd_snapshot(&self, opts: &CallOptions, dest: &Path) -> Result<SnapshotInfo>;
+    /// Makes the node's member give up leadership; returns the new leader's name when known.
+    async fn etcd_forfeit_leadership(&self, opts: &CallOptions) -> Result<String>;
+    /// Removes the node's member from etcd.
+    async fn etcd_leave_cluster(&self, opts: &CallOptions) -> Result<()>;
+    /// Removes another member by id.
+    async fn etcd_remove_member(&self, opts: &CallOptions, member_id: u64) -> Result<()>;
+
+    // --- lifecycle ----------------------------------------------------------------------------------
+
+    /// Applies a machine configuration.
+    async fn apply_configuration(
+        &self,
+        opts: &CallOptions,
+        request: &ApplyConfigRequest,
+    ) -> Result<ApplyConfigResult>;
+    /// Reboots the node.
+    async fn reboot(&self, opts: &CallOptions, mode: RebootMode) -> Result<ActionAck>;
+    /// Shuts the node down.
+    async fn shutdown(&self, opts: &CallOptions, force: bool) -> Result<ActionAck>;
+    /// Resets (wipes) the node.
+    async fn reset(&self, opts: &CallOptions, request: &ResetRequest) -> Result<ActionAck>;
+    /// Upgrades Talos on the node.
+    async fn upgrade(&self, opts: &CallOptions, request: &UpgradeRequest) -> Result<ActionAck>;
+
+    // --- resources (COSI) -----------------------------------------------------------------------------
+
+    /// One resource.
+    async fn resource_get(
+        &self,
+        opts: &CallOptions,
+        namespace: &str,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Resource>;
+    /// All resources of a type (at most `limit`).
+    async fn resource_list(
+        &self,
+        opts: &CallOptions,
+        namespace: &str,
+        resource_type: &str,
+        limit: usize,
+    ) -> Result<Vec<Resource>>;
+    /// Watches a type (or one id) and collects up to `max_events` events, stopping after `idle`
+    /// without events.
+    async fn resource_watch(
+        &self,
+        opts: &CallOptions,
+        namespace: &str,
+        resource_type: &str,
+        id: Option<String>,
+        max_events: usize,
+        idle: std::time::Duration,
+    ) -> Result<Vec<ResourceEvent>>;
+}

@@ -1,0 +1,293 @@
+//! The client's one error type, carrying the seed's tool-execution error hierarchy.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::time::Duration;
+
+use talos_config::ConfigError;
+
+/// Where a call was going: the endpoint dialled and the node it targeted.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Target {
+    /// The endpoint dialled (`host:port`), when one was chosen.
+    pub endpoint: Option<String>,
+    /// The node named in the `node` metadata; `None` means the endpoint itself.
+    pub node: Option<String>,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.node, &self.endpoint) {
+            (Some(node), Some(ep)) => write!(f, "node {node} via endpoint {ep}"),
+            (Some(node), None) => write!(f, "node {node}"),
+            (None, Some(ep)) => write!(f, "endpoint {ep}"),
+            (None, None) => f.write_str("the cluster"),
+        }
+    }
+}
+
+/// The family an error belongs to; stable names for callers that branch or report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The endpoint or node could not be reached (refused, DNS, unavailable, reset).
+    Connection,
+    /// TLS handshake or certificate failure, or the server rejected the credentials.
+    Authentication,
+    /// The client certificate's Talos role is too low for this call.
+    PermissionDenied,
+    /// No answer within the deadline.
+    Timeout,
+    /// The thing asked for does not exist on the node.
+    NotFound,
+    /// The server answered with another gRPC error.
+    Api,
+    /// The talosconfig is missing, broken, or lacks credentials.
+    InvalidConfig,
+    /// The talosconfig context lacks usable credentials.
+    MissingCredentials,
+    /// The server's answer could not be understood.
+    Protocol,
+    /// A local file operation failed (for example writing a snapshot).
+    Local,
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Connection => "Connection",
+            Self::Authentication => "Authentication",
+            Self::PermissionDenied => "PermissionDenied",
+            Self::Timeout => "Timeout",
+            Self::NotFound => "NotFound",
+            Self::Api => "Api",
+            Self::InvalidConfig => "InvalidConfig",
+            Self::MissingCredentials => "MissingCredentials",
+            Self::Protocol => "Protocol",
+            Self::Local => "Local",
+        })
+    }
+}
+
+/// Everything a Talos call can fail with. Messages name the node and endpoint and say what to do
+/// next; they never contain key material.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TalosError {
+    /// The endpoint or node could not be reached.
+    #[error(
+        "Connection: cannot reach {target}: {message}; check that the address is right and apid (port 50000) is reachable from here"
+    )]
+    Connection {
+        /// Where the call was going.
+        target: Target,
+        /// What failed.
+        message: String,
+    },
+    /// TLS or credential failure.
+    #[error(
+        "Authentication: TLS with {target} failed: {message}; check that the talosconfig's ca matches the cluster and its client certificate is valid and not expired"
+    )]
+    Authentication {
+        /// Where the call was going.
+        target: Target,
+        /// What failed.
+        message: String,
+    },
+    /// The role in the client certificate does not allow this call.
+    #[error(
+        "PermissionDenied: {target} refused the call: {message}; the talosconfig's role (os:reader < os:operator < os:admin) is too low for it"
+    )]
+    PermissionDenied {
+        /// Where the call was going.
+        target: Target,
+        /// The server's message.
+        message: String,
+    },
+    /// No answer in time.
+    #[error(
+        "Timeout: {target} did not answer within {after:?}; the node may be busy, rebooting or unreachable — retry later or raise the timeout"
+    )]
+    Timeout {
+        /// Where the call was going.
+        target: Target,
+        /// The deadline that passed.
+        after: Duration,
+    },
+    /// Not found on the node.
+    #[error("NotFound: {target}: {message}")]
+    NotFound {
+        /// Where the call was going.
+        target: Target,
+        /// The server's message.
+        message: String,
+    },
+    /// Any other gRPC error from the server.
+    #[error("Api: {target} answered {code}: {message}")]
+    Api {
+        /// Where the call was going.
+        target: Target,
+        /// The gRPC status code name (e.g. `FailedPrecondition`).
+        code: String,
+        /// The server's message.
+        message: String,
+    },
+    /// The server's answer could not be decoded or was incomplete.
+    #[error("Protocol: unexpected answer from {target}: {message}")]
+    Protocol {
+        /// Where the call was going.
+        target: Target,
+        /// What was wrong.
+        message: String,
+    },
+    /// A local operation failed.
+    #[error("Local: {message}")]
+    Local {
+        /// What failed.
+        message: String,
+    },
+    /// The talosconfig could not be used.
+    #[error("{kind}: {0}", kind = .0.kind())]
+    Config(#[from] ConfigError),
+}
+
+impl TalosError {
+    /// The error's family.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Connection { .. } => ErrorKind::Connection,
+            Self::Authentication { .. } => ErrorKind::Authentication,
+            Self::PermissionDenied { .. } => ErrorKind::PermissionDenied,
+            Self::Timeout { .. } => ErrorKind::Timeout,
+            Self::NotFound { .. } => ErrorKind::NotFound,
+            Self::Api { .. } => ErrorKind::Api,
+            Self::Protocol { .. } => ErrorKind::Protocol,
+            Self::Local { .. } => ErrorKind::Local,
+            Self::Config(e) => match e.kind() {
+                talos_config::ConfigErrorKind::MissingCredentials => ErrorKind::MissingCredentials,
+                _ => ErrorKind::InvalidConfig,
+            },
+        }
+    }
+
+    /// Where the call was going, when the error concerns a call.
+    pub fn target(&self) -> Option<&Target> {
+        match self {
+            Self::Connection { target, .. }
+            | Self::Authentication { target, .. }
+            | Self::PermissionDenied { target, .. }
+            | Self::Timeout { target, .. }
+            | Self::NotFound { target, .. }
+            | Self::Api { target, .. }
+            | Self::Protocol { target, .. } => Some(target),
+            Self::Local { .. } | Self::Config(_) => None,
+        }
+    }
+
+    /// Whether retrying an idempotent read might succeed: the connection failed before the server
+    /// could act (unavailable, reset, refused). Timeouts are not retried: the deadline is spent.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Connection { .. })
+    }
+
+    /// Maps a gRPC status into an error for `target`; `timeout` is the deadline the call had.
+    pub fn from_status(status: &tonic::Status, target: Target, timeout: Duration) -> Self {
+        use tonic::Code;
+        if let Some(tls) = find_tls_error(status) {
+            return Self::Authentication {
+                target,
+                message: tls,
+            };
+        }
+        let message = status.message().to_owned();
+        match status.code() {
+            Code::Unavailable => Self::Connection {
+                target,
+                message: describe_transport(status),
+            },
+            // Transport failures (resets, broken pipes) surface as these codes with a local cause.
+            Code::Unknown | Code::Internal | Code::Cancelled if is_local_transport(status) => {
+                Self::Connection {
+                    target,
+                    message: describe_transport(status),
+                }
+            }
+            Code::Unauthenticated => Self::Authentication { target, message },
+            Code::PermissionDenied => Self::PermissionDenied { target, message },
+            Code::DeadlineExceeded => Self::Timeout {
+                target,
+                after: timeout,
+            },
+            Code::NotFound => Self::NotFound { target, message },
+            code => Self::Api {
+                target,
+                code: format!("{code:?}"),
+                message,
+            },
+        }
+    }
+}
+
+/// The status came from the client's transport rather than from the server.
+fn is_local_transport(status: &tonic::Status) -> bool {
+    status.source().is_some()
+}
+
+/// A short description of a transport failure: the status message plus its innermost cause.
+fn describe_transport(status: &tonic::Status) -> String {
+    let mut innermost = None;
+    let mut source = status.source();
+    while let Some(err) = source {
+        innermost = Some(err.to_string());
+        source = err.source();
+    }
+    match innermost {
+        Some(cause) if !status.message().contains(&cause) => {
+            format!("{} ({cause})", status.message())
+        }
+        _ => status.message().to_owned(),
+    }
+}
+
+/// Finds a rustls error anywhere in the status's source chain.
+fn find_tls_error(status: &tonic::Status) -> Option<String> {
+    let mut source: Option<&(dyn StdError + 'static)> = status.source();
+    while let Some(err) = source {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(describe_rustls(tls));
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && let Some(tls) = inner.downcast_ref::<rustls::Error>()
+        {
+            return Some(describe_rustls(tls));
+        }
+        source = err.source();
+    }
+    None
+}
+
+fn describe_rustls(err: &rustls::Error) -> String {
+    match err {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Expired)
+        | rustls::Error::InvalidCertificate(rustls::CertificateError::ExpiredContext { .. }) => {
+            "the server certificate has expired".to_owned()
+        }
+        rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => {
+            "the server certificate is not signed by the talosconfig's CA".to_owned()
+        }
+        rustls::Error::InvalidCertificate(
+            rustls::CertificateError::NotValidForName
+            | rustls::CertificateError::NotValidForNameContext { .. },
+        ) => "the server certificate does not cover this endpoint's address".to_owned(),
+        rustls::Error::PeerIncompatible(_) => {
+            format!("the server does not speak TLS 1.3 with the required settings ({err})")
+        }
+        rustls::Error::AlertReceived(alert) => format!(
+            "the server rejected the handshake ({alert:?}); the client certificate may be expired or signed by another CA"
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// Results from this crate.
+pub type Result<T, E = TalosError> = std::result::Result<T, E>;
