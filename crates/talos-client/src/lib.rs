@@ -34,7 +34,7 @@ pub use channel::{ClientSettings, ClientStats};
 pub use error::{ErrorKind, Result, TalosError, Target};
 pub use fanout::{DEFAULT_FAN_OUT_LIMIT, NodeResult, fan_out};
 pub use grpc::{GrpcTalosClient, ProtoClients};
-pub use kubeconfig::{Kubeconfig, pack as pack_tar_gz};
+pub use kubeconfig::Kubeconfig;
 pub use lines::{LineAssembler, MAX_LINE_BYTES, TailBuffer};
 pub use options::{CallOptions, NODE_METADATA_KEY};
 pub use types::*;

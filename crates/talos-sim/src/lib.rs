@@ -1,7 +1,203 @@
 //! A simulated Talos `apid` for tests, benchmarks and the demo.
 //!
-//! So far this crate holds the simulated cluster's PKI ([`pki`]): an Ed25519 OS CA, server
-//! certificates with IP and DNS SANs, role-bearing client certificates, and a talosconfig renderer
-//! that writes credentials the way Talos does. The gRPC server itself arrives with the client layer.
+//! [`SimCluster::start`] binds a loopback port and serves the Talos API subset of `talos-proto`
+//! over real gRPC with mutual TLS (TLS 1.3, client certificates required, roles taken from the
+//! certificate like apid). Behind the one endpoint live N virtual nodes (control planes and
+//! workers); the `node` request metadata picks which one answers, exactly as apid proxies calls.
+//! Node addresses are labels in 127.0.0.0/8: no traffic ever goes to them.
+//!
+//! Data is plausible and deterministic per node. State changes (reboots, service actions, etcd
+//! membership, applied configs) are kept in memory. Faults can be switched per node at run time
+//! ([`Fault`]) and for the endpoint's certificate ([`CertFault`]).
+//!
+//! Modules: [`pki`] makes the certificates, `tls` the server TLS and accept loop, `state` the
+//! cluster model, `data` the generated content, `machine` and `services` the gRPC services.
 
+pub mod archive;
+mod data;
+pub use data::PLANTED_SECRETS;
+mod machine;
 pub mod pki;
+mod services;
+mod state;
+mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+pub use state::{CertFault, Fault, NodeRole, SimNode};
+
+/// Errors from starting or using a simulated cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// Certificates could not be generated.
+    #[error(transparent)]
+    Pki(#[from] pki::PkiError),
+    /// The listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TLS could not be configured.
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+    /// The configuration asks for something impossible.
+    #[error("invalid simulator configuration: {0}")]
+    Config(String),
+}
+
+/// Which TLS versions the simulated endpoint offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ServerTlsMode {
+    /// TLS 1.3 only, like a current apid.
+    #[default]
+    Tls13,
+    /// TLS 1.2 only: a server a Talos client must refuse.
+    Tls12Only,
+}
+
+/// How to build the simulated cluster.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Control-plane nodes (run etcd).
+    pub control_planes: usize,
+    /// Worker nodes.
+    pub workers: usize,
+    /// Cluster name (used in the talosconfig and kubeconfig).
+    pub cluster_name: String,
+    /// Talos version every node reports.
+    pub talos_version: String,
+    /// Lines in each service or container log (generated lazily, so millions are fine).
+    pub log_lines: usize,
+    /// Lines in the kernel ring buffer.
+    pub dmesg_lines: usize,
+    /// How long a rebooting node stays unreachable.
+    pub reboot_downtime: Duration,
+    /// TLS versions offered.
+    pub tls: ServerTlsMode,
+    /// Where to listen (port 0 picks a free port).
+    pub bind: SocketAddr,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            control_planes: 3,
+            workers: 2,
+            cluster_name: "talos-sim".into(),
+            talos_version: "v1.11.5".into(),
+            log_lines: 2000,
+            dmesg_lines: 1000,
+            reboot_downtime: Duration::from_secs(2),
+            tls: ServerTlsMode::Tls13,
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
+}
+
+/// A running simulated cluster. Clones share the same server.
+#[derive(Debug, Clone)]
+pub struct SimCluster {
+    shared: Arc<state::Shared>,
+    endpoint: SocketAddr,
+    stop: Arc<std::sync::Mutex<Option<ServerTask>>>,
+}
+
+/// The running server: its stop signal and its task.
+type ServerTask = (oneshot::Sender<()>, tokio::task::JoinHandle<()>);
+
+impl SimCluster {
+    /// Generates the PKI, binds the listener and starts serving.
+    pub async fn start(config: SimConfig) -> Result<Self, SimError> {
+        if config.control_planes == 0 {
+            return Err(SimError::Config(
+                "at least one control plane is needed".into(),
+            ));
+        }
+        let shared = Arc::new(state::Shared::new(config)?);
+        let (endpoint, stop, task) = tls::serve(shared.clone()).await?;
+        tracing::info!(%endpoint, nodes = shared.node_count(), "simulated Talos apid listening");
+        Ok(Self {
+            shared,
+            endpoint,
+            stop: Arc::new(std::sync::Mutex::new(Some((stop, task)))),
+        })
+    }
+
+    /// The endpoint to dial (`127.0.0.1:<port>`).
+    pub fn endpoint(&self) -> SocketAddr {
+        self.endpoint
+    }
+
+    /// The virtual nodes, control planes first.
+    pub fn nodes(&self) -> Vec<SimNode> {
+        self.shared.nodes()
+    }
+
+    /// The cluster CA certificate (PEM).
+    pub fn ca_pem(&self) -> String {
+        self.shared.pki.ca.cert_pem().to_owned()
+    }
+
+    /// Issues a client certificate with `role` (e.g. `os:admin`) that the server will honour.
+    pub fn client_cert(&self, role: &str) -> Result<pki::IssuedCert, SimError> {
+        self.shared.issue_client(role, pki::Validity::Current)
+    }
+
+    /// A talosconfig (YAML) for this cluster with a fresh client certificate of `role`: context
+    /// `talos-sim` (current), this endpoint, every node.
+    pub fn talosconfig(&self, role: &str) -> Result<String, SimError> {
+        let client = self.client_cert(role)?;
+        Ok(pki::render_talosconfig(
+            "talos-sim",
+            &[pki::TalosconfigContext {
+                name: "talos-sim",
+                endpoints: vec![self.endpoint.to_string()],
+                nodes: self.nodes().into_iter().map(|n| n.address).collect(),
+                ca_pem: self.shared.pki.ca.cert_pem(),
+                client: &client,
+            }],
+        ))
+    }
+
+    /// Sets the fault of one node (by address or hostname). Unknown nodes are ignored.
+    pub fn set_fault(&self, node: &str, fault: Fault) {
+        self.shared.set_fault(node, fault);
+    }
+
+    /// Sets which certificate new TLS connections get.
+    pub fn set_cert_fault(&self, fault: CertFault) {
+        self.shared.set_cert_fault(fault);
+    }
+
+    /// Requests received for `node` and RPC `method` (e.g. `Version`), counted before faults.
+    pub fn calls(&self, node: &str, method: &str) -> u64 {
+        self.shared.calls(node, method)
+    }
+
+    /// The node's current boot id.
+    pub fn boot_id(&self, node: &str) -> Option<String> {
+        self.shared.boot_id(node)
+    }
+
+    /// Whether the node answers now (not rebooting, not shut down).
+    pub fn is_up(&self, node: &str) -> bool {
+        self.shared.is_up(node)
+    }
+
+    /// Stops serving and waits for the server task.
+    pub async fn shutdown(self) {
+        let taken = self.stop.lock().ok().and_then(|mut guard| guard.take());
+        if let Some((stop, task)) = taken {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
+    }
+}

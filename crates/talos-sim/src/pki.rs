@@ -211,3 +211,14 @@ pub fn render_talosconfig(current: &str, contexts: &[TalosconfigContext<'_>]) ->
     }
     out
 }
+
+/// The DER bytes of the first PEM block in `pem`.
+pub fn pem_to_der(pem: &str) -> Option<Vec<u8>> {
+    let body: String = pem
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    base64::engine::general_purpose::STANDARD.decode(body).ok()
+}

@@ -1,0 +1,92 @@
+//! Runs a simulated Talos cluster until Ctrl-C, writing a talosconfig for it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use talos_sim::{SimCluster, SimConfig};
+
+/// A simulated Talos apid (gRPC over mTLS) with virtual nodes, for trying Talos tools without a
+/// cluster. Traffic stays on this machine.
+#[derive(Debug, Parser)]
+#[command(name = "talos-sim", version)]
+struct Args {
+    /// Control-plane nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Worker nodes.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Where to write the talosconfig (written 0600).
+    #[arg(long, default_value = "talosconfig")]
+    talosconfig: PathBuf,
+    /// Role of the client certificate in the talosconfig.
+    #[arg(long, default_value = "os:admin")]
+    role: String,
+    /// Address to listen on (loopback by default).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Talos version the nodes report.
+    #[arg(long, default_value = "v1.11.5")]
+    talos_version: String,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let config = SimConfig {
+        control_planes: args.nodes,
+        workers: args.workers,
+        talos_version: args.talos_version,
+        bind: args.listen,
+        ..SimConfig::default()
+    };
+    let cluster = match SimCluster::start(config).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let written = cluster
+        .talosconfig(&args.role)
+        .map_err(|e| e.to_string())
+        .and_then(|yaml| {
+            write_private(&args.talosconfig, &yaml)
+                .map_err(|e| format!("cannot write {}: {e}", args.talosconfig.display()))
+        });
+    if let Err(e) = written {
+        tracing::error!("{e}");
+        return ExitCode::FAILURE;
+    }
+    for node in cluster.nodes() {
+        tracing::info!(address = %node.address, hostname = %node.hostname, role = ?node.role, "node");
+    }
+    tracing::info!(
+        endpoint = %cluster.endpoint(),
+        talosconfig = %args.talosconfig.display(),
+        "serving; press Ctrl-C to stop"
+    );
+    let _ = tokio::signal::ctrl_c().await;
+    cluster.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+fn write_private(path: &PathBuf, body: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(body.as_bytes())
+}

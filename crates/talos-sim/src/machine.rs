@@ -1,0 +1,1471 @@
+//! `machine.MachineService` of the simulated apid.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use prost::Message as _;
+use talos_proto::common;
+use talos_proto::machine::{self, *};
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::data::{self, Rng};
+use crate::state::{Access, Admitted, NodeRole, Shared};
+
+pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+pub(crate) fn meta(hostname: &str) -> Option<common::Metadata> {
+    Some(common::Metadata {
+        hostname: hostname.to_owned(),
+        error: String::new(),
+        status: None,
+    })
+}
+
+fn ts(t: SystemTime) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp::from(t))
+}
+
+/// A stream fed by a task; the task learns the client left when sending fails.
+pub(crate) fn channel<T: Send + 'static>() -> (mpsc::Sender<Result<T, Status>>, BoxStream<T>) {
+    let (tx, rx) = mpsc::channel(16);
+    (
+        tx,
+        Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+}
+
+/// Sends `common.Data` chunks, honouring an injected mid-stream abort.
+pub(crate) struct DataSink {
+    tx: mpsc::Sender<Result<common::Data, Status>>,
+    hostname: String,
+    sent: usize,
+    abort_after: Option<usize>,
+}
+
+impl DataSink {
+    pub(crate) fn new(tx: mpsc::Sender<Result<common::Data, Status>>, admitted: &Admitted) -> Self {
+        Self {
+            tx,
+            hostname: admitted.hostname.clone(),
+            sent: 0,
+            abort_after: admitted.abort_after,
+        }
+    }
+
+    /// Sends one chunk; false when the client is gone or the stream was aborted.
+    pub(crate) async fn send(&mut self, bytes: Vec<u8>) -> bool {
+        if let Some(limit) = self.abort_after
+            && self.sent + bytes.len() > limit
+        {
+            let _ = self
+                .tx
+                .send(Err(Status::unavailable(
+                    "connection reset by peer (injected fault)",
+                )))
+                .await;
+            return false;
+        }
+        self.sent += bytes.len();
+        self.tx
+            .send(Ok(common::Data {
+                metadata: meta(&self.hostname),
+                bytes,
+            }))
+            .await
+            .is_ok()
+    }
+
+    /// Whether the receiving side has gone away.
+    pub(crate) fn closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// Emits log-like lines `from..to`, then follows (one new line every 100 ms) if asked, in chunks
+/// whose boundaries ignore line ends.
+async fn stream_lines(
+    mut sink: DataSink,
+    from: usize,
+    to: usize,
+    follow: bool,
+    line: impl Fn(usize) -> String + Send,
+) {
+    const SIZES: [usize; 4] = [1000, 4096, 1777, 3001];
+    let mut buf = Vec::with_capacity(8192);
+    let mut next = from;
+    let mut turn = 0;
+    while next < to {
+        let batch_end = (next + 64).min(to);
+        data::render_lines(next, batch_end, &line, &mut buf);
+        next = batch_end;
+        while buf.len() >= SIZES[turn % SIZES.len()] || (next >= to && !buf.is_empty()) {
+            let size = SIZES[turn % SIZES.len()].min(buf.len());
+            turn += 1;
+            let chunk: Vec<u8> = buf.drain(..size).collect();
+            if !sink.send(chunk).await {
+                return;
+            }
+        }
+    }
+    if follow {
+        let mut i = to;
+        while !sink.closed() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut out = Vec::new();
+            data::render_lines(i, i + 1, &line, &mut out);
+            i += 1;
+            if !sink.send(out).await {
+                return;
+            }
+        }
+    }
+}
+
+/// Sends `bytes` in chunks of `chunk` bytes.
+async fn stream_bytes(mut sink: DataSink, bytes: Vec<u8>, chunk: usize) {
+    for part in bytes.chunks(chunk.max(1)) {
+        if !sink.send(part.to_vec()).await {
+            return;
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct MachineApi {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl MachineApi {
+    async fn admit<T>(
+        &self,
+        req: &Request<T>,
+        method: &'static str,
+        access: Access,
+    ) -> Result<Admitted, Status> {
+        self.shared.admit(req, method, access).await
+    }
+
+    fn node(&self, idx: usize) -> crate::SimNode {
+        self.shared.with_node(idx, |n| n.info.clone())
+    }
+
+    fn require_control_plane(&self, idx: usize) -> Result<u64, Status> {
+        self.shared
+            .with_node(idx, |n| n.etcd_member_id)
+            .ok_or_else(|| {
+                Status::failed_precondition(
+                    "etcd is not running on this node: it is not a control plane node",
+                )
+            })
+    }
+}
+
+#[tonic::async_trait]
+impl machine_service_server::MachineService for MachineApi {
+    async fn version(&self, req: Request<()>) -> Result<Response<VersionResponse>, Status> {
+        let a = self.admit(&req, "Version", Access::Read).await?;
+        let tag = self.shared.config.talos_version.clone();
+        Ok(Response::new(VersionResponse {
+            messages: vec![Version {
+                metadata: meta(&a.hostname),
+                version: Some(VersionInfo {
+                    sha: format!("{:08x}", data::seed(&tag) as u32),
+                    tag,
+                    built: "2025-11-01T10:00:00Z".into(),
+                    go_version: "go1.24.9".into(),
+                    os: "linux".into(),
+                    arch: "amd64".into(),
+                }),
+                platform: Some(PlatformInfo {
+                    name: "metal".into(),
+                    mode: "metal".into(),
+                }),
+                features: Some(FeaturesInfo { rbac: true }),
+            }],
+        }))
+    }
+
+    async fn hostname(&self, req: Request<()>) -> Result<Response<HostnameResponse>, Status> {
+        let a = self.admit(&req, "Hostname", Access::Read).await?;
+        Ok(Response::new(HostnameResponse {
+            messages: vec![Hostname {
+                metadata: meta(&a.hostname),
+                hostname: a.hostname,
+            }],
+        }))
+    }
+
+    async fn system_stat(&self, req: Request<()>) -> Result<Response<SystemStatResponse>, Status> {
+        let a = self.admit(&req, "SystemStat", Access::Read).await?;
+        let booted = self.shared.with_node(a.idx, |n| n.booted_at);
+        let up = SystemTime::now()
+            .duration_since(booted)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let mut r = Rng::new(&a.hostname);
+        let busy = 0.05 + (r.below(30) as f64) / 100.0;
+        let cpu = |share: f64| CpuStat {
+            user: up * busy * 0.6 * share,
+            nice: 0.0,
+            system: up * busy * 0.3 * share,
+            idle: up * (1.0 - busy) * share,
+            iowait: up * busy * 0.1 * share,
+            irq: 0.0,
+            soft_irq: up * 0.001 * share,
+            steal: 0.0,
+            guest: 0.0,
+            guest_nice: 0.0,
+        };
+        Ok(Response::new(SystemStatResponse {
+            messages: vec![SystemStat {
+                metadata: meta(&a.hostname),
+                boot_time: booted
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs(),
+                cpu_total: Some(cpu(4.0)),
+                cpu: (0..4).map(|_| cpu(1.0)).collect(),
+                irq_total: (up * 900.0) as u64,
+                irq: vec![],
+                context_switches: (up * 4000.0) as u64,
+                process_created: (up * 3.0) as u64,
+                process_running: 1 + r.below(4),
+                process_blocked: r.below(2),
+                soft_irq_total: (up * 300.0) as u64,
+                soft_irq: None,
+            }],
+        }))
+    }
+
+    async fn cpu_info(&self, req: Request<()>) -> Result<Response<CpuInfoResponse>, Status> {
+        let a = self.admit(&req, "CPUInfo", Access::Read).await?;
+        let cpus = (0..4)
+            .map(|i| CpuInfo {
+                processor: i,
+                vendor_id: "AuthenticAMD".into(),
+                model_name: "AMD EPYC 7763 64-Core Processor".into(),
+                cpu_mhz: 2445.406,
+                cache_size: "512 KB".into(),
+                siblings: 4,
+                cpu_cores: 4,
+                core_id: i.to_string(),
+                flags: vec!["fpu".into(), "sse4_2".into(), "avx2".into()],
+                ..Default::default()
+            })
+            .collect();
+        Ok(Response::new(CpuInfoResponse {
+            messages: vec![CpUsInfo {
+                metadata: meta(&a.hostname),
+                cpu_info: cpus,
+            }],
+        }))
+    }
+
+    async fn memory(&self, req: Request<()>) -> Result<Response<MemoryResponse>, Status> {
+        let a = self.admit(&req, "Memory", Access::Read).await?;
+        let mut r = Rng::new(&a.hostname);
+        let total = 8 * 1024 * 1024; // kB
+        let available = total / 4 + r.below(total / 2);
+        Ok(Response::new(MemoryResponse {
+            messages: vec![Memory {
+                metadata: meta(&a.hostname),
+                meminfo: Some(MemInfo {
+                    memtotal: total,
+                    memfree: available / 2,
+                    memavailable: available,
+                    buffers: 120_000,
+                    cached: available / 3,
+                    shmem: 40_000,
+                    slab: 200_000,
+                    ..Default::default()
+                }),
+            }],
+        }))
+    }
+
+    async fn load_avg(&self, req: Request<()>) -> Result<Response<LoadAvgResponse>, Status> {
+        let a = self.admit(&req, "LoadAvg", Access::Read).await?;
+        let mut r = Rng::new(&a.hostname);
+        let base = r.below(300) as f64 / 100.0;
+        Ok(Response::new(LoadAvgResponse {
+            messages: vec![LoadAvg {
+                metadata: meta(&a.hostname),
+                load1: base + 0.12,
+                load5: base,
+                load15: base * 0.9,
+            }],
+        }))
+    }
+
+    async fn disk_stats(&self, req: Request<()>) -> Result<Response<DiskStatsResponse>, Status> {
+        let a = self.admit(&req, "DiskStats", Access::Read).await?;
+        let mut r = Rng::new(&a.hostname);
+        let dev = |name: &str, r: &mut Rng| DiskStat {
+            name: name.into(),
+            read_completed: 10_000 + r.below(100_000),
+            read_sectors: 1_000_000 + r.below(10_000_000),
+            write_completed: 50_000 + r.below(500_000),
+            write_sectors: 5_000_000 + r.below(50_000_000),
+            io_time_ms: 100_000 + r.below(1_000_000),
+            ..Default::default()
+        };
+        let devices = vec![dev("sda", &mut r), dev("sda1", &mut r), dev("sda6", &mut r)];
+        Ok(Response::new(DiskStatsResponse {
+            messages: vec![DiskStats {
+                metadata: meta(&a.hostname),
+                total: None,
+                devices,
+            }],
+        }))
+    }
+
+    type DiskUsageStream = BoxStream<DiskUsageInfo>;
+
+    async fn disk_usage(
+        &self,
+        req: Request<DiskUsageRequest>,
+    ) -> Result<Response<Self::DiskUsageStream>, Status> {
+        let a = self.admit(&req, "DiskUsage", Access::Read).await?;
+        let paths = req.into_inner().paths;
+        let paths = if paths.is_empty() {
+            vec!["/var".to_owned()]
+        } else {
+            paths
+        };
+        let (tx, stream) = channel();
+        tokio::spawn(async move {
+            for root in paths {
+                for (child, size) in [
+                    ("", 0u64),
+                    ("/log", 48 << 20),
+                    ("/lib", 2 << 30),
+                    ("/lib/containerd", (1 << 30) + 512),
+                ] {
+                    let name = format!("{}{child}", root.trim_end_matches('/'));
+                    let item = DiskUsageInfo {
+                        metadata: meta(&a.hostname),
+                        size: i64::try_from(size + 4096).unwrap_or(i64::MAX),
+                        relative_name: name
+                            .trim_start_matches(&root)
+                            .trim_start_matches('/')
+                            .to_owned(),
+                        name,
+                        error: String::new(),
+                    };
+                    if tx.send(Ok(item)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(stream))
+    }
+
+    async fn mounts(&self, req: Request<()>) -> Result<Response<MountsResponse>, Status> {
+        let a = self.admit(&req, "Mounts", Access::Read).await?;
+        let gib = 1u64 << 30;
+        let stats = [
+            ("/dev/sda6", 90 * gib, 61 * gib, "/var"),
+            ("/dev/sda5", 100 << 20, 80 << 20, "/system/state"),
+            ("/dev/sda1", 100 << 20, 90 << 20, "/boot/EFI"),
+            ("overlay", 90 * gib, 61 * gib, "/etc/cni"),
+        ]
+        .into_iter()
+        .map(|(fs, size, avail, on)| MountStat {
+            filesystem: fs.into(),
+            size,
+            available: avail,
+            mounted_on: on.into(),
+        })
+        .collect();
+        Ok(Response::new(MountsResponse {
+            messages: vec![Mounts {
+                metadata: meta(&a.hostname),
+                stats,
+            }],
+        }))
+    }
+
+    async fn network_device_stats(
+        &self,
+        req: Request<()>,
+    ) -> Result<Response<NetworkDeviceStatsResponse>, Status> {
+        let a = self.admit(&req, "NetworkDeviceStats", Access::Read).await?;
+        let mut r = Rng::new(&a.hostname);
+        let dev = |name: &str, r: &mut Rng| NetDev {
+            name: name.into(),
+            rx_bytes: 1_000_000 + r.below(10_000_000_000),
+            rx_packets: 10_000 + r.below(10_000_000),
+            tx_bytes: 1_000_000 + r.below(10_000_000_000),
+            tx_packets: 10_000 + r.below(10_000_000),
+            rx_errors: 0,
+            rx_dropped: r.below(5),
+            ..Default::default()
+        };
+        let devices = vec![
+            dev("lo", &mut r),
+            dev("eth0", &mut r),
+            dev("flannel.1", &mut r),
+            dev("cni0", &mut r),
+        ];
+        Ok(Response::new(NetworkDeviceStatsResponse {
+            messages: vec![NetworkDeviceStats {
+                metadata: meta(&a.hostname),
+                total: None,
+                devices,
+            }],
+        }))
+    }
+
+    async fn netstat(
+        &self,
+        req: Request<NetstatRequest>,
+    ) -> Result<Response<NetstatResponse>, Status> {
+        let a = self.admit(&req, "Netstat", Access::Read).await?;
+        let node = self.node(a.idx);
+        let filter = req.get_ref().filter;
+        use machine::connect_record::State as S;
+        let mut records = vec![
+            ("tcp6", "::", 50000, S::Listen, 1, "apid"),
+            ("tcp", "127.0.0.1", 10248, S::Listen, 2, "kubelet"),
+            ("tcp6", "::", 10250, S::Listen, 2, "kubelet"),
+            ("tcp", "127.0.0.1", 50001, S::Listen, 3, "trustd"),
+        ];
+        if node.role == NodeRole::ControlPlane {
+            records.push(("tcp", &*node.address, 2379, S::Listen, 4, "etcd"));
+            records.push(("tcp", &*node.address, 2380, S::Listen, 4, "etcd"));
+            records.push(("tcp6", "::", 6443, S::Listen, 5, "kube-apiserver"));
+        }
+        let mut out: Vec<ConnectRecord> = records
+            .into_iter()
+            .map(|(proto, ip, port, state, pid, name)| ConnectRecord {
+                l4proto: proto.into(),
+                localip: ip.into(),
+                localport: port,
+                remoteip: if proto == "tcp6" {
+                    "::".into()
+                } else {
+                    "0.0.0.0".into()
+                },
+                remoteport: 0,
+                state: state as i32,
+                process: Some(connect_record::Process {
+                    pid: 1000 + pid,
+                    name: name.into(),
+                }),
+                ..Default::default()
+            })
+            .collect();
+        out.push(ConnectRecord {
+            l4proto: "tcp".into(),
+            localip: node.address.clone(),
+            localport: 50000,
+            remoteip: "127.0.0.1".into(),
+            remoteport: 43122,
+            state: S::Established as i32,
+            process: Some(connect_record::Process {
+                pid: 1001,
+                name: "apid".into(),
+            }),
+            ..Default::default()
+        });
+        let out = out
+            .into_iter()
+            .filter(|c| match netstat_request::Filter::try_from(filter) {
+                Ok(netstat_request::Filter::Listening) => c.state == S::Listen as i32,
+                Ok(netstat_request::Filter::Connected) => c.state != S::Listen as i32,
+                _ => true,
+            })
+            .collect();
+        Ok(Response::new(NetstatResponse {
+            messages: vec![Netstat {
+                metadata: meta(&a.hostname),
+                connectrecord: out,
+            }],
+        }))
+    }
+
+    async fn processes(&self, req: Request<()>) -> Result<Response<ProcessesResponse>, Status> {
+        let a = self.admit(&req, "Processes", Access::Read).await?;
+        let node = self.node(a.idx);
+        let mut r = Rng::new(&format!("{}/ps", a.hostname));
+        let mut names = vec![
+            ("/sbin/init", "machined"),
+            ("/sbin/apid", "apid"),
+            ("/sbin/trustd", "trustd"),
+            ("/bin/containerd", "containerd"),
+            ("/usr/local/bin/kubelet", "kubelet"),
+            ("/sbin/udevd", "udevd"),
+            ("/sbin/dashboard", "dashboard"),
+            ("/usr/local/bin/kube-proxy", "kube-proxy"),
+            ("/opt/bin/flanneld", "flanneld"),
+            ("/pause", "pause"),
+            ("/pause", "pause"),
+            ("/bin/containerd-shim-runc-v2", "containerd-shim"),
+            ("/bin/containerd-shim-runc-v2", "containerd-shim"),
+        ];
+        if node.role == NodeRole::ControlPlane {
+            names.extend([
+                ("/usr/local/bin/etcd", "etcd"),
+                ("/usr/local/bin/kube-apiserver", "kube-apiserver"),
+                (
+                    "/usr/local/bin/kube-controller-manager",
+                    "kube-controller-manager",
+                ),
+                ("/usr/local/bin/kube-scheduler", "kube-scheduler"),
+            ]);
+        } else {
+            names.push(("/coredns", "coredns"));
+        }
+        let processes = names
+            .into_iter()
+            .enumerate()
+            .map(|(i, (exe, cmd))| ProcessInfo {
+                pid: if i == 0 { 1 } else { 100 + i as i32 * 37 },
+                ppid: if i == 0 { 0 } else { 1 },
+                state: if r.below(10) == 0 {
+                    "R".into()
+                } else {
+                    "S".into()
+                },
+                threads: 1 + r.below(40) as i32,
+                cpu_time: r.below(100_000) as f64 / 10.0,
+                virtual_memory: (100 << 20) + r.below(2 << 30),
+                resident_memory: (10 << 20) + r.below(800 << 20),
+                command: cmd.into(),
+                executable: exe.into(),
+                args: format!("{exe} --log-level=info"),
+                label: String::new(),
+            })
+            .collect();
+        Ok(Response::new(ProcessesResponse {
+            messages: vec![Process {
+                metadata: meta(&a.hostname),
+                processes,
+            }],
+        }))
+    }
+
+    async fn containers(
+        &self,
+        req: Request<ContainersRequest>,
+    ) -> Result<Response<ContainersResponse>, Status> {
+        let a = self.admit(&req, "Containers", Access::Read).await?;
+        let node = self.node(a.idx);
+        let ns = req.into_inner().namespace;
+        let containers = data::containers(&node, &ns)
+            .into_iter()
+            .map(|(id, image, pod, name, pid)| ContainerInfo {
+                namespace: ns.clone(),
+                uid: if pod.is_empty() {
+                    String::new()
+                } else {
+                    format!("{:x}", data::seed(&pod))
+                },
+                internal_id: id.clone(),
+                id,
+                image,
+                pid,
+                status: if ns == "system" {
+                    "RUNNING".into()
+                } else {
+                    "CONTAINER_RUNNING".into()
+                },
+                pod_id: pod,
+                name,
+                network_namespace: String::new(),
+            })
+            .collect();
+        Ok(Response::new(ContainersResponse {
+            messages: vec![Container {
+                metadata: meta(&a.hostname),
+                containers,
+            }],
+        }))
+    }
+
+    async fn stats(&self, req: Request<StatsRequest>) -> Result<Response<StatsResponse>, Status> {
+        let a = self.admit(&req, "Stats", Access::Read).await?;
+        let node = self.node(a.idx);
+        let ns = req.into_inner().namespace;
+        let mut r = Rng::new(&format!("{}/stats", a.hostname));
+        let stats = data::containers(&node, &ns)
+            .into_iter()
+            .map(|(id, _, pod, name, _)| Stat {
+                namespace: ns.clone(),
+                id,
+                memory_usage: (20 << 20) + r.below(600 << 20),
+                cpu_usage: r.below(900_000_000_000),
+                pod_id: pod,
+                name,
+            })
+            .collect();
+        Ok(Response::new(StatsResponse {
+            messages: vec![Stats {
+                metadata: meta(&a.hostname),
+                stats,
+            }],
+        }))
+    }
+
+    async fn service_list(
+        &self,
+        req: Request<()>,
+    ) -> Result<Response<ServiceListResponse>, Status> {
+        let a = self.admit(&req, "ServiceList", Access::Read).await?;
+        let services = self.shared.with_node(a.idx, |n| {
+            n.services
+                .iter()
+                .map(|(id, s)| ServiceInfo {
+                    id: id.clone(),
+                    state: s.state.clone(),
+                    events: Some(ServiceEvents {
+                        events: s
+                            .events
+                            .iter()
+                            .map(|(state, msg, t)| ServiceEvent {
+                                msg: msg.clone(),
+                                state: state.clone(),
+                                ts: ts(*t),
+                            })
+                            .collect(),
+                    }),
+                    health: Some(ServiceHealth {
+                        unknown: s.state != "Running",
+                        healthy: s.healthy && s.state == "Running",
+                        last_message: String::new(),
+                        last_change: s.events.last().and_then(|e| ts(e.2)),
+                    }),
+                })
+                .collect()
+        });
+        Ok(Response::new(ServiceListResponse {
+            messages: vec![ServiceList {
+                metadata: meta(&a.hostname),
+                services,
+            }],
+        }))
+    }
+
+    async fn service_start(
+        &self,
+        req: Request<ServiceStartRequest>,
+    ) -> Result<Response<ServiceStartResponse>, Status> {
+        let a = self.admit(&req, "ServiceStart", Access::Operate).await?;
+        let id = req.into_inner().id;
+        let resp = self.change_service(&a, &id, "Running", "Service started")?;
+        Ok(Response::new(ServiceStartResponse {
+            messages: vec![ServiceStart {
+                metadata: meta(&a.hostname),
+                resp,
+            }],
+        }))
+    }
+
+    async fn service_stop(
+        &self,
+        req: Request<ServiceStopRequest>,
+    ) -> Result<Response<ServiceStopResponse>, Status> {
+        let a = self.admit(&req, "ServiceStop", Access::Operate).await?;
+        let id = req.into_inner().id;
+        let resp = self.change_service(&a, &id, "Finished", "Service stopped")?;
+        Ok(Response::new(ServiceStopResponse {
+            messages: vec![ServiceStop {
+                metadata: meta(&a.hostname),
+                resp,
+            }],
+        }))
+    }
+
+    async fn service_restart(
+        &self,
+        req: Request<ServiceRestartRequest>,
+    ) -> Result<Response<ServiceRestartResponse>, Status> {
+        let a = self.admit(&req, "ServiceRestart", Access::Operate).await?;
+        let id = req.into_inner().id;
+        let resp = self.change_service(&a, &id, "Running", "Service restarted")?;
+        Ok(Response::new(ServiceRestartResponse {
+            messages: vec![ServiceRestart {
+                metadata: meta(&a.hostname),
+                resp,
+            }],
+        }))
+    }
+
+    type LogsStream = BoxStream<common::Data>;
+
+    async fn logs(&self, req: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+        let a = self.admit(&req, "Logs", Access::Read).await?;
+        let node = self.node(a.idx);
+        let r = req.into_inner();
+        let known = if r.namespace == "system" || r.namespace.is_empty() {
+            self.shared
+                .with_node(a.idx, |n| n.services.contains_key(&r.id))
+        } else {
+            data::containers(&node, &r.namespace)
+                .iter()
+                .any(|c| c.0 == r.id || c.2 == r.id)
+        };
+        if !known {
+            return Err(Status::not_found(format!(
+                "log \"{}\" was not registered",
+                r.id
+            )));
+        }
+        let total = self.shared.config.log_lines;
+        let from = if r.tail_lines < 0 {
+            0
+        } else {
+            total.saturating_sub(r.tail_lines as usize)
+        };
+        let (tx, stream) = channel();
+        let sink = DataSink::new(tx, &a);
+        let (id, host) = (r.id, a.hostname.clone());
+        tokio::spawn(stream_lines(sink, from, total, r.follow, move |i| {
+            data::log_line(&id, &host, i)
+        }));
+        Ok(Response::new(stream))
+    }
+
+    async fn logs_containers(
+        &self,
+        req: Request<()>,
+    ) -> Result<Response<LogsContainersResponse>, Status> {
+        let a = self.admit(&req, "LogsContainers", Access::Read).await?;
+        let node = self.node(a.idx);
+        let mut ids: Vec<String> = self
+            .shared
+            .with_node(a.idx, |n| n.services.keys().cloned().collect());
+        ids.extend(data::containers(&node, "k8s.io").into_iter().map(|c| c.0));
+        Ok(Response::new(LogsContainersResponse {
+            messages: vec![LogsContainer {
+                metadata: meta(&a.hostname),
+                ids,
+            }],
+        }))
+    }
+
+    type DmesgStream = BoxStream<common::Data>;
+
+    async fn dmesg(
+        &self,
+        req: Request<DmesgRequest>,
+    ) -> Result<Response<Self::DmesgStream>, Status> {
+        let a = self.admit(&req, "Dmesg", Access::Read).await?;
+        let r = req.into_inner();
+        let total = self.shared.config.dmesg_lines;
+        let from = if r.tail { total } else { 0 };
+        let (tx, stream) = channel();
+        let sink = DataSink::new(tx, &a);
+        let host = a.hostname.clone();
+        tokio::spawn(stream_lines(sink, from, total, r.follow, move |i| {
+            data::dmesg_line(&host, i)
+        }));
+        Ok(Response::new(stream))
+    }
+
+    type EventsStream = BoxStream<Event>;
+
+    async fn events(
+        &self,
+        req: Request<EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        let a = self.admit(&req, "Events", Access::Read).await?;
+        let r = req.into_inner();
+        let (history, mut live) = self
+            .shared
+            .with_node(a.idx, |n| (n.events.clone(), n.event_tx.subscribe()));
+        let history: Vec<_> = history
+            .into_iter()
+            .filter(|e| r.with_actor_id.is_empty() || e.actor_id == r.with_actor_id)
+            .collect();
+        let skip = match r.tail_events {
+            n if n < 0 => 0,
+            0 if r.tail_seconds > 0 => 0,
+            n => history.len().saturating_sub(n as usize),
+        };
+        let (tx, stream) = channel();
+        let host = a.hostname.clone();
+        let actor_filter = r.with_actor_id;
+        tokio::spawn(async move {
+            let to_event = |e: crate::state::EventRecord| Event {
+                metadata: meta(&host),
+                data: Some(prost_types::Any {
+                    type_url: e.type_url,
+                    value: e.payload,
+                }),
+                id: e.id,
+                actor_id: e.actor_id,
+            };
+            for e in history.into_iter().skip(skip) {
+                if tx.send(Ok(to_event(e))).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                tokio::select! {
+                    () = tx.closed() => return,
+                    next = live.recv() => match next {
+                        Ok(e) if actor_filter.is_empty() || e.actor_id == actor_filter => {
+                            if tx.send(Ok(to_event(e))).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            }
+        });
+        Ok(Response::new(stream))
+    }
+
+    type ListStream = BoxStream<FileInfo>;
+
+    async fn list(&self, req: Request<ListRequest>) -> Result<Response<Self::ListStream>, Status> {
+        let a = self.admit(&req, "List", Access::Read).await?;
+        let r = req.into_inner();
+        let files = self.files(a.idx);
+        let root = r.root.trim_end_matches('/').to_owned();
+        let root = if root.is_empty() {
+            "/".to_owned()
+        } else {
+            root
+        };
+        let is_dir = files.iter().any(|(p, _)| {
+            p.starts_with(&format!("{}/", root.trim_end_matches('/'))) || root == "/"
+        });
+        if !is_dir && !files.iter().any(|(p, _)| *p == root) {
+            return Err(Status::not_found(format!(
+                "lstat {root}: no such file or directory"
+            )));
+        }
+        let depth = if r.recurse {
+            r.recursion_depth.max(1) as usize
+        } else {
+            1
+        };
+        let mut entries: Vec<FileInfo> = Vec::new();
+        let prefix = format!("{}/", root.trim_end_matches('/'));
+        let mut seen = std::collections::BTreeSet::new();
+        entries.push(FileInfo {
+            metadata: meta(&a.hostname),
+            name: root.clone(),
+            relative_name: ".".into(),
+            is_dir,
+            mode: if is_dir { 0o40755 } else { 0o100644 },
+            ..Default::default()
+        });
+        for (path, content) in &files {
+            let Some(rest) = path.strip_prefix(&prefix) else {
+                continue;
+            };
+            let parts: Vec<&str> = rest.split('/').collect();
+            for level in 1..=parts.len().min(depth) {
+                let rel = parts[..level].join("/");
+                if !seen.insert(rel.clone()) {
+                    continue;
+                }
+                let dir = level < parts.len();
+                entries.push(FileInfo {
+                    metadata: meta(&a.hostname),
+                    name: format!("{prefix}{rel}"),
+                    relative_name: rel,
+                    size: if dir { 4096 } else { content.len() as i64 },
+                    mode: if dir { 0o40755 } else { 0o100644 },
+                    modified: 1_764_000_000,
+                    is_dir: dir,
+                    ..Default::default()
+                });
+            }
+        }
+        let (tx, stream) = channel();
+        tokio::spawn(async move {
+            for e in entries {
+                if tx.send(Ok(e)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(stream))
+    }
+
+    type ReadStream = BoxStream<common::Data>;
+
+    async fn read(&self, req: Request<ReadRequest>) -> Result<Response<Self::ReadStream>, Status> {
+        let a = self.admit(&req, "Read", Access::Admin).await?;
+        let path = req.into_inner().path;
+        let content = self
+            .files(a.idx)
+            .into_iter()
+            .find(|(p, _)| *p == path)
+            .map(|(_, c)| c)
+            .ok_or_else(|| Status::not_found(format!("open {path}: no such file or directory")))?;
+        let (tx, stream) = channel();
+        tokio::spawn(stream_bytes(
+            DataSink::new(tx, &a),
+            content.into_bytes(),
+            4096,
+        ));
+        Ok(Response::new(stream))
+    }
+
+    type KubeconfigStream = BoxStream<common::Data>;
+
+    async fn kubeconfig(
+        &self,
+        req: Request<()>,
+    ) -> Result<Response<Self::KubeconfigStream>, Status> {
+        let a = self.admit(&req, "Kubeconfig", Access::Admin).await?;
+        if self.require_control_plane(a.idx).is_err() {
+            return Err(Status::failed_precondition(
+                "kubeconfig is only available on control plane nodes",
+            ));
+        }
+        let kubeconfig = data::kubeconfig(&self.shared.config.cluster_name);
+        // Talos leaves out the end-of-archive blocks.
+        let archive = crate::archive::pack(&[("kubeconfig", kubeconfig.as_bytes())], false);
+        let (tx, stream) = channel();
+        tokio::spawn(stream_bytes(DataSink::new(tx, &a), archive, 512));
+        Ok(Response::new(stream))
+    }
+
+    async fn etcd_member_list(
+        &self,
+        req: Request<EtcdMemberListRequest>,
+    ) -> Result<Response<EtcdMemberListResponse>, Status> {
+        let a = self.admit(&req, "EtcdMemberList", Access::Read).await?;
+        self.require_control_plane(a.idx)?;
+        let addresses: std::collections::HashMap<String, String> = self
+            .shared
+            .nodes()
+            .into_iter()
+            .map(|n| (n.hostname, n.address))
+            .collect();
+        let members = crate::state::lock(&self.shared.etcd)
+            .members
+            .iter()
+            .map(|(id, host)| {
+                let addr = addresses.get(host).cloned().unwrap_or_default();
+                EtcdMember {
+                    id: *id,
+                    hostname: host.clone(),
+                    peer_urls: vec![format!("https://{addr}:2380")],
+                    client_urls: vec![format!("https://{addr}:2379")],
+                    is_learner: false,
+                }
+            })
+            .collect();
+        Ok(Response::new(EtcdMemberListResponse {
+            messages: vec![EtcdMembers {
+                metadata: meta(&a.hostname),
+                legacy_members: vec![],
+                members,
+            }],
+        }))
+    }
+
+    async fn etcd_status(&self, req: Request<()>) -> Result<Response<EtcdStatusResponse>, Status> {
+        let a = self.admit(&req, "EtcdStatus", Access::Read).await?;
+        let id = self.require_control_plane(a.idx)?;
+        let etcd = crate::state::lock(&self.shared.etcd);
+        if !etcd.members.iter().any(|m| m.0 == id) {
+            return Err(Status::failed_precondition(
+                "etcd member is not part of the cluster",
+            ));
+        }
+        let index = 150_000 + self.shared.calls(&a.hostname, "EtcdStatus");
+        let status = EtcdMemberStatus {
+            storage_version: "3.6.0".into(),
+            member_id: id,
+            protocol_version: "3.6.0".into(),
+            db_size: 24 << 20,
+            db_size_in_use: 17 << 20,
+            leader: etcd.leader,
+            raft_index: index,
+            raft_term: etcd.raft_term,
+            raft_applied_index: index,
+            errors: etcd
+                .alarms
+                .iter()
+                .filter(|(m, _)| *m == id)
+                .map(|_| "memberID:X alarm:NOSPACE".to_owned())
+                .collect(),
+            is_learner: false,
+        };
+        Ok(Response::new(EtcdStatusResponse {
+            messages: vec![EtcdStatus {
+                metadata: meta(&a.hostname),
+                member_status: Some(status),
+            }],
+        }))
+    }
+
+    async fn etcd_alarm_list(
+        &self,
+        req: Request<()>,
+    ) -> Result<Response<EtcdAlarmListResponse>, Status> {
+        let a = self.admit(&req, "EtcdAlarmList", Access::Read).await?;
+        self.require_control_plane(a.idx)?;
+        let member_alarms = crate::state::lock(&self.shared.etcd)
+            .alarms
+            .iter()
+            .map(|(m, al)| EtcdMemberAlarm {
+                member_id: *m,
+                alarm: *al,
+            })
+            .collect();
+        Ok(Response::new(EtcdAlarmListResponse {
+            messages: vec![EtcdAlarm {
+                metadata: meta(&a.hostname),
+                member_alarms,
+            }],
+        }))
+    }
+
+    async fn etcd_alarm_disarm(
+        &self,
+        req: Request<()>,
+    ) -> Result<Response<EtcdAlarmDisarmResponse>, Status> {
+        let a = self.admit(&req, "EtcdAlarmDisarm", Access::Operate).await?;
+        self.require_control_plane(a.idx)?;
+        let member_alarms = std::mem::take(&mut crate::state::lock(&self.shared.etcd).alarms)
+            .into_iter()
+            .map(|(m, al)| EtcdMemberAlarm {
+                member_id: m,
+                alarm: al,
+            })
+            .collect();
+        Ok(Response::new(EtcdAlarmDisarmResponse {
+            messages: vec![EtcdAlarmDisarm {
+                metadata: meta(&a.hostname),
+                member_alarms,
+            }],
+        }))
+    }
+
+    async fn etcd_defragment(
+        &self,
+        req: Request<()>,
+    ) -> Result<Response<EtcdDefragmentResponse>, Status> {
+        let a = self.admit(&req, "EtcdDefragment", Access::Operate).await?;
+        self.require_control_plane(a.idx)?;
+        Ok(Response::new(EtcdDefragmentResponse {
+            messages: vec![EtcdDefragment {
+                metadata: meta(&a.hostname),
+            }],
+        }))
+    }
+
+    type EtcdSnapshotStream = BoxStream<common::Data>;
+
+    async fn etcd_snapshot(
+        &self,
+        req: Request<EtcdSnapshotRequest>,
+    ) -> Result<Response<Self::EtcdSnapshotStream>, Status> {
+        let a = self.admit(&req, "EtcdSnapshot", Access::EtcdBackup).await?;
+        self.require_control_plane(a.idx)?;
+        let (tx, stream) = channel();
+        let host = a.hostname.clone();
+        let mut sink = DataSink::new(tx, &a);
+        tokio::spawn(async move {
+            // 4 MiB in 64 KiB chunks.
+            for i in 0..64 {
+                if !sink.send(data::snapshot_chunk(&host, i, 64 * 1024)).await {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(stream))
+    }
+
+    async fn etcd_forfeit_leadership(
+        &self,
+        req: Request<EtcdForfeitLeadershipRequest>,
+    ) -> Result<Response<EtcdForfeitLeadershipResponse>, Status> {
+        let a = self
+            .admit(&req, "EtcdForfeitLeadership", Access::Admin)
+            .await?;
+        let id = self.require_control_plane(a.idx)?;
+        let mut etcd = crate::state::lock(&self.shared.etcd);
+        let mut member = String::new();
+        if etcd.leader == id
+            && let Some((next, host)) = etcd.members.iter().find(|m| m.0 != id).cloned()
+        {
+            etcd.leader = next;
+            etcd.raft_term += 1;
+            member = host;
+        }
+        Ok(Response::new(EtcdForfeitLeadershipResponse {
+            messages: vec![EtcdForfeitLeadership {
+                metadata: meta(&a.hostname),
+                member,
+            }],
+        }))
+    }
+
+    async fn etcd_leave_cluster(
+        &self,
+        req: Request<EtcdLeaveClusterRequest>,
+    ) -> Result<Response<EtcdLeaveClusterResponse>, Status> {
+        let a = self.admit(&req, "EtcdLeaveCluster", Access::Admin).await?;
+        let id = self.require_control_plane(a.idx)?;
+        {
+            let mut etcd = crate::state::lock(&self.shared.etcd);
+            etcd.members.retain(|m| m.0 != id);
+            if etcd.leader == id {
+                etcd.leader = etcd.members.first().map_or(0, |m| m.0);
+                etcd.raft_term += 1;
+            }
+        }
+        self.shared.with_node(a.idx, |n| {
+            if let Some(s) = n.services.get_mut("etcd") {
+                s.state = "Finished".into();
+            }
+        });
+        Ok(Response::new(EtcdLeaveClusterResponse {
+            messages: vec![EtcdLeaveCluster {
+                metadata: meta(&a.hostname),
+            }],
+        }))
+    }
+
+    async fn etcd_remove_member_by_id(
+        &self,
+        req: Request<EtcdRemoveMemberByIdRequest>,
+    ) -> Result<Response<EtcdRemoveMemberByIdResponse>, Status> {
+        let a = self
+            .admit(&req, "EtcdRemoveMemberByID", Access::Admin)
+            .await?;
+        self.require_control_plane(a.idx)?;
+        let target = req.into_inner().member_id;
+        let mut etcd = crate::state::lock(&self.shared.etcd);
+        if !etcd.members.iter().any(|m| m.0 == target) {
+            return Err(Status::not_found(format!(
+                "etcdserver: member not found: {target:x}"
+            )));
+        }
+        etcd.members.retain(|m| m.0 != target);
+        if etcd.leader == target {
+            etcd.leader = etcd.members.first().map_or(0, |m| m.0);
+            etcd.raft_term += 1;
+        }
+        Ok(Response::new(EtcdRemoveMemberByIdResponse {
+            messages: vec![EtcdRemoveMemberById {
+                metadata: meta(&a.hostname),
+            }],
+        }))
+    }
+
+    async fn apply_configuration(
+        &self,
+        req: Request<ApplyConfigurationRequest>,
+    ) -> Result<Response<ApplyConfigurationResponse>, Status> {
+        let a = self
+            .admit(&req, "ApplyConfiguration", Access::Admin)
+            .await?;
+        let r = req.into_inner();
+        let text = String::from_utf8(r.data)
+            .map_err(|_| Status::invalid_argument("config is not UTF-8"))?;
+        let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
+            .map_err(|e| Status::invalid_argument(format!("failed to parse config: {e}")))?;
+        if doc.get("version").and_then(|v| v.as_str()) != Some("v1alpha1")
+            || doc.get("machine").is_none()
+        {
+            return Err(Status::invalid_argument(
+                "failed to validate config: not a Talos v1alpha1 machine config (version: v1alpha1 and machine: are required)",
+            ));
+        }
+        use apply_configuration_request::Mode;
+        let mode =
+            Mode::try_from(r.mode).map_err(|_| Status::invalid_argument("unknown apply mode"))?;
+        let old = self.shared.with_node(a.idx, |n| n.machine_config.clone());
+        let diff = line_diff(&old, &text);
+        let mode_name = mode.as_str_name();
+        let details = if r.dry_run {
+            format!(
+                "Dry run summary:\nApplied configuration with a mode: {mode_name}\nConfig diff:\n\n{diff}"
+            )
+        } else {
+            match mode {
+                Mode::Staged => {
+                    self.shared
+                        .with_node(a.idx, |n| n.staged_config = Some(text));
+                    "Staged configuration to be applied after a reboot".to_owned()
+                }
+                Mode::Reboot => {
+                    self.shared.with_node(a.idx, |n| n.machine_config = text);
+                    let actor = self.shared.next_actor_id();
+                    self.shared.reboot(a.idx, &actor);
+                    "Applied configuration with a reboot".to_owned()
+                }
+                Mode::Try => {
+                    self.shared.with_node(a.idx, |n| n.machine_config = text);
+                    let timeout = r.try_mode_timeout.map_or(60, |d| d.seconds);
+                    format!(
+                        "Applied configuration without a reboot; it will be rolled back in {timeout}s unless applied again"
+                    )
+                }
+                Mode::Auto | Mode::NoReboot => {
+                    self.shared.with_node(a.idx, |n| n.machine_config = text);
+                    "Applied configuration without a reboot".to_owned()
+                }
+            }
+        };
+        Ok(Response::new(ApplyConfigurationResponse {
+            messages: vec![ApplyConfiguration {
+                metadata: meta(&a.hostname),
+                warnings: vec![],
+                mode: mode as i32,
+                mode_details: details,
+            }],
+        }))
+    }
+
+    async fn reboot(
+        &self,
+        req: Request<RebootRequest>,
+    ) -> Result<Response<RebootResponse>, Status> {
+        let a = self.admit(&req, "Reboot", Access::Operate).await?;
+        let actor = self.shared.next_actor_id();
+        self.shared.reboot(a.idx, &actor);
+        Ok(Response::new(RebootResponse {
+            messages: vec![Reboot {
+                metadata: meta(&a.hostname),
+                actor_id: actor,
+            }],
+        }))
+    }
+
+    async fn restart(
+        &self,
+        req: Request<RestartRequest>,
+    ) -> Result<Response<RestartResponse>, Status> {
+        let a = self.admit(&req, "Restart", Access::Operate).await?;
+        let r = req.into_inner();
+        self.change_service(&a, &r.id, "Running", "Container restarted")
+            .or_else(|_| Ok::<_, Status>(String::new()))?;
+        Ok(Response::new(RestartResponse {
+            messages: vec![Restart {
+                metadata: meta(&a.hostname),
+            }],
+        }))
+    }
+
+    async fn shutdown(
+        &self,
+        req: Request<ShutdownRequest>,
+    ) -> Result<Response<ShutdownResponse>, Status> {
+        let a = self.admit(&req, "Shutdown", Access::Operate).await?;
+        let actor = self.shared.next_actor_id();
+        self.shared.push_event(
+            a.idx,
+            &actor,
+            "MachineStatusEvent",
+            data::machine_status(data::Stage::ShuttingDown, false),
+        );
+        self.shared.power_off(a.idx);
+        Ok(Response::new(ShutdownResponse {
+            messages: vec![Shutdown {
+                metadata: meta(&a.hostname),
+                actor_id: actor,
+            }],
+        }))
+    }
+
+    async fn reset(&self, req: Request<ResetRequest>) -> Result<Response<ResetResponse>, Status> {
+        let a = self.admit(&req, "Reset", Access::Admin).await?;
+        let r = req.into_inner();
+        let actor = self.shared.next_actor_id();
+        self.shared.push_event(
+            a.idx,
+            &actor,
+            "MachineStatusEvent",
+            data::machine_status(data::Stage::Resetting, false),
+        );
+        if r.graceful
+            && let Some(id) = self.shared.with_node(a.idx, |n| n.etcd_member_id)
+        {
+            let mut etcd = crate::state::lock(&self.shared.etcd);
+            etcd.members.retain(|m| m.0 != id);
+            if etcd.leader == id {
+                etcd.leader = etcd.members.first().map_or(0, |m| m.0);
+            }
+        }
+        if r.reboot {
+            self.shared.reboot(a.idx, &actor);
+        } else {
+            self.shared.power_off(a.idx);
+        }
+        Ok(Response::new(ResetResponse {
+            messages: vec![Reset {
+                metadata: meta(&a.hostname),
+                actor_id: actor,
+            }],
+        }))
+    }
+
+    async fn upgrade(
+        &self,
+        req: Request<UpgradeRequest>,
+    ) -> Result<Response<UpgradeResponse>, Status> {
+        let a = self.admit(&req, "Upgrade", Access::Admin).await?;
+        let r = req.into_inner();
+        if r.image.trim().is_empty() {
+            return Err(Status::invalid_argument("installer image is required"));
+        }
+        let actor = self.shared.next_actor_id();
+        if !r.stage {
+            self.shared.reboot(a.idx, &actor);
+        }
+        Ok(Response::new(UpgradeResponse {
+            messages: vec![Upgrade {
+                metadata: meta(&a.hostname),
+                ack: format!("Upgrade request received: {}", r.image),
+                actor_id: actor,
+            }],
+        }))
+    }
+
+    type ImageListStream = BoxStream<ImageListResponse>;
+
+    async fn image_list(
+        &self,
+        req: Request<ImageListRequest>,
+    ) -> Result<Response<Self::ImageListStream>, Status> {
+        let a = self.admit(&req, "ImageList", Access::Read).await?;
+        let images = self.shared.with_node(a.idx, |n| n.images.clone());
+        let (tx, stream) = channel();
+        tokio::spawn(async move {
+            for name in images {
+                let item = ImageListResponse {
+                    metadata: meta(&a.hostname),
+                    digest: format!(
+                        "sha256:{:016x}{:016x}",
+                        data::seed(&name),
+                        data::seed(&format!("{name}/2"))
+                    ),
+                    size: (20 << 20) + (data::seed(&name) % (200 << 20)) as i64,
+                    created_at: ts(SystemTime::UNIX_EPOCH + Duration::from_secs(1_760_000_000)),
+                    name,
+                };
+                if tx.send(Ok(item)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(stream))
+    }
+
+    async fn image_pull(
+        &self,
+        req: Request<ImagePullRequest>,
+    ) -> Result<Response<ImagePullResponse>, Status> {
+        let a = self.admit(&req, "ImagePull", Access::Operate).await?;
+        let reference = req.into_inner().reference;
+        pull_into(&self.shared, a.idx, &reference)?;
+        Ok(Response::new(ImagePullResponse {
+            messages: vec![ImagePull {
+                metadata: meta(&a.hostname),
+            }],
+        }))
+    }
+}
+
+impl MachineApi {
+    fn change_service(
+        &self,
+        a: &Admitted,
+        id: &str,
+        state: &str,
+        message: &str,
+    ) -> Result<String, Status> {
+        let changed = self.shared.with_node(a.idx, |n| {
+            n.services.get_mut(id).map(|s| {
+                s.state = state.to_owned();
+                s.healthy = state == "Running";
+                s.events
+                    .push((state.to_owned(), message.to_owned(), SystemTime::now()));
+                if s.events.len() > 20 {
+                    s.events.remove(0);
+                }
+            })
+        });
+        if changed.is_none() {
+            return Err(Status::not_found(format!("service \"{id}\" not found")));
+        }
+        let action = match state {
+            "Running" => machine::service_state_event::Action::Running,
+            _ => machine::service_state_event::Action::Finished,
+        };
+        let payload = ServiceStateEvent {
+            service: id.to_owned(),
+            action: action as i32,
+            message: message.to_owned(),
+            health: None,
+        }
+        .encode_to_vec();
+        self.shared
+            .push_event(a.idx, "", "ServiceStateEvent", payload);
+        Ok(format!("Service {id:?} {}", message.to_lowercase()))
+    }
+
+    /// The node's tiny virtual filesystem: (path, content).
+    fn files(&self, idx: usize) -> Vec<(String, String)> {
+        let (node, boot_id) = self
+            .shared
+            .with_node(idx, |n| (n.info.clone(), n.boot_id.clone()));
+        vec![
+            ("/proc/sys/kernel/random/boot_id".into(), format!("{boot_id}\n")),
+            ("/proc/loadavg".into(), "0.42 0.37 0.30 2/612 4211\n".into()),
+            ("/proc/meminfo".into(), "MemTotal:        8388608 kB\nMemFree:         2097152 kB\nMemAvailable:    4194304 kB\n".into()),
+            ("/proc/cmdline".into(), "talos.platform=metal console=ttyS0 init_on_alloc=1\n".into()),
+            ("/etc/os-release".into(), format!("NAME=\"Talos\"\nID=talos\nVERSION_ID={}\n", self.shared.config.talos_version)),
+            ("/etc/hostname".into(), format!("{}\n", node.hostname)),
+            ("/var/log/audit/kube/kube-apiserver.log".into(), "{\"kind\":\"Event\",\"level\":\"Metadata\"}\n".into()),
+            ("/var/log/containers/kube-proxy.log".into(), (0..20).map(|i| data::log_line("kube-proxy", &node.hostname, i) + "\n").collect()),
+            ("/sys/class/net/eth0/operstate".into(), "up\n".into()),
+            ("/sys/class/net/eth0/mtu".into(), "1500\n".into()),
+            ("/system/state/config.yaml".into(), self.shared.with_node(idx, |n| n.machine_config.clone())),
+        ]
+    }
+}
+
+/// Adds an image to a node's cache (shared by MachineService.ImagePull and ImageService.Pull).
+pub(crate) fn pull_into(shared: &Shared, idx: usize, reference: &str) -> Result<(), Status> {
+    if reference.trim().is_empty() || reference.contains(' ') {
+        return Err(Status::invalid_argument(format!(
+            "invalid reference format: {reference:?}"
+        )));
+    }
+    shared.with_node(idx, |n| {
+        if !n.images.iter().any(|i| i == reference) {
+            n.images.push(reference.to_owned());
+        }
+    });
+    Ok(())
+}
+
+/// A minimal line diff: removed lines with `-`, added lines with `+`.
+fn line_diff(old: &str, new: &str) -> String {
+    let old_lines: std::collections::HashSet<&str> = old.lines().collect();
+    let new_lines: std::collections::HashSet<&str> = new.lines().collect();
+    let mut out = String::new();
+    for l in old.lines().filter(|l| !new_lines.contains(l)) {
+        out.push_str("- ");
+        out.push_str(l);
+        out.push('\n');
+    }
+    for l in new.lines().filter(|l| !old_lines.contains(l)) {
+        out.push_str("+ ");
+        out.push_str(l);
+        out.push('\n');
+    }
+    if out.is_empty() {
+        out.push_str("No changes.\n");
+    }
+    out
+}

@@ -1,0 +1,468 @@
+//! The simulated cluster's state: nodes, faults, roles, etcd membership, events.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+use tonic::Status;
+
+use crate::pki::{self, CertificateAuthority, IssuedCert, Validity};
+use crate::{SimConfig, SimError};
+
+/// What a node does in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeRole {
+    /// Runs etcd and the Kubernetes control plane.
+    ControlPlane,
+    /// Runs workloads only.
+    Worker,
+}
+
+/// A virtual node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimNode {
+    /// Its address label (in 127.0.0.0/8; nothing listens there).
+    pub address: String,
+    /// Its hostname.
+    pub hostname: String,
+    /// Its role.
+    pub role: NodeRole,
+}
+
+/// A fault injected into one node's answers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Fault {
+    /// Behave normally.
+    #[default]
+    None,
+    /// Answer `Unavailable`, as apid does when it cannot reach the node.
+    Unavailable,
+    /// Wait this long before answering.
+    Latency(Duration),
+    /// Never answer.
+    Stall,
+    /// Answer with this gRPC status.
+    Status {
+        /// The code.
+        code: tonic::Code,
+        /// The message.
+        message: String,
+    },
+    /// Stream about this many bytes, then fail the stream.
+    AbortStreamAfter {
+        /// Bytes sent before the abort.
+        bytes: usize,
+    },
+}
+
+/// Which server certificate new TLS connections get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CertFault {
+    /// The valid certificate.
+    #[default]
+    None,
+    /// An expired certificate from the cluster CA.
+    Expired,
+    /// A valid certificate from another CA.
+    WrongCa,
+}
+
+/// Who may call what, as apid's roles allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// os:reader and up.
+    Read,
+    /// os:operator and up.
+    Operate,
+    /// os:etcd:backup, os:operator, os:admin.
+    EtcdBackup,
+    /// os:admin only.
+    Admin,
+}
+
+impl Access {
+    fn allows(self, role: Option<&str>) -> bool {
+        let Some(role) = role else { return false };
+        match self {
+            Self::Read => matches!(role, "os:admin" | "os:operator" | "os:reader"),
+            Self::Operate => matches!(role, "os:admin" | "os:operator"),
+            Self::EtcdBackup => matches!(role, "os:admin" | "os:operator" | "os:etcd:backup"),
+            Self::Admin => role == "os:admin",
+        }
+    }
+}
+
+/// A recorded machine event.
+#[derive(Debug, Clone)]
+pub(crate) struct EventRecord {
+    pub(crate) id: String,
+    pub(crate) actor_id: String,
+    pub(crate) type_url: String,
+    pub(crate) payload: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ServiceState {
+    pub(crate) state: String,
+    pub(crate) healthy: bool,
+    pub(crate) events: Vec<(String, String, SystemTime)>,
+}
+
+#[derive(Debug)]
+pub(crate) struct NodeState {
+    pub(crate) info: SimNode,
+    pub(crate) boot_id: String,
+    pub(crate) boots: u32,
+    pub(crate) booted_at: SystemTime,
+    pub(crate) down_until: Option<Instant>,
+    pub(crate) powered_off: bool,
+    pub(crate) fault: Fault,
+    pub(crate) calls: HashMap<String, u64>,
+    pub(crate) services: BTreeMap<String, ServiceState>,
+    pub(crate) machine_config: String,
+    pub(crate) staged_config: Option<String>,
+    pub(crate) images: Vec<String>,
+    pub(crate) events: Vec<EventRecord>,
+    pub(crate) event_tx: broadcast::Sender<EventRecord>,
+    pub(crate) etcd_member_id: Option<u64>,
+}
+
+impl NodeState {
+    pub(crate) fn is_up(&self) -> bool {
+        !self.powered_off && self.down_until.is_none_or(|t| Instant::now() >= t)
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct EtcdState {
+    /// Member ids in the cluster, with their hostnames.
+    pub(crate) members: Vec<(u64, String)>,
+    pub(crate) leader: u64,
+    pub(crate) alarms: Vec<(u64, i32)>,
+    pub(crate) raft_term: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Pki {
+    pub(crate) ca: CertificateAuthority,
+    pub(crate) server: IssuedCert,
+    pub(crate) expired_server: IssuedCert,
+    pub(crate) foreign_server: IssuedCert,
+}
+
+/// State shared by the server tasks and the handle.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: SimConfig,
+    pub(crate) pki: Pki,
+    roles: Mutex<HashMap<Vec<u8>, String>>,
+    cert_fault: Mutex<CertFault>,
+    nodes: Mutex<Vec<NodeState>>,
+    pub(crate) etcd: Mutex<EtcdState>,
+    event_seq: std::sync::atomic::AtomicU64,
+}
+
+/// Locks a mutex, recovering from poisoning (a panicked handler must not take the server down).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The address label of the n-th node (0-based).
+fn node_address(n: usize) -> String {
+    format!("127.0.{}.{}", 10 + n / 200, 11 + n % 200)
+}
+
+impl Shared {
+    pub(crate) fn new(config: SimConfig) -> Result<Self, SimError> {
+        let ca = CertificateAuthority::generate(&config.cluster_name)?;
+        let sans = ["127.0.0.1", "localhost", "::1"];
+        let foreign = CertificateAuthority::generate("someone-else")?;
+        let pki = Pki {
+            server: ca.server_cert(&sans, Validity::Current)?,
+            expired_server: ca.server_cert(&sans, Validity::Expired)?,
+            foreign_server: foreign.server_cert(&sans, Validity::Current)?,
+            ca,
+        };
+        let total = config.control_planes + config.workers;
+        if total > 50_000 {
+            return Err(SimError::Config("at most 50000 nodes".into()));
+        }
+        let mut nodes = Vec::with_capacity(total);
+        let mut members = Vec::new();
+        for n in 0..total {
+            let (role, hostname) = if n < config.control_planes {
+                (NodeRole::ControlPlane, format!("talos-cp-{}", n + 1))
+            } else {
+                (
+                    NodeRole::Worker,
+                    format!("talos-worker-{}", n + 1 - config.control_planes),
+                )
+            };
+            let info = SimNode {
+                address: node_address(n),
+                hostname,
+                role,
+            };
+            let member_id =
+                (role == NodeRole::ControlPlane).then(|| crate::data::seed(&info.hostname) | 1);
+            if let Some(id) = member_id {
+                members.push((id, info.hostname.clone()));
+            }
+            let (event_tx, _) = broadcast::channel(64);
+            nodes.push(NodeState {
+                boot_id: crate::data::boot_id(&info.hostname, 0),
+                boots: 0,
+                booted_at: SystemTime::now()
+                    - Duration::from_secs(3 * 86_400 + crate::data::seed(&info.hostname) % 86_400),
+                down_until: None,
+                powered_off: false,
+                fault: Fault::None,
+                calls: HashMap::new(),
+                services: crate::data::services(role),
+                machine_config: crate::data::machine_config(&config.cluster_name, &info),
+                staged_config: None,
+                images: crate::data::images(role),
+                events: Vec::new(),
+                event_tx,
+                etcd_member_id: member_id,
+                info,
+            });
+        }
+        let leader = members.first().map_or(0, |m| m.0);
+        let shared = Self {
+            config,
+            pki,
+            roles: Mutex::new(HashMap::new()),
+            cert_fault: Mutex::new(CertFault::None),
+            nodes: Mutex::new(nodes),
+            etcd: Mutex::new(EtcdState {
+                members,
+                leader,
+                alarms: Vec::new(),
+                raft_term: 2,
+            }),
+            event_seq: std::sync::atomic::AtomicU64::new(1),
+        };
+        for idx in 0..total {
+            shared.record_boot_events(idx, "boot");
+        }
+        Ok(shared)
+    }
+
+    pub(crate) fn issue_client(
+        &self,
+        role: &str,
+        validity: Validity,
+    ) -> Result<IssuedCert, SimError> {
+        let cert = self.pki.ca.client_cert(role, validity)?;
+        let der = pki::pem_to_der(&cert.cert_pem)
+            .ok_or_else(|| SimError::Tls("issued certificate is not PEM".into()))?;
+        lock(&self.roles).insert(der, role.to_owned());
+        Ok(cert)
+    }
+
+    /// The role of a presented client certificate.
+    pub(crate) fn role_of(&self, cert_der: &[u8]) -> Option<String> {
+        lock(&self.roles).get(cert_der).cloned()
+    }
+
+    pub(crate) fn cert_fault(&self) -> CertFault {
+        *lock(&self.cert_fault)
+    }
+
+    pub(crate) fn set_cert_fault(&self, fault: CertFault) {
+        *lock(&self.cert_fault) = fault;
+    }
+
+    pub(crate) fn node_count(&self) -> usize {
+        lock(&self.nodes).len()
+    }
+
+    pub(crate) fn nodes(&self) -> Vec<SimNode> {
+        lock(&self.nodes).iter().map(|n| n.info.clone()).collect()
+    }
+
+    fn find(nodes: &[NodeState], node: &str) -> Option<usize> {
+        nodes
+            .iter()
+            .position(|n| n.info.address == node || n.info.hostname == node)
+    }
+
+    pub(crate) fn set_fault(&self, node: &str, fault: Fault) {
+        let mut nodes = lock(&self.nodes);
+        if let Some(i) = Self::find(&nodes, node) {
+            nodes[i].fault = fault;
+        }
+    }
+
+    pub(crate) fn calls(&self, node: &str, method: &str) -> u64 {
+        let nodes = lock(&self.nodes);
+        Self::find(&nodes, node)
+            .and_then(|i| nodes[i].calls.get(method).copied())
+            .unwrap_or(0)
+    }
+
+    pub(crate) fn boot_id(&self, node: &str) -> Option<String> {
+        let nodes = lock(&self.nodes);
+        Self::find(&nodes, node).map(|i| nodes[i].boot_id.clone())
+    }
+
+    pub(crate) fn is_up(&self, node: &str) -> bool {
+        let nodes = lock(&self.nodes);
+        Self::find(&nodes, node).is_some_and(|i| nodes[i].is_up())
+    }
+
+    /// Runs `f` on a node's state.
+    pub(crate) fn with_node<R>(&self, idx: usize, f: impl FnOnce(&mut NodeState) -> R) -> R {
+        let mut nodes = lock(&self.nodes);
+        f(&mut nodes[idx])
+    }
+
+    /// Runs `f` over all nodes.
+    pub(crate) fn with_nodes<R>(&self, f: impl FnOnce(&mut [NodeState]) -> R) -> R {
+        let mut nodes = lock(&self.nodes);
+        f(&mut nodes)
+    }
+
+    /// The admission every RPC goes through: pick the node from the `node` metadata, count the
+    /// call, check the caller's role, then apply the node's fault and availability.
+    pub(crate) async fn admit<T>(
+        &self,
+        request: &tonic::Request<T>,
+        method: &'static str,
+        access: Access,
+    ) -> Result<Admitted, Status> {
+        let role = request
+            .extensions()
+            .get::<crate::tls::PeerRole>()
+            .and_then(|r| r.0.clone());
+        let target = request
+            .metadata()
+            .get("node")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let (idx, fault, up, hostname) = {
+            let mut nodes = lock(&self.nodes);
+            let idx = match &target {
+                None => 0,
+                Some(t) => Self::find(&nodes, t).ok_or_else(|| {
+                    Status::unavailable(format!(
+                        "connection error: desc = \"transport: Error while dialing: dial tcp {t}:50000: connect: no route to host\""
+                    ))
+                })?,
+            };
+            let node = &mut nodes[idx];
+            *node.calls.entry(method.to_owned()).or_default() += 1;
+            (
+                idx,
+                node.fault.clone(),
+                node.is_up(),
+                node.info.hostname.clone(),
+            )
+        };
+        if !access.allows(role.as_deref()) {
+            return Err(Status::permission_denied("not authorized"));
+        }
+        let mut abort_after = None;
+        match fault {
+            Fault::None => {}
+            Fault::Unavailable => {
+                return Err(Status::unavailable(format!(
+                    "connection error: desc = \"transport: Error while dialing: dial tcp {}:50000: connect: connection refused\"",
+                    target.as_deref().unwrap_or("127.0.0.1")
+                )));
+            }
+            Fault::Latency(d) => tokio::time::sleep(d).await,
+            Fault::Stall => std::future::pending::<()>().await,
+            Fault::Status { code, message } => return Err(Status::new(code, message)),
+            Fault::AbortStreamAfter { bytes } => abort_after = Some(bytes),
+        }
+        if !up {
+            return Err(Status::unavailable(format!(
+                "connection error: desc = \"transport: Error while dialing: dial tcp {}:50000: connect: connection refused\"",
+                target.as_deref().unwrap_or("127.0.0.1")
+            )));
+        }
+        Ok(Admitted {
+            idx,
+            hostname,
+            abort_after,
+        })
+    }
+
+    /// Appends an event to a node's history and to its live subscribers.
+    pub(crate) fn push_event(&self, idx: usize, actor_id: &str, type_name: &str, payload: Vec<u8>) {
+        let seq = self
+            .event_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let record = EventRecord {
+            id: format!("{seq:020}"),
+            actor_id: actor_id.to_owned(),
+            type_url: format!("talos/runtime/machine.{type_name}"),
+            payload,
+        };
+        self.with_node(idx, |n| {
+            n.events.push(record.clone());
+            if n.events.len() > 1000 {
+                n.events.remove(0);
+            }
+            let _ = n.event_tx.send(record);
+        });
+    }
+
+    fn record_boot_events(&self, idx: usize, actor: &str) {
+        for (type_name, payload) in crate::data::boot_events(
+            &self.with_node(idx, |n| n.services.keys().cloned().collect::<Vec<_>>()),
+        ) {
+            self.push_event(idx, actor, type_name, payload);
+        }
+    }
+
+    /// Takes a node down for the configured downtime; it comes back with a new boot id.
+    pub(crate) fn reboot(&self, idx: usize, actor: &str) {
+        let downtime = self.config.reboot_downtime;
+        self.push_event(
+            idx,
+            actor,
+            "MachineStatusEvent",
+            crate::data::machine_status(crate::data::Stage::Rebooting, false),
+        );
+        self.with_node(idx, |n| {
+            n.boots += 1;
+            n.boot_id = crate::data::boot_id(&n.info.hostname, n.boots);
+            n.booted_at = SystemTime::now() + downtime;
+            n.down_until = Some(Instant::now() + downtime);
+            if let Some(staged) = n.staged_config.take() {
+                n.machine_config = staged;
+            }
+            for s in n.services.values_mut() {
+                s.state = "Running".into();
+                s.healthy = true;
+            }
+        });
+        self.record_boot_events(idx, actor);
+    }
+
+    /// Powers a node off until the simulator stops.
+    pub(crate) fn power_off(&self, idx: usize) {
+        self.with_node(idx, |n| n.powered_off = true);
+    }
+
+    pub(crate) fn next_actor_id(&self) -> String {
+        format!(
+            "actor-{:08x}",
+            self.event_seq
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        )
+    }
+}
+
+/// The node a call was admitted for.
+#[derive(Debug, Clone)]
+pub(crate) struct Admitted {
+    pub(crate) idx: usize,
+    pub(crate) hostname: String,
+    pub(crate) abort_after: Option<usize>,
+}
