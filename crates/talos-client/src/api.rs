@@ -206,3 +206,48 @@ pub trait TalosApi: Send + Sync {
         idle: std::time::Duration,
     ) -> Result<Vec<ResourceEvent>>;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::error::{TalosError, Target};
+    use crate::fanout::fan_out;
+
+    /// Downstream crates test against `MockTalosApi` exactly like this, through `Arc<dyn TalosApi>`.
+    #[tokio::test]
+    async fn mock_works_behind_a_trait_object() {
+        let mut mock = MockTalosApi::new();
+        mock.expect_hostname()
+            .times(3)
+            .returning(|opts| match opts.node.as_deref() {
+                Some("10.0.0.2") => Err(TalosError::Timeout {
+                    target: Target {
+                        endpoint: Some("10.0.0.1:50000".into()),
+                        node: Some("10.0.0.2".into()),
+                    },
+                    after: std::time::Duration::from_secs(1),
+                }),
+                Some(node) => Ok(format!("host-{node}")),
+                None => Ok("endpoint".into()),
+            });
+        let api: Arc<dyn TalosApi> = Arc::new(mock);
+        let nodes = vec![
+            "10.0.0.1".to_owned(),
+            "10.0.0.2".to_owned(),
+            "10.0.0.3".to_owned(),
+        ];
+        let results = fan_out(&nodes, 2, |node| {
+            let api = api.clone();
+            async move { api.hostname(&CallOptions::node(node)).await }
+        })
+        .await;
+        assert_eq!(results[0].result.as_ref().unwrap(), "host-10.0.0.1");
+        assert_eq!(
+            results[1].result.as_ref().unwrap_err().kind(),
+            crate::ErrorKind::Timeout
+        );
+        assert_eq!(results[2].result.as_ref().unwrap(), "host-10.0.0.3");
+    }
+}

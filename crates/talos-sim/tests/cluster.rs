@@ -1,0 +1,103 @@
+//! The simulator's own surface (its RPC behaviour is exercised over mTLS by talos-client's tests).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use talos_sim::{Fault, NodeRole, SimCluster, SimConfig, SimError};
+
+#[tokio::test]
+async fn nodes_are_labelled_and_ordered() {
+    let sim = SimCluster::start(SimConfig {
+        control_planes: 3,
+        workers: 250,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let nodes = sim.nodes();
+    assert_eq!(nodes.len(), 253);
+    assert_eq!(
+        (nodes[0].address.as_str(), nodes[0].hostname.as_str()),
+        ("127.0.10.11", "talos-cp-1")
+    );
+    assert_eq!(nodes[3].hostname, "talos-worker-1");
+    assert_eq!(
+        nodes
+            .iter()
+            .filter(|n| n.role == NodeRole::ControlPlane)
+            .count(),
+        3
+    );
+    assert_eq!(nodes[200].address, "127.0.11.11");
+    let unique: std::collections::HashSet<_> = nodes.iter().map(|n| &n.address).collect();
+    assert_eq!(unique.len(), nodes.len());
+    assert!(sim.endpoint().ip().is_loopback() && sim.endpoint().port() != 0);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn talosconfig_points_at_the_endpoint_with_talos_key_label() {
+    let sim = SimCluster::start(SimConfig::default()).await.unwrap();
+    let yaml = sim.talosconfig("os:reader").unwrap();
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&yaml).unwrap();
+    let ctx = &doc["contexts"]["talos-sim"];
+    assert_eq!(doc["context"].as_str(), Some("talos-sim"));
+    assert_eq!(
+        ctx["endpoints"][0].as_str(),
+        Some(sim.endpoint().to_string().as_str())
+    );
+    assert_eq!(ctx["nodes"].as_sequence().unwrap().len(), 5);
+    use base64::Engine as _;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(ctx["key"].as_str().unwrap())
+        .unwrap();
+    assert!(
+        String::from_utf8(key)
+            .unwrap()
+            .starts_with("-----BEGIN ED25519 PRIVATE KEY-----")
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn faults_and_state_are_per_node() {
+    let sim = SimCluster::start(SimConfig::default()).await.unwrap();
+    let a = sim.nodes()[0].address.clone();
+    let b = sim.nodes()[1].hostname.clone();
+    sim.set_fault(&a, Fault::Latency(Duration::from_millis(5)));
+    sim.set_fault("no-such-node", Fault::Stall); // ignored
+    assert!(sim.is_up(&a) && sim.is_up(&b));
+    assert!(sim.boot_id(&a).unwrap() != sim.boot_id(&b).unwrap());
+    assert_eq!(sim.calls(&a, "Version"), 0);
+    assert_eq!(sim.boot_id("no-such-node"), None);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn refuses_impossible_configs_and_busy_ports() {
+    let err = SimCluster::start(SimConfig {
+        control_planes: 0,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(err, SimError::Config(_)), "{err}");
+
+    let sim = SimCluster::start(SimConfig::default()).await.unwrap();
+    let err = SimCluster::start(SimConfig {
+        bind: sim.endpoint(),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(err, SimError::Bind { .. }), "{err}");
+    sim.shutdown().await;
+}
+
+#[test]
+fn planted_secrets_are_distinctive() {
+    for s in talos_sim::PLANTED_SECRETS {
+        assert!(s.starts_with("SIM-SECRET-") && s.len() > 15);
+    }
+}
