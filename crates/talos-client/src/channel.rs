@@ -316,14 +316,7 @@ impl Pipeline {
 
 /// Whether the status says the connection was never established (so the request was not sent).
 fn is_connect_failure(status: &tonic::Status) -> bool {
-    let mut source = std::error::Error::source(status);
-    while let Some(err) = source {
-        if err.is::<ConnectError>() {
-            return true;
-        }
-        source = err.source();
-    }
-    false
+    crate::error::error_chain(status).any(|err| err.is::<ConnectError>())
 }
 
 /// Exponential backoff with full jitter: a random delay in [base·2^(n-1) / 2, base·2^(n-1)], capped.

@@ -234,13 +234,7 @@ fn is_local_transport(status: &tonic::Status) -> bool {
 
 /// A short description of a transport failure: the status message plus its innermost cause.
 fn describe_transport(status: &tonic::Status) -> String {
-    let mut innermost = None;
-    let mut source = status.source();
-    while let Some(err) = source {
-        innermost = Some(err.to_string());
-        source = err.source();
-    }
-    match innermost {
+    match error_chain(status).last().map(|e| e.to_string()) {
         Some(cause) if !status.message().contains(&cause) => {
             format!("{} ({cause})", status.message())
         }
@@ -248,10 +242,11 @@ fn describe_transport(status: &tonic::Status) -> String {
     }
 }
 
-/// Finds a rustls error anywhere in the status's source chain.
+/// Finds a TLS failure anywhere in the status's source chain: a typed rustls error first, else
+/// the text some layers (h2) keep instead of a `source()`.
 fn find_tls_error(status: &tonic::Status) -> Option<String> {
-    let mut source: Option<&(dyn StdError + 'static)> = status.source();
-    while let Some(err) = source {
+    let chain = || error_chain(status);
+    for err in chain() {
         if let Some(tls) = err.downcast_ref::<rustls::Error>() {
             return Some(describe_rustls(tls));
         }
@@ -261,9 +256,48 @@ fn find_tls_error(status: &tonic::Status) -> Option<String> {
         {
             return Some(describe_rustls(tls));
         }
-        source = err.source();
+    }
+    for err in chain() {
+        let text = err.to_string();
+        if let Some(pos) = text.find("received fatal alert: ") {
+            let alert = text[pos + "received fatal alert: ".len()..]
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .next()
+                .unwrap_or_default();
+            return Some(describe_alert(alert));
+        }
+        if text.contains("invalid peer certificate") {
+            return Some(text);
+        }
     }
     None
+}
+
+/// The status's source errors, outermost first.
+pub(crate) fn error_chain<'a>(
+    status: &'a tonic::Status,
+) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    std::iter::successors(status.source(), |err: &&'a (dyn StdError + 'static)| {
+        (*err).source()
+    })
+}
+
+/// Explains a TLS alert the server sent about our client certificate.
+fn describe_alert(alert: &str) -> String {
+    match alert {
+        "CertificateExpired" => {
+            "the server rejected the client certificate: it has expired; generate a new talosconfig"
+                .to_owned()
+        }
+        "UnknownCA" | "BadCertificate" | "CertificateUnknown" => {
+            "the server rejected the client certificate: it is not signed by this cluster's CA"
+                .to_owned()
+        }
+        "ProtocolVersion" => "the server does not speak TLS 1.3".to_owned(),
+        other => format!(
+            "the server ended the TLS session ({other}); the client certificate may be invalid for this cluster"
+        ),
+    }
 }
 
 fn describe_rustls(err: &rustls::Error) -> String {

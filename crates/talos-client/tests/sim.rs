@@ -655,6 +655,22 @@ async fn tls_failures_are_authentication_errors() {
 }
 
 #[tokio::test]
+async fn an_expired_client_certificate_is_an_authentication_error() {
+    let sim = start(SimConfig::default()).await;
+    let yaml = sim
+        .talosconfig_with("os:admin", talos_sim::pki::Validity::Expired)
+        .unwrap();
+    let ctx = TalosConfig::from_yaml(&yaml, "<sim>")
+        .unwrap()
+        .context(None)
+        .unwrap();
+    let c = GrpcTalosClient::with_settings(&ctx, fast_settings()).unwrap();
+    let err = c.version(&CallOptions::node(cp(&sim))).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Authentication, "{err}");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_tls12_only_server_is_refused() {
     let sim = start(SimConfig {
         tls: talos_sim::ServerTlsMode::Tls12Only,

@@ -154,7 +154,17 @@ impl SimCluster {
     /// A talosconfig (YAML) for this cluster with a fresh client certificate of `role`: context
     /// `talos-sim` (current), this endpoint, every node.
     pub fn talosconfig(&self, role: &str) -> Result<String, SimError> {
-        let client = self.client_cert(role)?;
+        self.talosconfig_with(role, pki::Validity::Current)
+    }
+
+    /// Like [`SimCluster::talosconfig`], with a client certificate of the given validity (an
+    /// expired one lets tests check how clients report a rejected certificate).
+    pub fn talosconfig_with(
+        &self,
+        role: &str,
+        validity: pki::Validity,
+    ) -> Result<String, SimError> {
+        let client = self.shared.issue_client(role, validity)?;
         Ok(pki::render_talosconfig(
             "talos-sim",
             &[pki::TalosconfigContext {
