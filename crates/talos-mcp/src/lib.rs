@@ -1,3 +1,26 @@
-//! MCP tools, prompts and resources for Talos, with the safety policy and audit log.
+//! MCP tools, prompts and resources for Talos Linux, on `rmcp`.
 //!
-//! Not built yet: this crate is filled by the read-tools and safety issues. It exports nothing so far.
+//! [`TalosMcp`] is an rmcp `ServerHandler`. Every tool takes an optional `context` (a talosconfig
+//! context; several clusters are served at once) and, for fan-out tools, optional `nodes`
+//! (default: the context's nodes). Nodes are checked against an allowlist before any call goes
+//! out ([`clusters`]). Results carry a short text plus structured content that matches the
+//! declared output schema; multi-node results list every node with its own result or error
+//! ([`output`]). Output is capped; tool failures are `isError` results naming the error kind
+//! ([`error`]).
+//!
+//! Tools live one function each in domain modules (`tools::info`, `tools::workloads`,
+//! `tools::logs`, `tools::etcd`, `tools::cluster`, `tools::kubernetes`), grouped into toolsets
+//! the operator can enable by name.
+
+pub mod clusters;
+pub mod error;
+pub mod output;
+mod prompts;
+mod redact;
+mod resources;
+mod server;
+pub mod tools;
+
+pub use clusters::{ApiFactory, Cidr, Clusters, grpc_factory};
+pub use error::ToolError;
+pub use server::{ServerSettings, TOOLSETS, TalosMcp, TargetArgs};

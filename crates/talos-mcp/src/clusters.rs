@@ -1,0 +1,430 @@
+//! The clusters a server talks to: talosconfig contexts, their clients, and which nodes a call
+//! may target.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, RwLock};
+
+use talos_client::{CallOptions, GrpcTalosClient, TalosApi, TalosError};
+use talos_config::{Context, TalosConfig};
+
+use crate::error::ToolError;
+
+/// Builds a client for a resolved context (the gRPC client in production, a mock in tests).
+pub type ApiFactory = Arc<dyn Fn(&Context) -> Result<Arc<dyn TalosApi>, TalosError> + Send + Sync>;
+
+/// The production factory: a [`GrpcTalosClient`] per context.
+pub fn grpc_factory(settings: talos_client::ClientSettings) -> ApiFactory {
+    Arc::new(move |ctx| {
+        Ok(Arc::new(GrpcTalosClient::with_settings(ctx, settings.clone())?) as Arc<dyn TalosApi>)
+    })
+}
+
+/// An address block nodes may come from, e.g. `10.5.0.0/24`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = s.split_once('/').unwrap_or((s, ""));
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("`{s}` is not an IP address or CIDR"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = if prefix.is_empty() {
+            max
+        } else {
+            prefix
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("`{s}` has an invalid prefix length"))?
+        };
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl Cidr {
+    /// Whether `ip` is inside the block.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        fn bits(ip: IpAddr) -> u128 {
+            match ip {
+                IpAddr::V4(v4) => u128::from(u32::from(v4)),
+                IpAddr::V6(v6) => u128::from(v6),
+            }
+        }
+        if self.addr.is_ipv4() != ip.is_ipv4() {
+            return false;
+        }
+        let width = if ip.is_ipv4() { 32 } else { 128 };
+        let shift = width - u32::from(self.prefix);
+        if shift >= 128 {
+            return true;
+        }
+        (bits(self.addr) >> shift) == (bits(ip) >> shift)
+    }
+}
+
+/// One context with its client and what is known about its nodes.
+pub(crate) struct ContextEntry {
+    pub(crate) name: String,
+    pub(crate) api: Arc<dyn TalosApi>,
+    /// Default targets: the context's nodes, else its endpoint hosts.
+    pub(crate) default_nodes: Vec<String>,
+    static_allowed: BTreeSet<String>,
+    discovered: RwLock<BTreeSet<String>>,
+    hostnames: RwLock<HashMap<String, String>>,
+    discovery: tokio::sync::Mutex<bool>,
+}
+
+impl std::fmt::Debug for ContextEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContextEntry")
+            .field("name", &self.name)
+            .field("default_nodes", &self.default_nodes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ContextEntry {
+    fn new(ctx: &Context, api: Arc<dyn TalosApi>) -> Self {
+        let hosts: Vec<String> = ctx
+            .endpoints()
+            .iter()
+            .map(|e| e.host().to_owned())
+            .collect();
+        let default_nodes = if ctx.nodes().is_empty() {
+            hosts.clone()
+        } else {
+            ctx.nodes().to_vec()
+        };
+        let static_allowed = ctx.nodes().iter().cloned().chain(hosts).collect();
+        Self {
+            name: ctx.name().to_owned(),
+            api,
+            default_nodes,
+            static_allowed,
+            discovered: RwLock::new(BTreeSet::new()),
+            hostnames: RwLock::new(HashMap::new()),
+            discovery: tokio::sync::Mutex::new(false),
+        }
+    }
+
+    /// The hostname a node reported, when known.
+    pub(crate) fn hostname(&self, node: &str) -> Option<String> {
+        read(&self.hostnames).get(node).cloned()
+    }
+
+    /// Records a node's hostname (also allowing the hostname as a target).
+    pub(crate) fn remember_hostname(&self, node: &str, hostname: &str) {
+        if hostname.is_empty() {
+            return;
+        }
+        write(&self.hostnames).insert(node.to_owned(), hostname.to_owned());
+    }
+
+    fn is_allowed(&self, node: &str, cidrs: &[Cidr]) -> bool {
+        self.static_allowed.contains(node)
+            || read(&self.discovered).contains(node)
+            || read(&self.hostnames).values().any(|h| h == node)
+            || node
+                .parse::<IpAddr>()
+                .is_ok_and(|ip| cidrs.iter().any(|c| c.contains(ip)))
+    }
+
+    fn allowed_list(&self) -> Vec<String> {
+        let mut all: BTreeSet<String> = self.static_allowed.clone();
+        all.extend(read(&self.discovered).iter().cloned());
+        all.into_iter().collect()
+    }
+
+    /// Learns cluster members (etcd members and COSI cluster members) once, through the default
+    /// endpoint, so nodes that joined after the talosconfig was written can be targeted.
+    async fn discover(&self) {
+        let mut done = self.discovery.lock().await;
+        if *done {
+            return;
+        }
+        *done = true;
+        let mut found = BTreeSet::new();
+        let opts = CallOptions::endpoint();
+        if let Ok(members) = self.api.etcd_members(&opts).await {
+            for m in members {
+                found.insert(m.hostname.clone());
+                for url in m.peer_urls.iter().chain(&m.client_urls) {
+                    if let Some(host) = url_host(url) {
+                        found.insert(host);
+                    }
+                }
+            }
+        }
+        if let Ok(members) = self
+            .api
+            .resource_list(&opts, "cluster", "Members.cluster.talos.dev", 1000)
+            .await
+        {
+            for m in members {
+                found.insert(m.id.clone());
+                if let Ok(spec) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&m.spec_yaml) {
+                    if let Some(addrs) = spec.get("addresses").and_then(|a| a.as_sequence()) {
+                        found.extend(addrs.iter().filter_map(|a| a.as_str()).map(str::to_owned));
+                    }
+                    if let Some(h) = spec.get("hostname").and_then(|h| h.as_str()) {
+                        found.insert(h.to_owned());
+                    }
+                }
+            }
+        }
+        tracing::debug!(context = %self.name, discovered = found.len(), "discovered cluster members");
+        write(&self.discovered).extend(found);
+    }
+}
+
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let hostport = rest.split('/').next()?;
+    let host = if let Some(v6) = hostport.strip_prefix('[') {
+        v6.split(']').next()?
+    } else {
+        hostport.rsplit_once(':').map_or(hostport, |(h, _)| h)
+    };
+    (!host.is_empty()).then(|| host.to_owned())
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A call's resolved targets.
+#[derive(Debug, Clone)]
+pub(crate) struct Targets {
+    pub(crate) entry: Arc<ContextEntry>,
+    pub(crate) nodes: Vec<String>,
+}
+
+/// Every context the server can use, resolved lazily and cached.
+pub struct Clusters {
+    config: Option<TalosConfig>,
+    fixed: HashMap<String, Context>,
+    default_context: Option<String>,
+    factory: ApiFactory,
+    cidrs: Vec<Cidr>,
+    entries: Mutex<HashMap<String, Arc<ContextEntry>>>,
+}
+
+impl std::fmt::Debug for Clusters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Clusters")
+            .field("contexts", &self.context_names())
+            .field("default_context", &self.default_context)
+            .field("cidrs", &self.cidrs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Clusters {
+    /// Serves every context of a talosconfig; `default_context` overrides its current context.
+    pub fn from_talosconfig(
+        config: TalosConfig,
+        default_context: Option<String>,
+        factory: ApiFactory,
+    ) -> Self {
+        Self {
+            default_context: default_context
+                .or_else(|| config.current_context().map(str::to_owned)),
+            config: Some(config),
+            fixed: HashMap::new(),
+            factory,
+            cidrs: Vec::new(),
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Serves one already resolved context (embedders, tests).
+    pub fn from_context(context: Context, factory: ApiFactory) -> Self {
+        Self {
+            default_context: Some(context.name().to_owned()),
+            fixed: HashMap::from([(context.name().to_owned(), context)]),
+            config: None,
+            factory,
+            cidrs: Vec::new(),
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Also allows nodes inside these address blocks.
+    #[must_use]
+    pub fn with_allowed_cidrs(mut self, cidrs: Vec<Cidr>) -> Self {
+        self.cidrs = cidrs;
+        self
+    }
+
+    /// All context names.
+    pub fn context_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.fixed.keys().cloned().collect();
+        if let Some(c) = &self.config {
+            names.extend(c.context_names());
+        }
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// The context used when a call names none.
+    pub fn default_context(&self) -> Option<&str> {
+        self.default_context.as_deref()
+    }
+
+    /// Context summaries without secrets: (name, endpoints, nodes).
+    pub fn summaries(&self) -> Vec<(String, Vec<String>, Vec<String>)> {
+        let mut out: Vec<_> = self
+            .fixed
+            .values()
+            .map(|c| {
+                (
+                    c.name().to_owned(),
+                    c.endpoints().iter().map(ToString::to_string).collect(),
+                    c.nodes().to_vec(),
+                )
+            })
+            .collect();
+        if let Some(cfg) = &self.config {
+            out.extend(
+                cfg.summaries()
+                    .into_iter()
+                    .map(|s| (s.name, s.endpoints, s.nodes)),
+            );
+        }
+        out
+    }
+
+    pub(crate) fn entry(&self, context: Option<&str>) -> Result<Arc<ContextEntry>, ToolError> {
+        let name = match context.or(self.default_context.as_deref()) {
+            Some(n) => n.to_owned(),
+            None => {
+                return Err(ToolError::invalid(
+                    "context",
+                    format!(
+                        "is required: the talosconfig has no current context; available: {}",
+                        self.context_names().join(", ")
+                    ),
+                ));
+            }
+        };
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(e) = entries.get(&name) {
+            return Ok(e.clone());
+        }
+        let ctx = match (self.fixed.get(&name), &self.config) {
+            (Some(c), _) => c.clone(),
+            (None, Some(cfg)) if cfg.context_names().contains(&name) => cfg.context(Some(&name))?,
+            _ => {
+                return Err(ToolError::UnknownContext {
+                    name,
+                    available: self.context_names(),
+                });
+            }
+        };
+        let api = (self.factory)(&ctx)?;
+        let entry = Arc::new(ContextEntry::new(&ctx, api));
+        entries.insert(name, entry.clone());
+        Ok(entry)
+    }
+
+    /// Resolves a call's `context` and `nodes`: nodes default to the context's; every node must
+    /// be allowed (checked before any call reaches it).
+    pub(crate) async fn targets(
+        &self,
+        context: Option<&str>,
+        nodes: Option<&[String]>,
+    ) -> Result<Targets, ToolError> {
+        let entry = self.entry(context)?;
+        let nodes: Vec<String> = match nodes {
+            Some(list) if !list.is_empty() => list.iter().map(|n| n.trim().to_owned()).collect(),
+            _ => entry.default_nodes.clone(),
+        };
+        if nodes.is_empty() {
+            return Err(ToolError::invalid(
+                "nodes",
+                "is empty and the context defines no nodes or endpoints",
+            ));
+        }
+        for node in &nodes {
+            if node.is_empty() {
+                return Err(ToolError::invalid("nodes", "contains an empty entry"));
+            }
+            if !entry.is_allowed(node, &self.cidrs) {
+                entry.discover().await;
+                if !entry.is_allowed(node, &self.cidrs) {
+                    return Err(ToolError::NodeNotAllowed {
+                        node: node.clone(),
+                        context: entry.name.clone(),
+                        allowed: entry.allowed_list(),
+                    });
+                }
+            }
+        }
+        Ok(Targets { entry, nodes })
+    }
+
+    /// Resolves a call that must target exactly one node.
+    pub(crate) async fn single(
+        &self,
+        context: Option<&str>,
+        node: Option<&str>,
+    ) -> Result<(Arc<ContextEntry>, String), ToolError> {
+        let nodes = node.map(|n| vec![n.to_owned()]);
+        let t = self.targets(context, nodes.as_deref()).await?;
+        let node = t
+            .nodes
+            .into_iter()
+            .next()
+            .ok_or_else(|| ToolError::invalid("node", "is required"))?;
+        Ok((t.entry, node))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_membership() {
+        let c: Cidr = "10.5.0.0/24".parse().unwrap();
+        assert!(c.contains("10.5.0.9".parse().unwrap()));
+        assert!(!c.contains("10.5.1.9".parse().unwrap()));
+        assert!(!c.contains("fd00::1".parse().unwrap()));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("192.0.2.1".parse().unwrap()));
+        let one: Cidr = "fd00::1".parse().unwrap();
+        assert!(
+            one.contains("fd00::1".parse().unwrap()) && !one.contains("fd00::2".parse().unwrap())
+        );
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("nope".parse::<Cidr>().is_err());
+    }
+
+    #[test]
+    fn url_hosts() {
+        assert_eq!(
+            url_host("https://10.5.0.2:2380").as_deref(),
+            Some("10.5.0.2")
+        );
+        assert_eq!(
+            url_host("https://[fd00::2]:2379").as_deref(),
+            Some("fd00::2")
+        );
+        assert_eq!(url_host("cp-1").as_deref(), Some("cp-1"));
+    }
+}

@@ -1,0 +1,153 @@
+//! Resources: the list of contexts, and per-node views by URI template.
+//!
+//! - `talos://contexts` — contexts with endpoints and nodes (no secrets).
+//! - `talos://{context}/nodes/{node}/version`
+//! - `talos://{context}/nodes/{node}/services`
+//! - `talos://{context}/nodes/{node}/machineconfig` — the machine config with secrets redacted.
+
+use rmcp::ErrorData;
+use rmcp::model::{
+    ListResourceTemplatesResult, ListResourcesResult, ReadResourceResult, Resource,
+    ResourceContents, ResourceTemplate,
+};
+use serde_json::json;
+use talos_client::CallOptions;
+
+use crate::server::TalosMcp;
+
+const CONTEXTS_URI: &str = "talos://contexts";
+
+pub(crate) fn list(server: &TalosMcp) -> ListResourcesResult {
+    let mut resources = vec![
+        Resource::new(CONTEXTS_URI, "contexts")
+            .with_title("Talos contexts")
+            .with_description(
+                "talosconfig contexts with their endpoints and nodes (no credentials).",
+            )
+            .with_mime_type("application/json"),
+    ];
+    // Concrete per-node resources for the default context, so clients without template support
+    // still see them.
+    if let Some(default) = server.clusters.default_context() {
+        for (name, _, nodes) in server.clusters.summaries() {
+            if name != default {
+                continue;
+            }
+            for node in nodes {
+                resources.push(
+                    Resource::new(
+                        format!("talos://{name}/nodes/{node}/version"),
+                        format!("{node} version"),
+                    )
+                    .with_mime_type("application/json"),
+                );
+            }
+        }
+    }
+    ListResourcesResult::with_all_items(resources)
+}
+
+pub(crate) fn templates() -> ListResourceTemplatesResult {
+    ListResourceTemplatesResult::with_all_items(vec![
+        ResourceTemplate::new("talos://{context}/nodes/{node}/version", "node-version")
+            .with_title("Node version")
+            .with_description("Talos version of a node.")
+            .with_mime_type("application/json"),
+        ResourceTemplate::new("talos://{context}/nodes/{node}/services", "node-services")
+            .with_title("Node services")
+            .with_description("Talos services of a node with state and health.")
+            .with_mime_type("application/json"),
+        ResourceTemplate::new("talos://{context}/nodes/{node}/machineconfig", "node-machineconfig")
+            .with_title("Node machine config (redacted)")
+            .with_description("The node's machine configuration with keys, tokens and secrets redacted. Needs the os:admin role.")
+            .with_mime_type("application/yaml"),
+    ])
+}
+
+fn json_contents(uri: &str, value: &serde_json::Value) -> ReadResourceResult {
+    let text = serde_json::to_string_pretty(value).unwrap_or_default();
+    ReadResourceResult::new(vec![ResourceContents::TextResourceContents {
+        uri: uri.to_owned(),
+        mime_type: Some("application/json".into()),
+        text,
+        meta: None,
+    }])
+}
+
+/// Reads a resource by URI. Unknown URIs are protocol errors (resource not found); failures of
+/// the Talos call are reported as internal errors with the error kind.
+pub(crate) async fn read(server: &TalosMcp, uri: &str) -> Result<ReadResourceResult, ErrorData> {
+    if uri == CONTEXTS_URI {
+        let contexts: Vec<_> = server
+            .clusters
+            .summaries()
+            .into_iter()
+            .map(|(name, endpoints, nodes)| {
+                json!({
+                    "name": name,
+                    "current": server.clusters.default_context() == Some(name.as_str()),
+                    "endpoints": endpoints,
+                    "nodes": nodes,
+                })
+            })
+            .collect();
+        return Ok(json_contents(uri, &json!({ "contexts": contexts })));
+    }
+    let not_found = || {
+        ErrorData::resource_not_found(
+            format!("no resource {uri}; see resources/templates/list"),
+            None,
+        )
+    };
+    let rest = uri.strip_prefix("talos://").ok_or_else(not_found)?;
+    let parts: Vec<&str> = rest.split('/').collect();
+    let [context, "nodes", node, view] = parts.as_slice() else {
+        return Err(not_found());
+    };
+    let tool_error = |e: crate::ToolError| ErrorData::invalid_params(e.to_string(), None);
+    let (entry, node) = server
+        .clusters
+        .single(Some(context), Some(node))
+        .await
+        .map_err(tool_error)?;
+    let opts = CallOptions::node(node.clone());
+    let talos_error = |e: talos_client::TalosError| ErrorData::internal_error(e.to_string(), None);
+    match *view {
+        "version" => {
+            let v = entry.api.version(&opts).await.map_err(talos_error)?;
+            Ok(json_contents(
+                uri,
+                &json!({"node": node, "tag": v.tag, "sha": v.sha, "os": v.os, "arch": v.arch, "platform": v.platform}),
+            ))
+        }
+        "services" => {
+            let services = entry.api.services(&opts).await.map_err(talos_error)?;
+            let list: Vec<_> = services
+                .into_iter()
+                .map(|s| json!({"id": s.id, "state": s.state, "healthy": s.health.healthy, "health_unknown": s.health.unknown}))
+                .collect();
+            Ok(json_contents(uri, &json!({"node": node, "services": list})))
+        }
+        "machineconfig" => {
+            let r = entry
+                .api
+                .resource_get(
+                    &opts,
+                    "config",
+                    "MachineConfigs.config.talos.dev",
+                    "v1alpha1",
+                )
+                .await
+                .map_err(talos_error)?;
+            Ok(ReadResourceResult::new(vec![
+                ResourceContents::TextResourceContents {
+                    uri: uri.to_owned(),
+                    mime_type: Some("application/yaml".into()),
+                    text: crate::redact::redact_yaml(&r.spec_yaml),
+                    meta: None,
+                },
+            ]))
+        }
+        _ => Err(not_found()),
+    }
+}

@@ -1,0 +1,395 @@
+//! The MCP server: settings, toolsets, the shared per-node machinery, and the rmcp handler.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rmcp::handler::server::router::prompt::PromptRouter;
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::model::{
+    CallToolResult, Implementation, InitializeResult, ListResourceTemplatesResult,
+    ListResourcesResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
+    ServerCapabilities,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler, prompt_handler, tool_handler};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use talos_client::{CallOptions, TalosApi, TalosError, fan_out};
+
+use crate::clusters::{Clusters, Targets};
+use crate::error::ToolError;
+use crate::output::{self, ErrorInfo, Keep, NodeOutcome, PerNode};
+
+/// Toolsets and the tools in each, in listing order.
+pub const TOOLSETS: &[(&str, &str)] = &[
+    (
+        "info",
+        "Node facts: versions, CPU, memory, processes, disks, mounts, network, time.",
+    ),
+    (
+        "workloads",
+        "Containers, container stats, Talos services and images.",
+    ),
+    (
+        "logs",
+        "Service and container logs, kernel messages, machine events.",
+    ),
+    ("etcd", "etcd membership and health."),
+    (
+        "cluster",
+        "Cluster health check, COSI resources, node files.",
+    ),
+    (
+        "kubernetes",
+        "Kubernetes access: the admin kubeconfig (written to a private file).",
+    ),
+];
+
+/// Operator settings of the MCP server.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Largest structured output of one tool call, in bytes of JSON (default 64 KiB).
+    pub output_cap: usize,
+    /// Path prefixes `talos_list_files`/`talos_read_file` may touch.
+    pub file_allowlist: Vec<String>,
+    /// Where secret-bearing artifacts (kubeconfigs) are written, 0600.
+    pub artifact_dir: PathBuf,
+    /// Enabled toolsets (`None`: all).
+    pub toolsets: Option<Vec<String>>,
+    /// Enabled tools, after toolsets (`None`: all of the enabled toolsets).
+    pub tools: Option<Vec<String>>,
+    /// Nodes called at once.
+    pub fan_out_limit: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            output_cap: 64 * 1024,
+            file_allowlist: vec!["/proc".into(), "/sys".into(), "/var/log".into()],
+            artifact_dir: default_artifact_dir(),
+            toolsets: None,
+            tools: None,
+            fan_out_limit: talos_client::DEFAULT_FAN_OUT_LIMIT,
+        }
+    }
+}
+
+/// `$XDG_STATE_HOME/talos-mcp`, else `~/.local/state/talos-mcp`, else a temp directory.
+fn default_artifact_dir() -> PathBuf {
+    std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("talos-mcp")
+}
+
+/// Which cluster and nodes a call targets. Every tool accepts these.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+pub struct TargetArgs {
+    /// talosconfig context to use (default: the current context). Several clusters can be served
+    /// at once; name one per call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// Nodes to query (addresses or hostnames; default: the context's nodes). Nodes outside the
+    /// context are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<String>>,
+}
+
+/// The Talos MCP server.
+#[derive(Clone)]
+pub struct TalosMcp {
+    pub(crate) clusters: Arc<Clusters>,
+    pub(crate) settings: Arc<ServerSettings>,
+    pub(crate) tool_router: ToolRouter<Self>,
+    pub(crate) prompt_router: PromptRouter<Self>,
+}
+
+impl std::fmt::Debug for TalosMcp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TalosMcp")
+            .field("clusters", &self.clusters)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TalosMcp {
+    /// Builds the server; fails on unknown toolset or tool names.
+    pub fn new(clusters: Clusters, settings: ServerSettings) -> Result<Self, String> {
+        let mut router = ToolRouter::new();
+        let all = [
+            ("info", Self::info_router()),
+            ("workloads", Self::workloads_router()),
+            ("logs", Self::logs_router()),
+            ("etcd", Self::etcd_router()),
+            ("cluster", Self::cluster_router()),
+            ("kubernetes", Self::kubernetes_router()),
+        ];
+        if let Some(wanted) = &settings.toolsets {
+            for name in wanted {
+                if !TOOLSETS.iter().any(|(t, _)| t == name) {
+                    return Err(format!(
+                        "unknown toolset `{name}`; available: {}",
+                        TOOLSETS
+                            .iter()
+                            .map(|(t, _)| *t)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+            }
+        }
+        for (name, part) in all {
+            if settings
+                .toolsets
+                .as_ref()
+                .is_none_or(|w| w.iter().any(|t| t == name))
+            {
+                router.merge(part);
+            }
+        }
+        if let Some(tools) = &settings.tools {
+            let available: Vec<String> = router
+                .list_all()
+                .into_iter()
+                .map(|t| t.name.to_string())
+                .collect();
+            for t in tools {
+                if !available.contains(t) {
+                    return Err(format!(
+                        "unknown or disabled tool `{t}`; enabled tools: {}",
+                        available.join(", ")
+                    ));
+                }
+            }
+            for name in available.iter().filter(|n| !tools.contains(n)) {
+                router.remove_route(name);
+            }
+        }
+        Ok(Self {
+            clusters: Arc::new(clusters),
+            settings: Arc::new(settings),
+            tool_router: router,
+            prompt_router: Self::prompt_router(),
+        })
+    }
+
+    /// Every enabled tool as listed to clients.
+    pub fn tools(&self) -> Vec<rmcp::model::Tool> {
+        self.tool_router.list_all()
+    }
+
+    /// The toolset a tool belongs to.
+    pub fn toolset_of(tool: &str) -> Option<&'static str> {
+        let routers = [
+            ("info", Self::info_router()),
+            ("workloads", Self::workloads_router()),
+            ("logs", Self::logs_router()),
+            ("etcd", Self::etcd_router()),
+            ("cluster", Self::cluster_router()),
+            ("kubernetes", Self::kubernetes_router()),
+        ];
+        routers
+            .into_iter()
+            .find(|(_, r)| r.has_route(tool))
+            .map(|(n, _)| n)
+    }
+
+    /// Calls `call` on every target node concurrently and collects per-node outcomes.
+    pub(crate) async fn per_node<R, F, Fut>(
+        &self,
+        target: &TargetArgs,
+        call: F,
+    ) -> Result<PerNode<R>, ToolError>
+    where
+        F: Fn(Arc<dyn TalosApi>, CallOptions) -> Fut,
+        Fut: Future<Output = Result<R, TalosError>>,
+    {
+        let targets = self
+            .clusters
+            .targets(target.context.as_deref(), target.nodes.as_deref())
+            .await?;
+        self.learn_hostnames(&targets).await;
+        let api = targets.entry.api.clone();
+        let results = fan_out(&targets.nodes, self.settings.fan_out_limit, |node| {
+            call(api.clone(), CallOptions::node(node))
+        })
+        .await;
+        let outcomes = results
+            .into_iter()
+            .map(|r| {
+                let hostname = targets.entry.hostname(&r.node);
+                match r.result {
+                    Ok(value) => NodeOutcome {
+                        node: r.node,
+                        hostname,
+                        ok: true,
+                        result: Some(value),
+                        error: None,
+                    },
+                    Err(e) => NodeOutcome {
+                        node: r.node,
+                        hostname,
+                        ok: false,
+                        result: None,
+                        error: Some(ErrorInfo {
+                            kind: e.kind().to_string(),
+                            message: e.to_string(),
+                        }),
+                    },
+                }
+            })
+            .collect();
+        Ok(PerNode::new(&targets.entry.name, outcomes))
+    }
+
+    /// Fetches hostnames of nodes not seen before, so results can name them.
+    async fn learn_hostnames(&self, targets: &Targets) {
+        let unknown: Vec<String> = targets
+            .nodes
+            .iter()
+            .filter(|n| targets.entry.hostname(n).is_none())
+            .cloned()
+            .collect();
+        if unknown.is_empty() {
+            return;
+        }
+        let api = targets.entry.api.clone();
+        let found = fan_out(&unknown, self.settings.fan_out_limit, |node| {
+            let api = api.clone();
+            async move { api.hostname(&CallOptions::node(node)).await }
+        })
+        .await;
+        for r in found {
+            if let Ok(h) = r.result {
+                targets.entry.remember_hostname(&r.node, &h);
+            }
+        }
+    }
+
+    /// Renders a per-node result: a line per node in text, everything in structured content.
+    pub(crate) fn respond<R: Serialize>(
+        &self,
+        tool: &str,
+        result: Result<PerNode<R>, ToolError>,
+        line: impl Fn(&R) -> String,
+        keep: Keep,
+        narrow_hint: &str,
+    ) -> Result<CallToolResult, ErrorData> {
+        let per_node = match result {
+            Ok(p) => p,
+            Err(e) => return Ok(output::failure(&e)),
+        };
+        let ok = per_node.nodes.iter().filter(|n| n.ok).count();
+        let mut text = format!(
+            "{tool}: {ok}/{} node(s) answered (context {})",
+            per_node.nodes.len(),
+            per_node.context
+        );
+        if !per_node.failed_nodes.is_empty() {
+            text.push_str(&format!("; failed: {}", per_node.failed_nodes.join(", ")));
+        }
+        for n in &per_node.nodes {
+            let who = match &n.hostname {
+                Some(h) => format!("{} ({h})", n.node),
+                None => n.node.clone(),
+            };
+            let body = match (&n.result, &n.error) {
+                (Some(r), _) => line(r),
+                (None, Some(e)) => format!("ERROR {}", e.message),
+                (None, None) => String::new(),
+            };
+            text.push_str(&format!("\n- {who}: {body}"));
+        }
+        Ok(output::finish(
+            &per_node,
+            clip_text(text),
+            self.settings.output_cap,
+            keep,
+            narrow_hint,
+        ))
+    }
+
+    /// Renders a single (not per-node) result.
+    pub(crate) fn respond_one<R: Serialize>(
+        &self,
+        result: Result<(R, String), ToolError>,
+        keep: Keep,
+        narrow_hint: &str,
+    ) -> Result<CallToolResult, ErrorData> {
+        match result {
+            Ok((value, summary)) => Ok(output::finish(
+                &value,
+                clip_text(summary),
+                self.settings.output_cap,
+                keep,
+                narrow_hint,
+            )),
+            Err(e) => Ok(output::failure(&e)),
+        }
+    }
+}
+
+/// Keeps the human text short; the structured content carries the details.
+fn clip_text(mut text: String) -> String {
+    const MAX: usize = 8 * 1024;
+    if text.len() > MAX {
+        let mut end = MAX;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("\n… (more in the structured content)");
+    }
+    text
+}
+
+#[tool_handler(router = self.tool_router)]
+#[prompt_handler(router = self.prompt_router)]
+impl ServerHandler for TalosMcp {
+    fn get_info(&self) -> InitializeResult {
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_prompts()
+            .enable_resources()
+            .build();
+        InitializeResult::new(capabilities)
+            .with_server_info(Implementation::new("talos-mcp", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "Talos Linux cluster access over the native Talos API. Tools are read-only. Each \
+                 tool takes an optional `context` (talosconfig context) and, for per-node tools, \
+                 `nodes` (default: the context's nodes). Results list every node with its own \
+                 result or error. Start with talos_version or talos_health; see the prompts for \
+                 guided workflows.",
+            )
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        Ok(crate::resources::list(self))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(crate::resources::templates())
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        crate::resources::read(self, &request.uri)
+            .await
+            .map(Into::into)
+    }
+}

@@ -1,0 +1,547 @@
+//! Cluster: health check, COSI resources, node files.
+
+use std::time::Duration;
+
+use rmcp::handler::server::common::schema_for_output;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::CallToolResult;
+use rmcp::{ErrorData, tool, tool_router};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use talos_client::{CallOptions, HealthCheckRequest, TalosApi};
+
+use super::{bounded, bytes, rfc3339};
+use crate::error::ToolError;
+use crate::output::{Keep, PerNode, failure};
+use crate::server::{TalosMcp, TargetArgs};
+
+/// Arguments of talos_health.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+pub struct HealthArgs {
+    #[serde(flatten)]
+    pub target: TargetArgs,
+    /// How long the node may wait for the cluster to become healthy, seconds (1–600, default 30).
+    #[serde(default)]
+    pub wait_seconds: Option<u32>,
+}
+
+/// One check of the health run.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct CheckOut {
+    pub check: String,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The cluster health check result.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct HealthOut {
+    pub context: String,
+    /// The node that ran the checks.
+    pub checked_by: String,
+    pub healthy: bool,
+    pub control_plane_nodes: Vec<String>,
+    pub worker_nodes: Vec<String>,
+    pub checks: Vec<CheckOut>,
+}
+
+/// Arguments of talos_get.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+pub struct GetArgs {
+    #[serde(flatten)]
+    pub target: TargetArgs,
+    /// Resource type: full name (e.g. `Members.cluster.talos.dev`) or alias (e.g. `members`,
+    /// `addresses`, `links`, `routes`, `nodename`, `machinestatus`).
+    pub resource_type: String,
+    /// Namespace (default: the type's default namespace).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// One resource id (default: list all).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Most resources per node (1–500, default 100).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// A resource.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ResourceOut {
+    pub namespace: String,
+    pub resource_type: String,
+    pub id: String,
+    pub version: String,
+    pub phase: String,
+    /// Last update (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated: Option<String>,
+    /// The spec (secret-looking values redacted).
+    pub spec: serde_json::Value,
+}
+
+/// Arguments of talos_list_files.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+pub struct ListFilesArgs {
+    #[serde(flatten)]
+    pub target: TargetArgs,
+    /// Directory to list; must be under an allowed path (default allowlist: /proc, /sys, /var/log).
+    pub path: String,
+    /// Levels to descend (1–5, default 1).
+    #[serde(default)]
+    pub depth: Option<u32>,
+    /// Most entries per node (1–1000, default 200).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// A directory entry.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct FileOut {
+    pub path: String,
+    pub is_dir: bool,
+    pub size_bytes: u64,
+    /// Unix mode, octal.
+    pub mode: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub modified: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Arguments of talos_read_file.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+pub struct ReadFileArgs {
+    #[serde(flatten)]
+    pub target: TargetArgs,
+    /// File to read; must be under an allowed path (default allowlist: /proc, /sys, /var/log).
+    pub path: String,
+    /// Bytes to read at most (1–65536, default 16384).
+    #[serde(default)]
+    pub max_bytes: Option<u32>,
+}
+
+/// File contents.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct FileContentOut {
+    /// The content (UTF-8; invalid bytes replaced).
+    pub content: String,
+    pub bytes: usize,
+    /// The file is longer than `max_bytes`.
+    pub truncated: bool,
+}
+
+/// Resolved type information.
+struct TypeInfo {
+    full: String,
+    namespace: Option<String>,
+    sensitive: bool,
+}
+
+fn is_sensitive(namespace: &str, resource_type: &str) -> bool {
+    let t = resource_type.to_ascii_lowercase();
+    namespace == "secrets"
+        || t.ends_with(".secrets.talos.dev")
+        || t == "machineconfigs.config.talos.dev"
+}
+
+/// Resolves an alias or full type name through the node's ResourceDefinitions.
+async fn resolve_type(api: &dyn TalosApi, opts: &CallOptions, wanted: &str) -> TypeInfo {
+    let lower = wanted.to_ascii_lowercase();
+    if let Ok(defs) = api
+        .resource_list(opts, "meta", "ResourceDefinitions.meta.cosi.dev", 1000)
+        .await
+    {
+        for d in defs {
+            let Ok(spec) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&d.spec_yaml) else {
+                continue;
+            };
+            let full = spec
+                .get("type")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned();
+            let aliases: Vec<String> = spec
+                .get("aliases")
+                .and_then(|a| a.as_sequence())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str())
+                        .map(str::to_ascii_lowercase)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let singular = full
+                .split('.')
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            if full.to_ascii_lowercase() == lower || aliases.contains(&lower) || singular == lower {
+                return TypeInfo {
+                    namespace: spec
+                        .get("defaultNamespace")
+                        .and_then(|v| v.as_str())
+                        .map(str::to_owned),
+                    sensitive: spec.get("sensitivity").and_then(|v| v.as_str())
+                        == Some("sensitive"),
+                    full,
+                };
+            }
+        }
+    }
+    TypeInfo {
+        full: wanted.to_owned(),
+        namespace: None,
+        sensitive: false,
+    }
+}
+
+/// Normalises `path` and checks it is under one of `allowed` (component-wise).
+pub(crate) fn check_path(path: &str, allowed: &[String]) -> Result<String, ToolError> {
+    let refuse = || ToolError::PathNotAllowed {
+        path: path.to_owned(),
+        allowed: allowed.to_vec(),
+    };
+    if !path.starts_with('/') {
+        return Err(ToolError::invalid("path", "must be absolute"));
+    }
+    let mut parts = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return Err(refuse()),
+            p => parts.push(p),
+        }
+    }
+    let normal = format!("/{}", parts.join("/"));
+    let ok = allowed.iter().any(|a| {
+        let a = a.trim_end_matches('/');
+        a.is_empty() || normal == a || normal.starts_with(&format!("{a}/"))
+    });
+    if ok { Ok(normal) } else { Err(refuse()) }
+}
+
+#[tool_router(router = cluster_router, vis = "pub(crate)")]
+impl TalosMcp {
+    /// The cluster health check.
+    #[tool(
+        name = "talos_health",
+        description = "Runs Talos's cluster health check (etcd, apid, kubelet, nodes ready, static pods, …) from one node and summarises each check. Control planes are the etcd members; other context nodes are treated as workers.",
+        output_schema = schema_for_output::<HealthOut>(),
+        annotations(title = "Cluster health", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
+    )]
+    pub(crate) async fn talos_health(
+        &self,
+        Parameters(args): Parameters<HealthArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let result = async {
+            let wait = bounded("wait_seconds", args.wait_seconds.unwrap_or(30), 1, 600)?;
+            let targets = self
+                .clusters
+                .targets(args.target.context.as_deref(), args.target.nodes.as_deref())
+                .await?;
+            let api = targets.entry.api.clone();
+            let (members, checker) =
+                super::etcd::first_members(api.as_ref(), &targets.nodes).await?;
+            let control_planes = super::etcd::member_nodes(&members);
+            let workers: Vec<String> = targets
+                .entry
+                .default_nodes
+                .iter()
+                .filter(|n| !control_planes.contains(n))
+                .cloned()
+                .collect();
+            let request = HealthCheckRequest {
+                wait_timeout: Duration::from_secs(u64::from(wait)),
+                control_plane_nodes: control_planes.clone(),
+                worker_nodes: workers.clone(),
+                force_endpoint: None,
+            };
+            let progress = api
+                .health_check(&CallOptions::node(checker.clone()), &request)
+                .await?;
+            let checks: Vec<CheckOut> = progress
+                .into_iter()
+                .map(|p| {
+                    let check = p
+                        .message
+                        .split(": ")
+                        .next()
+                        .unwrap_or(&p.message)
+                        .to_owned();
+                    CheckOut {
+                        ok: p.error.is_none(),
+                        error: p.error,
+                        check,
+                    }
+                })
+                .collect();
+            let healthy = !checks.is_empty() && checks.iter().all(|c| c.ok);
+            let failed: Vec<String> = checks
+                .iter()
+                .filter(|c| !c.ok)
+                .map(|c| format!("{}: {}", c.check, c.error.as_deref().unwrap_or("")))
+                .collect();
+            let summary = if healthy {
+                format!(
+                    "talos_health: healthy — {} checks passed (run by {checker})",
+                    checks.len()
+                )
+            } else {
+                format!("talos_health: NOT healthy — {}", failed.join("; "))
+            };
+            Ok((
+                HealthOut {
+                    context: targets.entry.name.clone(),
+                    checked_by: checker,
+                    healthy,
+                    control_plane_nodes: control_planes,
+                    worker_nodes: workers,
+                    checks,
+                },
+                summary,
+            ))
+        }
+        .await;
+        self.respond_one(result, Keep::First, "")
+    }
+
+    /// Any COSI resource.
+    #[tool(
+        name = "talos_get",
+        description = "Gets or lists Talos resources (COSI), like `talosctl get`: by type or alias, namespace and id. The escape hatch for everything else. Secrets and machine configs are refused; other specs have secret-looking values redacted.",
+        output_schema = schema_for_output::<PerNode<Vec<ResourceOut>>>(),
+        annotations(title = "Get resources", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
+    )]
+    pub(crate) async fn talos_get(
+        &self,
+        Parameters(args): Parameters<GetArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let limit = match bounded("limit", args.limit.unwrap_or(100), 1, 500) {
+            Ok(l) => l as usize,
+            Err(e) => return Ok(failure(&e)),
+        };
+        if args.resource_type.trim().is_empty() {
+            return Ok(failure(&ToolError::invalid(
+                "resource_type",
+                "is required, e.g. `members` or `Members.cluster.talos.dev`",
+            )));
+        }
+        if let Some(ns) = &args.namespace
+            && is_sensitive(ns, &args.resource_type)
+        {
+            return Ok(failure(&refusal(&args.resource_type)));
+        }
+        let (wanted, ns_arg, id) = (
+            args.resource_type.trim().to_owned(),
+            args.namespace.clone(),
+            args.id.clone(),
+        );
+        let result = self
+            .per_node(&args.target, |api, opts| {
+                let (wanted, ns_arg, id) = (wanted.clone(), ns_arg.clone(), id.clone());
+                async move {
+                    let info = resolve_type(api.as_ref(), &opts, &wanted).await;
+                    let namespace = ns_arg.or(info.namespace).ok_or_else(|| talos_client::TalosError::NotFound {
+                        target: talos_client::Target {
+                            endpoint: None,
+                            node: opts.node.clone(),
+                        },
+                        message: format!("unknown resource type `{wanted}`; pass its full name and `namespace`"),
+                    })?;
+                    if info.sensitive || is_sensitive(&namespace, &info.full) {
+                        return Err(talos_client::TalosError::PermissionDenied {
+                            target: talos_client::Target {
+                                endpoint: None,
+                                node: opts.node.clone(),
+                            },
+                            message: refusal(&info.full).to_string(),
+                        });
+                    }
+                    let resources = match id {
+                        Some(id) => vec![api.resource_get(&opts, &namespace, &info.full, &id).await?],
+                        None => api.resource_list(&opts, &namespace, &info.full, limit).await?,
+                    };
+                    Ok(resources
+                        .into_iter()
+                        .map(|r| ResourceOut {
+                            spec: crate::redact::yaml_to_json(&r.spec_yaml),
+                            updated: r.updated.map(rfc3339),
+                            namespace: r.namespace,
+                            resource_type: r.resource_type,
+                            id: r.id,
+                            version: r.version,
+                            phase: r.phase,
+                        })
+                        .collect::<Vec<_>>())
+                }
+            })
+            .await;
+        self.respond(
+            "talos_get",
+            result,
+            |rs| {
+                let ids: Vec<&str> = rs.iter().take(8).map(|r| r.id.as_str()).collect();
+                format!("{} resources: {}", rs.len(), ids.join(", "))
+            },
+            Keep::First,
+            "name an `id` or lower `limit`",
+        )
+    }
+
+    /// Directory listing under the allowlist.
+    #[tool(
+        name = "talos_list_files",
+        description = "Lists a directory on each node (like ls -R to `depth`), only under the operator's allowed paths (default /proc, /sys, /var/log).",
+        output_schema = schema_for_output::<PerNode<Vec<FileOut>>>(),
+        annotations(title = "List files", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
+    )]
+    pub(crate) async fn talos_list_files(
+        &self,
+        Parameters(args): Parameters<ListFilesArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let checked = check_path(&args.path, &self.settings.file_allowlist).and_then(|p| {
+            Ok((
+                p,
+                bounded("depth", args.depth.unwrap_or(1), 1, 5)?,
+                bounded("limit", args.limit.unwrap_or(200), 1, 1000)?,
+            ))
+        });
+        let (path, depth, limit) = match checked {
+            Ok(v) => v,
+            Err(e) => return Ok(failure(&e)),
+        };
+        let result = self
+            .per_node(&args.target, |api, opts| {
+                let path = path.clone();
+                async move {
+                    Ok(api
+                        .list_files(&opts, &path, depth as i32, limit as usize)
+                        .await?
+                        .into_iter()
+                        .map(|f| FileOut {
+                            path: f.name,
+                            is_dir: f.is_dir,
+                            size_bytes: f.size,
+                            mode: format!("{:o}", f.mode & 0o7777),
+                            modified: f.modified.map(rfc3339),
+                            link: f.link,
+                            error: f.error,
+                        })
+                        .collect::<Vec<_>>())
+                }
+            })
+            .await;
+        self.respond(
+            "talos_list_files",
+            result,
+            |fs| format!("{} entries", fs.len()),
+            Keep::First,
+            "lower `depth` or `limit`, or list a subdirectory",
+        )
+    }
+
+    /// File contents under the allowlist.
+    #[tool(
+        name = "talos_read_file",
+        description = "Reads a file on each node, only under the operator's allowed paths (default /proc, /sys, /var/log), capped at `max_bytes`. Talos allows this for the os:admin role only.",
+        output_schema = schema_for_output::<PerNode<FileContentOut>>(),
+        annotations(title = "Read file", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
+    )]
+    pub(crate) async fn talos_read_file(
+        &self,
+        Parameters(args): Parameters<ReadFileArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let checked = check_path(&args.path, &self.settings.file_allowlist).and_then(|p| {
+            Ok((
+                p,
+                bounded(
+                    "max_bytes",
+                    args.max_bytes.unwrap_or(16 * 1024),
+                    1,
+                    64 * 1024,
+                )?,
+            ))
+        });
+        let (path, max) = match checked {
+            Ok(v) => v,
+            Err(e) => return Ok(failure(&e)),
+        };
+        let result = self
+            .per_node(&args.target, |api, opts| {
+                let path = path.clone();
+                async move {
+                    let f = api.read_file(&opts, &path, max as usize).await?;
+                    Ok(FileContentOut {
+                        bytes: f.data.len(),
+                        content: String::from_utf8_lossy(&f.data).into_owned(),
+                        truncated: f.truncated,
+                    })
+                }
+            })
+            .await;
+        self.respond(
+            "talos_read_file",
+            result,
+            |f| {
+                let first = f.content.lines().next().unwrap_or_default();
+                format!(
+                    "{}{}; first line: {first}",
+                    bytes(f.bytes as u64),
+                    if f.truncated { " (truncated)" } else { "" }
+                )
+            },
+            Keep::First,
+            "lower `max_bytes` or pass fewer `nodes`",
+        )
+    }
+}
+
+fn refusal(resource_type: &str) -> ToolError {
+    ToolError::Refused(format!(
+        "`{resource_type}` holds secrets (keys, tokens or the full machine config), which talos-mcp never shows. \
+         For the machine config, read the resource talos://{{context}}/nodes/{{node}}/machineconfig, which is redacted."
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_must_stay_under_the_allowlist() {
+        let allowed = vec!["/proc".to_owned(), "/var/log/".to_owned()];
+        assert_eq!(
+            check_path("/proc/loadavg", &allowed).unwrap(),
+            "/proc/loadavg"
+        );
+        assert_eq!(
+            check_path("/var/log//./pods", &allowed).unwrap(),
+            "/var/log/pods"
+        );
+        assert_eq!(check_path("/var/log", &allowed).unwrap(), "/var/log");
+        for bad in ["/etc/shadow", "/proc/../etc", "/processes", "/var/logs"] {
+            assert!(
+                matches!(
+                    check_path(bad, &allowed),
+                    Err(ToolError::PathNotAllowed { .. })
+                ),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            check_path("proc", &allowed),
+            Err(ToolError::InvalidArgument { .. })
+        ));
+    }
+
+    #[test]
+    fn secrets_are_recognised() {
+        assert!(is_sensitive("secrets", "Anything"));
+        assert!(is_sensitive("x", "OSRootSecrets.secrets.talos.dev"));
+        assert!(is_sensitive("config", "MachineConfigs.config.talos.dev"));
+        assert!(!is_sensitive("cluster", "Members.cluster.talos.dev"));
+    }
+}

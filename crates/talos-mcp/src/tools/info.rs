@@ -1,0 +1,856 @@
+//! Node facts: version, system stats, CPU, memory, processes, disks, mounts, network, time.
+
+use rmcp::handler::server::common::schema_for_output;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::CallToolResult;
+use rmcp::{ErrorData, tool, tool_router};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use talos_client::{CallOptions, NetstatFilter};
+
+use super::{bounded, bytes, rfc3339};
+use crate::output::{Keep, PerNode};
+use crate::server::{TalosMcp, TargetArgs};
+
+/// Talos version of a node, next to this server's.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct VersionOut {
+    /// Talos release, e.g. v1.11.5.
+    pub tag: String,
+    /// Git commit of the release.
+    pub sha: String,
+    /// OS/architecture.
+    pub os_arch: String,
+    /// Platform (metal, aws, …), when reported.
+    pub platform: Option<String>,
+    /// This server's (talos-mcp) version.
+    pub client_version: String,
+}
+
+/// A compact health summary of one node.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SystemStatsOut {
+    /// Seconds since boot.
+    pub uptime_seconds: u64,
+    /// Logical CPUs.
+    pub cpus: usize,
+    /// Share of CPU time busy since boot, percent.
+    pub cpu_busy_percent: f64,
+    /// Load averages 1/5/15 min.
+    pub load: [f64; 3],
+    /// Total memory, bytes.
+    pub memory_total_bytes: u64,
+    /// Used memory (total − available), bytes.
+    pub memory_used_bytes: u64,
+    /// Used memory, percent.
+    pub memory_used_percent: f64,
+    /// Processes running now.
+    pub processes_running: u64,
+    /// Processes blocked on I/O now.
+    pub processes_blocked: u64,
+    /// Processes created since boot.
+    pub processes_created: u64,
+}
+
+/// CPUs of a node.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct CpuOut {
+    /// Logical CPUs.
+    pub count: usize,
+    /// Model name of the first CPU.
+    pub model: String,
+    /// Clock of the first CPU, MHz.
+    pub mhz: f64,
+    /// Cores per package.
+    pub cores_per_package: u32,
+}
+
+/// Memory of a node, in bytes.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct MemoryOut {
+    /// Total.
+    pub total: u64,
+    /// Available for new work.
+    pub available: u64,
+    /// Used (total − available).
+    pub used: u64,
+    /// Used, percent.
+    pub used_percent: f64,
+    /// Completely free.
+    pub free: u64,
+    /// Page cache.
+    pub cached: u64,
+    /// Buffers.
+    pub buffers: u64,
+    /// Swap total.
+    pub swap_total: u64,
+    /// Swap free.
+    pub swap_free: u64,
+}
+
+/// Arguments of talos_processes.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+pub struct ProcessesArgs {
+    #[serde(flatten)]
+    pub target: TargetArgs,
+    /// Order by `cpu` (CPU time, default) or `memory` (resident memory).
+    #[serde(default)]
+    pub sort_by: Option<String>,
+    /// How many processes per node (1–200, default 20).
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// Only processes whose command or arguments contain this text.
+    #[serde(default)]
+    pub filter: Option<String>,
+}
+
+/// A process.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ProcessOut {
+    pub pid: i32,
+    pub command: String,
+    pub state: String,
+    pub threads: i32,
+    /// CPU time consumed, seconds.
+    pub cpu_seconds: f64,
+    /// Resident memory, bytes.
+    pub resident_bytes: u64,
+    /// Arguments (cut to 200 characters).
+    pub args: String,
+}
+
+/// Processes of a node.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ProcessesOut {
+    /// Processes on the node in total.
+    pub total: usize,
+    /// The top processes by the chosen order.
+    pub processes: Vec<ProcessOut>,
+}
+
+/// A block device.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct DiskOut {
+    pub device: String,
+    pub size_bytes: u64,
+    pub model: String,
+    pub serial: String,
+    /// HDD, SSD, NVME, SD, CD or UNKNOWN.
+    pub kind: String,
+    /// Holds the Talos system partitions.
+    pub system_disk: bool,
+}
+
+/// Arguments of talos_disk_usage.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+pub struct DiskUsageArgs {
+    #[serde(flatten)]
+    pub target: TargetArgs,
+    /// Paths to measure (default ["/var"]).
+    #[serde(default)]
+    pub paths: Option<Vec<String>>,
+    /// Directory levels to descend (0–5, default 1).
+    #[serde(default)]
+    pub depth: Option<u32>,
+    /// Most entries per node (1–500, default 50).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// A disk-usage entry.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct UsageOut {
+    pub path: String,
+    pub size_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A mounted filesystem.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct MountOut {
+    pub filesystem: String,
+    pub mounted_on: String,
+    pub size_bytes: u64,
+    pub available_bytes: u64,
+    pub used_percent: f64,
+}
+
+/// Arguments of talos_network.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+pub struct NetworkArgs {
+    #[serde(flatten)]
+    pub target: TargetArgs,
+    /// Sections to include: any of `interfaces`, `addresses`, `routes`, `sockets`
+    /// (default: interfaces, addresses, routes).
+    #[serde(default)]
+    pub include: Option<Vec<String>>,
+    /// Sockets to list: `listening` (default), `connected` or `all`.
+    #[serde(default)]
+    pub sockets: Option<String>,
+    /// Only sockets on this local or remote port.
+    #[serde(default)]
+    pub port: Option<u32>,
+}
+
+/// Counters of an interface.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct InterfaceOut {
+    pub name: String,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_errors: u64,
+    pub tx_errors: u64,
+    pub rx_dropped: u64,
+    pub tx_dropped: u64,
+}
+
+/// A socket.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SocketOut {
+    pub protocol: String,
+    pub local: String,
+    pub remote: String,
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<String>,
+}
+
+/// The network view of a node.
+#[derive(Debug, Default, Serialize, JsonSchema)]
+pub struct NetworkOut {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interfaces: Option<Vec<InterfaceOut>>,
+    /// Address statuses (COSI AddressStatuses.net.talos.dev specs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addresses: Option<Vec<serde_json::Value>>,
+    /// Route statuses (COSI RouteStatuses.net.talos.dev specs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routes: Option<Vec<serde_json::Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sockets: Option<Vec<SocketOut>>,
+}
+
+/// Time of a node.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct TimeOut {
+    /// NTP server checked.
+    pub server: String,
+    /// The node's clock (RFC 3339).
+    pub local_time: Option<String>,
+    /// The NTP server's clock (RFC 3339).
+    pub remote_time: Option<String>,
+    /// Node minus NTP, milliseconds (positive: node ahead).
+    pub offset_ms: Option<f64>,
+}
+
+/// A node's hostname.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct HostnameOut {
+    pub hostname: String,
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        (part as f64 * 1000.0 / whole as f64).round() / 10.0
+    }
+}
+
+#[tool_router(router = info_router, vis = "pub(crate)")]
+impl TalosMcp {
+    /// Talos version of each node, and of this server.
+    #[tool(
+        name = "talos_version",
+        description = "Talos version (tag, commit, OS/arch, platform) of each node, with this server's version. Start here to check connectivity.",
+        output_schema = schema_for_output::<PerNode<VersionOut>>(),
+        annotations(title = "Talos version", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
+    )]
+    pub(crate) async fn talos_version(
+        &self,
+        Parameters(args): Parameters<TargetArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let result = self
+            .per_node(&args, |api, opts| async move {
+                let v = api.version(&opts).await?;
+                Ok(VersionOut {
+                    os_arch: format!("{}/{}", v.os, v.arch),
+                    tag: v.tag,
+                    sha: v.sha,
+                    platform: v.platform,
+                    client_version: env!("CARGO_PKG_VERSION").to_owned(),
+                })
+            })
+            .await;
+        self.respond(
+            "talos_version",
+            result,
+            |v| format!("Talos {} ({})", v.tag, v.os_arch),
+            Keep::First,
+            "pass fewer `nodes`",
+        )
+    }
+
+    /// One compact health line per node.
+    #[tool(
+        name = "talos_system_stats",
+        description = "Compact per-node summary: uptime, CPU count and busy share, load averages, memory used, process counts.",
+        output_schema = schema_for_output::<PerNode<SystemStatsOut>>(),
+        annotations(title = "System stats", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
+    )]
+    pub(crate) async fn talos_system_stats(
+        &self,
+        Parameters(args): Parameters<TargetArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let result = self
+            .per_node(&args, |api, opts| async move {
+                let (stat, mem, load) = tokio::join!(
+                    api.system_stat(&opts),
+                    api.memory(&opts),
+                    api.load_avg(&opts)
+                );
+                let (stat, mem, load) = (stat?, mem?, load?);
+                let uptime = stat
+                    .boot_time
+                    .and_then(|b| std::time::SystemTime::now().duration_since(b).ok())
+                    .map_or(0, |d| d.as_secs());
+                Ok(SystemStatsOut {
+                    uptime_seconds: uptime,
+                    cpus: stat.cpus.len(),
+                    cpu_busy_percent: (stat.cpu_total.busy_ratio() * 1000.0).round() / 10.0,
+                    load: [load.load1, load.load5, load.load15],
+                    memory_total_bytes: mem.total,
+                    memory_used_bytes: mem.used(),
+                    memory_used_percent: percent(mem.used(), mem.total),
+                    processes_running: stat.process_running,
+                    processes_blocked: stat.process_blocked,
+                    processes_created: stat.process_created,
+                })
+            })
+            .await;
+        self.respond(
+            "talos_system_stats",
+            result,
+            |s| {
+                format!(
+                    "up {}h, {} CPUs {}% busy, load {:.2}, memory {}% of {}",
+                    s.uptime_seconds / 3600,
+                    s.cpus,
+                    s.cpu_busy_percent,
+                    s.load[0],
+                    s.memory_used_percent,
+                    bytes(s.memory_total_bytes)
+                )
+            },
+            Keep::First,
+            "pass fewer `nodes`",
+        )
+    }
+
+    /// CPU model and count per node.
+    #[tool(
+        name = "talos_cpu",
+        description = "CPU model, count and clock of each node.",
+        output_schema = schema_for_output::<PerNode<CpuOut>>(),
+        annotations(title = "CPU info", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
+    )]
+    pub(crate) async fn talos_cpu(
+        &self,
+        Parameters(args): Parameters<TargetArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let result = self
+            .per_node(&args, |api, opts| async move {
+                let cpus = api.cpu_info(&opts).await?;
+                let first = cpus.first().cloned().unwrap_or_default();
+                Ok(CpuOut {
+                    count: cpus.len(),
+                    model: first.model_name,
+                    mhz: first.mhz,
+                    cores_per_package: first.cores,
+                })
+            })
+            .await;
+        self.respond(
+            "talos_cpu",
+            result,
+            |c| format!("{} × {} @ {:.0} MHz", c.count, c.model, c.mhz),
+            Keep::First,
+            "pass fewer `nodes`",
+        )
+    }
+
+    /// Memory per node.
+    #[tool(
+        name = "talos_memory",
+        description = "Memory of each node in bytes: total, available, used, cache, swap.",
+        output_schema = schema_for_output::<PerNode<MemoryOut>>(),
+        annotations(title = "Memory", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
+    )]
+    pub(crate) async fn talos_memory(
+        &self,
+        Parameters(args): Parameters<TargetArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let result = self
+            .per_node(&args, |api, opts| async move {
+                let m = api.memory(&opts).await?;
+                Ok(MemoryOut {
+                    total: m.total,
+                    available: m.available,
+                    used: m.used(),
+                    used_percent: percent(m.used(), m.total),
+                    free: m.free,
+                    cached: m.cached,
+                    buffers: m.buffers,
+                    swap_total: m.swap_total,
+                    swap_free: m.swap_free,
+                })
+            })
+            .await;
+        self.respond(
+            "talos_memory",
+            result,
+            |m| {
+                format!(
+                    "{} used of {} ({}%)",
+                    bytes(m.used),
+                    bytes(m.total),
+                    m.used_percent
+                )
+            },
+            Keep::First,
+            "pass fewer `nodes`",
+        )
+    }
+
+    /// Top processes per node.
+    #[tool(
+        name = "talos_processes",
+        description = "Top processes of each node by CPU time or resident memory, with an optional command filter.",
+        output_schema = schema_for_output::<PerNode<ProcessesOut>>(),
+        annotations(title = "Processes", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
+    )]
+    pub(crate) async fn talos_processes(
+        &self,
+        Parameters(args): Parameters<ProcessesArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let by_memory = match args.sort_by.as_deref() {
+            None | Some("cpu") => false,
+            Some("memory") => true,
+            Some(other) => {
+                return Ok(crate::output::failure(&crate::ToolError::invalid(
+                    "sort_by",
+                    format!("must be `cpu` or `memory`, got `{other}`"),
+                )));
+            }
+        };
+        let limit = match bounded("limit", args.limit.unwrap_or(20), 1, 200) {
+            Ok(l) => l as usize,
+            Err(e) => return Ok(crate::output::failure(&e)),
+        };
+        let filter = args.filter.map(|f| f.to_lowercase());
+        let result = self
+            .per_node(&args.target, |api, opts| {
+                let filter = filter.clone();
+                async move {
+                    let mut ps = api.processes(&opts).await?;
+                    let total = ps.len();
+                    if let Some(f) = &filter {
+                        ps.retain(|p| {
+                            p.command.to_lowercase().contains(f)
+                                || p.args.to_lowercase().contains(f)
+                        });
+                    }
+                    if by_memory {
+                        ps.sort_by_key(|p| std::cmp::Reverse(p.resident_memory));
+                    } else {
+                        ps.sort_by(|a, b| b.cpu_time.total_cmp(&a.cpu_time));
+                    }
+                    ps.truncate(limit);
+                    Ok(ProcessesOut {
+                        total,
+                        processes: ps
+                            .into_iter()
+                            .map(|p| ProcessOut {
+                                pid: p.pid,
+                                command: p.command,
+                                state: p.state,
+                                threads: p.threads,
+                                cpu_seconds: p.cpu_time,
+                                resident_bytes: p.resident_memory,
+                                args: p.args.chars().take(200).collect(),
+                            })
+                            .collect(),
+                    })
+                }
+            })
+            .await;
+        self.respond(
+            "talos_processes",
+            result,
+            |p| {
+                let top: Vec<String> = p
+                    .processes
+                    .iter()
+                    .take(3)
+                    .map(|x| x.command.clone())
+                    .collect();
+                format!("{} processes; top: {}", p.total, top.join(", "))
+            },
+            Keep::First,
+            "lower `limit` or add a `filter`",
+        )
+    }
+
+    /// Block devices per node.
+    #[tool(
+        name = "talos_disks",
+        description = "Block devices of each node (StorageService): device, size, model, serial, type, system disk.",
+        output_schema = schema_for_output::<PerNode<Vec<DiskOut>>>(),
+        annotations(title = "Disks", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
+    )]
+    pub(crate) async fn talos_disks(
+        &self,
+        Parameters(args): Parameters<TargetArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let result = self
+            .per_node(&args, |api, opts| async move {
+                Ok(api
+                    .disks(&opts)
+                    .await?
+                    .into_iter()
+                    .map(|d| DiskOut {
+                        device: d.device_name,
+                        size_bytes: d.size,
+                        model: d.model,
+                        serial: d.serial,
+                        kind: d.kind,
+                        system_disk: d.system_disk,
+                    })
+                    .collect::<Vec<_>>())
+            })
+            .await;
+        self.respond(
+            "talos_disks",
+            result,
+            |ds| {
+                ds.iter()
+                    .map(|d| format!("{} {}", d.device, bytes(d.size_bytes)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+            Keep::First,
+            "pass fewer `nodes`",
+        )
+    }
+
+    /// Sizes of directories.
+    #[tool(
+        name = "talos_disk_usage",
+        description = "Disk usage of paths on each node (like du), descending `depth` levels, at most `limit` entries.",
+        output_schema = schema_for_output::<PerNode<Vec<UsageOut>>>(),
+        annotations(title = "Disk usage", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
+    )]
+    pub(crate) async fn talos_disk_usage(
+        &self,
+        Parameters(args): Parameters<DiskUsageArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let checked = bounded("depth", args.depth.unwrap_or(1), 0, 5)
+            .and_then(|d| Ok((d, bounded("limit", args.limit.unwrap_or(50), 1, 500)?)));
+        let (depth, limit) = match checked {
+            Ok(v) => v,
+            Err(e) => return Ok(crate::output::failure(&e)),
+        };
+        let paths = args
+            .paths
+            .clone()
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| vec!["/var".into()]);
+        if let Some(bad) = paths.iter().find(|p| !p.starts_with('/')) {
+            return Ok(crate::output::failure(&crate::ToolError::invalid(
+                "paths",
+                format!("must be absolute; `{bad}` is not"),
+            )));
+        }
+        let result = self
+            .per_node(&args.target, |api, opts| {
+                let paths = paths.clone();
+                async move {
+                    Ok(api
+                        .disk_usage(&opts, paths, depth as i32, limit as usize)
+                        .await?
+                        .into_iter()
+                        .map(|e| UsageOut {
+                            path: e.name,
+                            size_bytes: e.size,
+                            error: e.error,
+                        })
+                        .collect::<Vec<_>>())
+                }
+            })
+            .await;
+        self.respond(
+            "talos_disk_usage",
+            result,
+            |u| {
+                u.iter()
+                    .take(3)
+                    .map(|e| format!("{} {}", e.path, bytes(e.size_bytes)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+            Keep::First,
+            "lower `depth` or `limit`",
+        )
+    }
+
+    /// Mounted filesystems.
+    #[tool(
+        name = "talos_mounts",
+        description = "Mounted filesystems of each node with size, free space and use percent.",
+        output_schema = schema_for_output::<PerNode<Vec<MountOut>>>(),
+        annotations(title = "Mounts", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
+    )]
+    pub(crate) async fn talos_mounts(
+        &self,
+        Parameters(args): Parameters<TargetArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let result = self
+            .per_node(&args, |api, opts| async move {
+                Ok(api
+                    .mounts(&opts)
+                    .await?
+                    .into_iter()
+                    .map(|m| MountOut {
+                        used_percent: percent(m.size.saturating_sub(m.available), m.size),
+                        filesystem: m.filesystem,
+                        mounted_on: m.mounted_on,
+                        size_bytes: m.size,
+                        available_bytes: m.available,
+                    })
+                    .collect::<Vec<_>>())
+            })
+            .await;
+        self.respond(
+            "talos_mounts",
+            result,
+            |ms| {
+                let fullest = ms
+                    .iter()
+                    .max_by(|a, b| a.used_percent.total_cmp(&b.used_percent));
+                match fullest {
+                    Some(m) => format!(
+                        "{} mounts; fullest {} at {}%",
+                        ms.len(),
+                        m.mounted_on,
+                        m.used_percent
+                    ),
+                    None => "no mounts".into(),
+                }
+            },
+            Keep::First,
+            "pass fewer `nodes`",
+        )
+    }
+
+    /// Interfaces, addresses, routes and sockets.
+    #[tool(
+        name = "talos_network",
+        description = "Network view of each node: interface counters, addresses, routes, and sockets (listening, connected or all; optional port filter).",
+        output_schema = schema_for_output::<PerNode<NetworkOut>>(),
+        annotations(title = "Network", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
+    )]
+    pub(crate) async fn talos_network(
+        &self,
+        Parameters(args): Parameters<NetworkArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        const SECTIONS: [&str; 4] = ["interfaces", "addresses", "routes", "sockets"];
+        let include = args
+            .include
+            .clone()
+            .unwrap_or_else(|| vec!["interfaces".into(), "addresses".into(), "routes".into()]);
+        if let Some(bad) = include.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
+            return Ok(crate::output::failure(&crate::ToolError::invalid(
+                "include",
+                format!(
+                    "has unknown section `{bad}`; allowed: {}",
+                    SECTIONS.join(", ")
+                ),
+            )));
+        }
+        let filter = match args.sockets.as_deref() {
+            None | Some("listening") => NetstatFilter::Listening,
+            Some("connected") => NetstatFilter::Connected,
+            Some("all") => NetstatFilter::All,
+            Some(other) => {
+                return Ok(crate::output::failure(&crate::ToolError::invalid(
+                    "sockets",
+                    format!("must be `listening`, `connected` or `all`, got `{other}`"),
+                )));
+            }
+        };
+        let port = args.port;
+        let result = self
+            .per_node(&args.target, |api, opts| {
+                let include = include.clone();
+                async move { network(api.as_ref(), &opts, &include, filter, port).await }
+            })
+            .await;
+        self.respond(
+            "talos_network",
+            result,
+            |n| {
+                let mut parts = Vec::new();
+                if let Some(i) = &n.interfaces {
+                    parts.push(format!("{} interfaces", i.len()));
+                }
+                if let Some(a) = &n.addresses {
+                    parts.push(format!("{} addresses", a.len()));
+                }
+                if let Some(r) = &n.routes {
+                    parts.push(format!("{} routes", r.len()));
+                }
+                if let Some(s) = &n.sockets {
+                    parts.push(format!("{} sockets", s.len()));
+                }
+                parts.join(", ")
+            },
+            Keep::First,
+            "narrow `include`, or filter sockets by `port`",
+        )
+    }
+
+    /// Clock and NTP offset.
+    #[tool(
+        name = "talos_time",
+        description = "Clock of each node versus its NTP server, with the offset in milliseconds.",
+        output_schema = schema_for_output::<PerNode<TimeOut>>(),
+        annotations(title = "Time", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
+    )]
+    pub(crate) async fn talos_time(
+        &self,
+        Parameters(args): Parameters<TargetArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let result = self
+            .per_node(&args, |api, opts| async move {
+                let t = api.time(&opts).await?;
+                Ok(TimeOut {
+                    offset_ms: t.offset_seconds().map(|s| (s * 1000.0).round()),
+                    local_time: t.local_time.map(rfc3339),
+                    remote_time: t.remote_time.map(rfc3339),
+                    server: t.server,
+                })
+            })
+            .await;
+        self.respond(
+            "talos_time",
+            result,
+            |t| {
+                format!(
+                    "offset {} ms vs {}",
+                    t.offset_ms.map_or("?".into(), |o| o.to_string()),
+                    t.server
+                )
+            },
+            Keep::First,
+            "pass fewer `nodes`",
+        )
+    }
+
+    /// Hostnames.
+    #[tool(
+        name = "talos_hostname",
+        description = "Hostname of each node.",
+        output_schema = schema_for_output::<PerNode<HostnameOut>>(),
+        annotations(title = "Hostname", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
+    )]
+    pub(crate) async fn talos_hostname(
+        &self,
+        Parameters(args): Parameters<TargetArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let result = self
+            .per_node(&args, |api, opts| async move {
+                Ok(HostnameOut {
+                    hostname: api.hostname(&opts).await?,
+                })
+            })
+            .await;
+        self.respond(
+            "talos_hostname",
+            result,
+            |h| h.hostname.clone(),
+            Keep::First,
+            "pass fewer `nodes`",
+        )
+    }
+}
+
+async fn network(
+    api: &dyn talos_client::TalosApi,
+    opts: &CallOptions,
+    include: &[String],
+    filter: NetstatFilter,
+    port: Option<u32>,
+) -> Result<NetworkOut, talos_client::TalosError> {
+    let has = |s: &str| include.iter().any(|i| i == s);
+    let mut out = NetworkOut::default();
+    if has("interfaces") {
+        out.interfaces = Some(
+            api.network_devices(opts)
+                .await?
+                .into_iter()
+                .map(|d| InterfaceOut {
+                    name: d.name,
+                    rx_bytes: d.rx_bytes,
+                    tx_bytes: d.tx_bytes,
+                    rx_errors: d.rx_errors,
+                    tx_errors: d.tx_errors,
+                    rx_dropped: d.rx_dropped,
+                    tx_dropped: d.tx_dropped,
+                })
+                .collect(),
+        );
+    }
+    for (section, ty) in [
+        ("addresses", "AddressStatuses.net.talos.dev"),
+        ("routes", "RouteStatuses.net.talos.dev"),
+    ] {
+        if has(section) {
+            let specs = api
+                .resource_list(opts, "network", ty, 500)
+                .await?
+                .into_iter()
+                .map(|r| crate::redact::yaml_to_json(&r.spec_yaml))
+                .collect();
+            if section == "addresses" {
+                out.addresses = Some(specs);
+            } else {
+                out.routes = Some(specs);
+            }
+        }
+    }
+    if has("sockets") {
+        let host = |ip: &str, port: u32| {
+            if ip.contains(':') {
+                format!("[{ip}]:{port}")
+            } else {
+                format!("{ip}:{port}")
+            }
+        };
+        out.sockets = Some(
+            api.netstat(opts, filter)
+                .await?
+                .into_iter()
+                .filter(|s| port.is_none_or(|p| s.local_port == p || s.remote_port == p))
+                .map(|s| SocketOut {
+                    local: host(&s.local_ip, s.local_port),
+                    remote: host(&s.remote_ip, s.remote_port),
+                    protocol: s.protocol,
+                    state: s.state,
+                    process: s.process,
+                })
+                .collect(),
+        );
+    }
+    Ok(out)
+}

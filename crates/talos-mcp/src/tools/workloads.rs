@@ -1,0 +1,423 @@
+//! Workloads: containers, container stats, Talos services, images.
+
+use rmcp::handler::server::common::schema_for_output;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::CallToolResult;
+use rmcp::{ErrorData, tool, tool_router};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use talos_client::ContainerNamespace;
+
+use super::{bounded, bytes};
+use crate::error::ToolError;
+use crate::output::{Keep, PerNode, failure};
+use crate::server::{TalosMcp, TargetArgs};
+
+/// Arguments of the container tools.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+pub struct ContainersArgs {
+    #[serde(flatten)]
+    pub target: TargetArgs,
+    /// `system` (Talos services, default) or `k8s.io` (Kubernetes pods).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Only containers whose id, name, pod or image contains this text.
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// Most containers per node (1–500, default 100).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// A container.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ContainerOut {
+    pub id: String,
+    pub name: String,
+    /// Pod (`namespace/name`) for Kubernetes containers.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub pod: String,
+    pub image: String,
+    pub status: String,
+    pub pid: u32,
+}
+
+/// Containers of a node.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ContainersOut {
+    /// Matching containers in total (before `limit`).
+    pub matched: usize,
+    pub containers: Vec<ContainerOut>,
+}
+
+/// Resource use of a container.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ContainerStatOut {
+    pub id: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub pod: String,
+    pub memory_bytes: u64,
+    /// Cumulative CPU time, seconds.
+    pub cpu_seconds: f64,
+}
+
+/// Arguments of talos_services.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+pub struct ServicesArgs {
+    #[serde(flatten)]
+    pub target: TargetArgs,
+    /// Only this service (e.g. `etcd`, `kubelet`).
+    #[serde(default)]
+    pub service: Option<String>,
+    /// Recent events per service to include (0–20, default 3).
+    #[serde(default)]
+    pub events: Option<u32>,
+}
+
+/// A Talos service.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ServiceOut {
+    pub id: String,
+    /// Running, Finished, Waiting, Preparing, Failed, …
+    pub state: String,
+    /// Health: `healthy`, `unhealthy` or `unknown`.
+    pub health: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub health_message: String,
+    /// Most recent events, oldest first: "state: message".
+    pub recent_events: Vec<String>,
+}
+
+/// Arguments of talos_images.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+pub struct ImagesArgs {
+    #[serde(flatten)]
+    pub target: TargetArgs,
+    /// `k8s.io` (default: images Kubernetes uses) or `system`.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Only images whose reference contains this text.
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// Most images per node (1–500, default 100).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// A cached image.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ImageOut {
+    pub name: String,
+    pub digest: String,
+    pub size_bytes: u64,
+}
+
+fn namespace(
+    arg: Option<&str>,
+    default: ContainerNamespace,
+) -> Result<ContainerNamespace, ToolError> {
+    match arg {
+        None => Ok(default),
+        Some("system") => Ok(ContainerNamespace::System),
+        Some("k8s.io" | "cri" | "k8s") => Ok(ContainerNamespace::Cri),
+        Some(other) => Err(ToolError::invalid(
+            "namespace",
+            format!("must be `system` or `k8s.io`, got `{other}`"),
+        )),
+    }
+}
+
+fn matches(filter: &Option<String>, fields: &[&str]) -> bool {
+    filter.as_ref().is_none_or(|f| {
+        fields
+            .iter()
+            .any(|x| x.to_lowercase().contains(&f.to_lowercase()))
+    })
+}
+
+#[tool_router(router = workloads_router, vis = "pub(crate)")]
+impl TalosMcp {
+    /// Containers per node.
+    #[tool(
+        name = "talos_list_containers",
+        description = "Containers on each node: namespace `system` (Talos services) or `k8s.io` (Kubernetes pods), filtered by id, name, pod or image.",
+        output_schema = schema_for_output::<PerNode<ContainersOut>>(),
+        annotations(title = "List containers", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
+    )]
+    pub(crate) async fn talos_list_containers(
+        &self,
+        Parameters(args): Parameters<ContainersArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let checked =
+            namespace(args.namespace.as_deref(), ContainerNamespace::System).and_then(|ns| {
+                Ok((
+                    ns,
+                    bounded("limit", args.limit.unwrap_or(100), 1, 500)? as usize,
+                ))
+            });
+        let (ns, limit) = match checked {
+            Ok(v) => v,
+            Err(e) => return Ok(failure(&e)),
+        };
+        let filter = args.filter.clone();
+        let result = self
+            .per_node(&args.target, |api, opts| {
+                let filter = filter.clone();
+                async move {
+                    let all: Vec<_> = api
+                        .containers(&opts, ns)
+                        .await?
+                        .into_iter()
+                        .filter(|c| matches(&filter, &[&c.id, &c.name, &c.pod_id, &c.image]))
+                        .collect();
+                    Ok(ContainersOut {
+                        matched: all.len(),
+                        containers: all
+                            .into_iter()
+                            .take(limit)
+                            .map(|c| ContainerOut {
+                                id: c.id,
+                                name: c.name,
+                                pod: c.pod_id,
+                                image: c.image,
+                                status: c.status,
+                                pid: c.pid,
+                            })
+                            .collect(),
+                    })
+                }
+            })
+            .await;
+        self.respond(
+            "talos_list_containers",
+            result,
+            |c| {
+                let names: Vec<String> = c
+                    .containers
+                    .iter()
+                    .take(5)
+                    .map(|x| {
+                        if x.pod.is_empty() {
+                            x.name.clone()
+                        } else {
+                            x.pod.clone()
+                        }
+                    })
+                    .collect();
+                format!("{} containers: {}", c.matched, names.join(", "))
+            },
+            Keep::First,
+            "add a `filter` or lower `limit`",
+        )
+    }
+
+    /// Container resource use per node.
+    #[tool(
+        name = "talos_container_stats",
+        description = "Memory and CPU use of containers on each node, largest memory first.",
+        output_schema = schema_for_output::<PerNode<Vec<ContainerStatOut>>>(),
+        annotations(title = "Container stats", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
+    )]
+    pub(crate) async fn talos_container_stats(
+        &self,
+        Parameters(args): Parameters<ContainersArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let checked =
+            namespace(args.namespace.as_deref(), ContainerNamespace::Cri).and_then(|ns| {
+                Ok((
+                    ns,
+                    bounded("limit", args.limit.unwrap_or(100), 1, 500)? as usize,
+                ))
+            });
+        let (ns, limit) = match checked {
+            Ok(v) => v,
+            Err(e) => return Ok(failure(&e)),
+        };
+        let filter = args.filter.clone();
+        let result = self
+            .per_node(&args.target, |api, opts| {
+                let filter = filter.clone();
+                async move {
+                    let mut stats: Vec<_> = api
+                        .container_stats(&opts, ns)
+                        .await?
+                        .into_iter()
+                        .filter(|s| matches(&filter, &[&s.id, &s.name, &s.pod_id]))
+                        .collect();
+                    stats.sort_by_key(|s| std::cmp::Reverse(s.memory_usage));
+                    Ok(stats
+                        .into_iter()
+                        .take(limit)
+                        .map(|s| ContainerStatOut {
+                            id: s.id,
+                            name: s.name,
+                            pod: s.pod_id,
+                            memory_bytes: s.memory_usage,
+                            cpu_seconds: s.cpu_usage as f64 / 1e9,
+                        })
+                        .collect::<Vec<_>>())
+                }
+            })
+            .await;
+        self.respond(
+            "talos_container_stats",
+            result,
+            |s| match s.first() {
+                Some(top) => format!(
+                    "{} containers; largest {} ({})",
+                    s.len(),
+                    top.name,
+                    bytes(top.memory_bytes)
+                ),
+                None => "no containers".into(),
+            },
+            Keep::First,
+            "add a `filter` or lower `limit`",
+        )
+    }
+
+    /// Talos services.
+    #[tool(
+        name = "talos_services",
+        description = "Talos system services of each node (etcd, kubelet, apid, …) with state, health and recent events.",
+        output_schema = schema_for_output::<PerNode<Vec<ServiceOut>>>(),
+        annotations(title = "Services", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
+    )]
+    pub(crate) async fn talos_services(
+        &self,
+        Parameters(args): Parameters<ServicesArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let events = match bounded("events", args.events.unwrap_or(3), 0, 20) {
+            Ok(e) => e as usize,
+            Err(e) => return Ok(failure(&e)),
+        };
+        let only = args.service.clone();
+        let result = self
+            .per_node(&args.target, |api, opts| {
+                let only = only.clone();
+                async move {
+                    let services = api.services(&opts).await?;
+                    if let Some(name) = &only
+                        && !services.iter().any(|s| &s.id == name)
+                    {
+                        return Err(talos_client::TalosError::NotFound {
+                            target: talos_client::Target {
+                                endpoint: None,
+                                node: opts.node.clone(),
+                            },
+                            message: format!(
+                                "no service `{name}`; services: {}",
+                                services
+                                    .iter()
+                                    .map(|s| s.id.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        });
+                    }
+                    Ok(services
+                        .into_iter()
+                        .filter(|s| only.as_ref().is_none_or(|n| &s.id == n))
+                        .map(|s| {
+                            let skip = s.events.len().saturating_sub(events);
+                            ServiceOut {
+                                health: if s.health.unknown {
+                                    "unknown".into()
+                                } else if s.health.healthy {
+                                    "healthy".into()
+                                } else {
+                                    "unhealthy".into()
+                                },
+                                health_message: s.health.last_message,
+                                recent_events: s
+                                    .events
+                                    .into_iter()
+                                    .skip(skip)
+                                    .map(|e| format!("{}: {}", e.state, e.message))
+                                    .collect(),
+                                id: s.id,
+                                state: s.state,
+                            }
+                        })
+                        .collect::<Vec<_>>())
+                }
+            })
+            .await;
+        self.respond(
+            "talos_services",
+            result,
+            |ss| {
+                let bad: Vec<String> = ss
+                    .iter()
+                    .filter(|s| s.state != "Running" || s.health == "unhealthy")
+                    .map(|s| format!("{} {} ({})", s.id, s.state, s.health))
+                    .collect();
+                if bad.is_empty() {
+                    format!("{} services, all running", ss.len())
+                } else {
+                    format!("{} services; attention: {}", ss.len(), bad.join(", "))
+                }
+            },
+            Keep::First,
+            "name one `service`, or lower `events`",
+        )
+    }
+
+    /// Cached images.
+    #[tool(
+        name = "talos_images",
+        description = "Container images cached on each node (namespace `k8s.io` or `system`), filtered by reference.",
+        output_schema = schema_for_output::<PerNode<Vec<ImageOut>>>(),
+        annotations(title = "Images", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
+    )]
+    pub(crate) async fn talos_images(
+        &self,
+        Parameters(args): Parameters<ImagesArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let checked =
+            namespace(args.namespace.as_deref(), ContainerNamespace::Cri).and_then(|ns| {
+                Ok((
+                    ns,
+                    bounded("limit", args.limit.unwrap_or(100), 1, 500)? as usize,
+                ))
+            });
+        let (ns, limit) = match checked {
+            Ok(v) => v,
+            Err(e) => return Ok(failure(&e)),
+        };
+        let filter = args.filter.clone();
+        let result = self
+            .per_node(&args.target, |api, opts| {
+                let filter = filter.clone();
+                async move {
+                    Ok(api
+                        .images(&opts, ns)
+                        .await?
+                        .into_iter()
+                        .filter(|i| matches(&filter, &[&i.name]))
+                        .take(limit)
+                        .map(|i| ImageOut {
+                            name: i.name,
+                            digest: i.digest,
+                            size_bytes: i.size,
+                        })
+                        .collect::<Vec<_>>())
+                }
+            })
+            .await;
+        self.respond(
+            "talos_images",
+            result,
+            |is| {
+                format!(
+                    "{} images ({})",
+                    is.len(),
+                    bytes(is.iter().map(|i| i.size_bytes).sum())
+                )
+            },
+            Keep::First,
+            "add a `filter` or lower `limit`",
+        )
+    }
+}
