@@ -13,6 +13,7 @@
 //! the operator can enable by name.
 
 pub mod clusters;
+mod docs;
 pub mod error;
 pub mod output;
 mod prompts;
@@ -22,5 +23,6 @@ mod server;
 pub mod tools;
 
 pub use clusters::{ApiFactory, Cidr, Clusters, grpc_factory};
+pub use docs::tools_markdown;
 pub use error::ToolError;
 pub use server::{ServerSettings, TOOLSETS, TalosMcp, TargetArgs};

@@ -1,0 +1,88 @@
+//! Rendering the tool list as Markdown (docs/tools.md is generated from this and checked fresh).
+
+use std::fmt::Write as _;
+
+use rmcp::model::Tool;
+
+use crate::server::{TOOLSETS, TalosMcp};
+
+/// Markdown describing every tool, grouped by toolset, with arguments and hints.
+pub fn tools_markdown(tools: &[Tool]) -> String {
+    let mut out = String::from(
+        "# Tools\n\n<!-- Generated from the server's tools/list by the tool_list test; \
+         run `UPDATE_SNAPSHOTS=1 cargo test -p talos-mcp --test tool_list` after changing a tool. -->\n\n\
+         Every tool accepts `context` (a talosconfig context; default: the current one). Per-node tools \
+         also accept `nodes` (default: the context's nodes) and answer with one entry per node: \
+         `{node, hostname, ok, result | error {kind, message}}`. Output is capped (default 64 KiB); a cut \
+         result says `truncated: true` and how to narrow the query.\n",
+    );
+    for (set, about) in TOOLSETS {
+        let members: Vec<&Tool> = tools
+            .iter()
+            .filter(|t| TalosMcp::toolset_of(&t.name) == Some(set))
+            .collect();
+        if members.is_empty() {
+            continue;
+        }
+        let _ = write!(out, "\n## Toolset `{set}`\n\n{about}\n");
+        for tool in members {
+            let a = tool.annotations.as_ref();
+            let flag = |v: Option<bool>| match v {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "?",
+            };
+            let _ = write!(
+                out,
+                "\n### `{}` — {}\n\n{}\n\n| read-only | destructive | idempotent | open world |\n|---|---|---|---|\n| {} | {} | {} | {} |\n",
+                tool.name,
+                a.and_then(|a| a.title.clone()).unwrap_or_default(),
+                tool.description.as_deref().unwrap_or_default(),
+                flag(a.and_then(|a| a.read_only_hint)),
+                flag(a.and_then(|a| a.destructive_hint)),
+                flag(a.and_then(|a| a.idempotent_hint)),
+                flag(a.and_then(|a| a.open_world_hint)),
+            );
+            let schema = serde_json::Value::Object(tool.input_schema.as_ref().clone());
+            let required: Vec<&str> = schema
+                .get("required")
+                .and_then(|r| r.as_array())
+                .map(|r| r.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_default();
+            if let Some(props) = schema.get("properties").and_then(|p| p.as_object())
+                && !props.is_empty()
+            {
+                out.push_str("\n| argument | type | required | description |\n|---|---|---|---|\n");
+                for (name, prop) in props {
+                    let ty = prop
+                        .get("type")
+                        .map(|t| match t {
+                            serde_json::Value::Array(a) => a
+                                .iter()
+                                .filter_map(|x| x.as_str())
+                                .filter(|x| *x != "null")
+                                .collect::<Vec<_>>()
+                                .join("|"),
+                            other => other.as_str().unwrap_or_default().to_owned(),
+                        })
+                        .unwrap_or_default();
+                    let desc = prop
+                        .get("description")
+                        .and_then(|d| d.as_str())
+                        .unwrap_or_default()
+                        .replace('\n', " ");
+                    let _ = writeln!(
+                        out,
+                        "| `{name}` | {ty} | {} | {desc} |",
+                        if required.contains(&name.as_str()) {
+                            "yes"
+                        } else {
+                            "no"
+                        }
+                    );
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,96 @@
+//! The tool list is an interface: a snapshot catches unreviewed changes to names, descriptions,
+//! schemas and annotations, and docs/tools.md is generated from the same data.
+//!
+//! After an intended change: `UPDATE_SNAPSHOTS=1 cargo test -p talos-mcp --test tool_list`, then
+//! review the diff.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use talos_client::MockTalosApi;
+use talos_mcp::TalosMcp;
+
+fn server() -> TalosMcp {
+    let dir = tempfile::tempdir().unwrap();
+    TalosMcp::new(
+        common::mock_clusters(Arc::new(MockTalosApi::new()), &["10.5.0.2"]),
+        common::settings(&dir),
+    )
+    .unwrap()
+}
+
+fn check(path: PathBuf, fresh: &str) {
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, fresh).unwrap();
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == fresh,
+        "{} is stale: rerun with UPDATE_SNAPSHOTS=1 and review the diff",
+        path.display()
+    );
+}
+
+#[test]
+fn tools_list_matches_the_snapshot() {
+    let tools = server().tools();
+    let json = serde_json::to_string_pretty(&tools).unwrap() + "\n";
+    check(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/tools.json"),
+        &json,
+    );
+}
+
+#[test]
+fn docs_tools_md_is_fresh() {
+    let md = talos_mcp::tools_markdown(&server().tools());
+    check(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/tools.md"),
+        &md,
+    );
+}
+
+#[test]
+fn every_tool_is_annotated_and_schematised() {
+    for tool in server().tools() {
+        let a = tool
+            .annotations
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} has no annotations", tool.name));
+        assert!(a.title.is_some(), "{} has no title", tool.name);
+        assert_eq!(a.read_only_hint, Some(true), "{}", tool.name);
+        assert_eq!(a.destructive_hint, Some(false), "{}", tool.name);
+        assert!(
+            a.idempotent_hint.is_some() && a.open_world_hint.is_some(),
+            "{}",
+            tool.name
+        );
+        assert!(
+            tool.output_schema.is_some(),
+            "{} has no output schema",
+            tool.name
+        );
+        assert!(tool.name.starts_with("talos_"), "{}", tool.name);
+        assert!(
+            TalosMcp::toolset_of(&tool.name).is_some(),
+            "{} is in no toolset",
+            tool.name
+        );
+        let props = tool
+            .input_schema
+            .get("properties")
+            .and_then(|p| p.as_object())
+            .unwrap();
+        assert!(
+            props.contains_key("context"),
+            "{} lacks `context`",
+            tool.name
+        );
+    }
+}
