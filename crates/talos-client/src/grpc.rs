@@ -301,49 +301,51 @@ fn single<T: WithMetadata>(messages: Vec<T>, target: &Target) -> Result<T> {
     Ok(item)
 }
 
+/// A unary `MachineService` call through the pipeline; evaluates to `(response, target)`.
+macro_rules! machine_unary {
+    ($self:ident, $opts:expr, $kind:expr, $req:expr, $method:ident) => {
+        $self
+            .pipeline()
+            .unary($opts, $kind, $req, |ch, req| {
+                let mut c = $self.machine(ch);
+                async move { c.$method(req).await }
+            })
+            .await?
+    };
+}
+
+/// Opens a server-streaming `MachineService` call; evaluates to `(stream, target)`.
+macro_rules! machine_stream {
+    ($self:ident, $opts:expr, $kind:expr, $req:expr, $method:ident) => {
+        $self
+            .pipeline()
+            .open_stream($opts, $kind, $req, |ch, req| {
+                let mut c = $self.machine(ch);
+                async move { c.$method(req).await }
+            })
+            .await?
+    };
+}
+
 #[async_trait]
 impl TalosApi for GrpcTalosClient {
     async fn version(&self, opts: &CallOptions) -> Result<VersionInfo> {
-        let (resp, target) = self
-            .pipeline()
-            .unary(opts, CallKind::Read, (), |ch, req| {
-                let mut c = self.machine(ch);
-                async move { c.version(req).await }
-            })
-            .await?;
+        let (resp, target) = machine_unary!(self, opts, CallKind::Read, (), version);
         Ok(convert::version(single(resp.messages, &target)?))
     }
 
     async fn hostname(&self, opts: &CallOptions) -> Result<String> {
-        let (resp, target) = self
-            .pipeline()
-            .unary(opts, CallKind::Read, (), |ch, req| {
-                let mut c = self.machine(ch);
-                async move { c.hostname(req).await }
-            })
-            .await?;
+        let (resp, target) = machine_unary!(self, opts, CallKind::Read, (), hostname);
         Ok(single(resp.messages, &target)?.hostname)
     }
 
     async fn system_stat(&self, opts: &CallOptions) -> Result<SystemStat> {
-        let (resp, target) = self
-            .pipeline()
-            .unary(opts, CallKind::Read, (), |ch, req| {
-                let mut c = self.machine(ch);
-                async move { c.system_stat(req).await }
-            })
-            .await?;
+        let (resp, target) = machine_unary!(self, opts, CallKind::Read, (), system_stat);
         Ok(convert::system_stat(single(resp.messages, &target)?))
     }
 
     async fn cpu_info(&self, opts: &CallOptions) -> Result<Vec<CpuInfo>> {
-        let (resp, target) = self
-            .pipeline()
-            .unary(opts, CallKind::Read, (), |ch, req| {
-                let mut c = self.machine(ch);
-                async move { c.cpu_info(req).await }
-            })
-            .await?;
+        let (resp, target) = machine_unary!(self, opts, CallKind::Read, (), cpu_info);
         Ok(single(resp.messages, &target)?
             .cpu_info
             .into_iter()
@@ -352,37 +354,19 @@ impl TalosApi for GrpcTalosClient {
     }
 
     async fn memory(&self, opts: &CallOptions) -> Result<MemoryInfo> {
-        let (resp, target) = self
-            .pipeline()
-            .unary(opts, CallKind::Read, (), |ch, req| {
-                let mut c = self.machine(ch);
-                async move { c.memory(req).await }
-            })
-            .await?;
+        let (resp, target) = machine_unary!(self, opts, CallKind::Read, (), memory);
         Ok(convert::memory(
             single(resp.messages, &target)?.meminfo.unwrap_or_default(),
         ))
     }
 
     async fn load_avg(&self, opts: &CallOptions) -> Result<LoadAvg> {
-        let (resp, target) = self
-            .pipeline()
-            .unary(opts, CallKind::Read, (), |ch, req| {
-                let mut c = self.machine(ch);
-                async move { c.load_avg(req).await }
-            })
-            .await?;
+        let (resp, target) = machine_unary!(self, opts, CallKind::Read, (), load_avg);
         Ok(convert::load_avg(single(resp.messages, &target)?))
     }
 
     async fn disk_stats(&self, opts: &CallOptions) -> Result<Vec<DiskStat>> {
-        let (resp, target) = self
-            .pipeline()
-            .unary(opts, CallKind::Read, (), |ch, req| {
-                let mut c = self.machine(ch);
-                async move { c.disk_stats(req).await }
-            })
-            .await?;
+        let (resp, target) = machine_unary!(self, opts, CallKind::Read, (), disk_stats);
         Ok(single(resp.messages, &target)?
             .devices
             .into_iter()
@@ -403,13 +387,7 @@ impl TalosApi for GrpcTalosClient {
             threshold: 0,
             paths,
         };
-        let (mut stream, target) = self
-            .pipeline()
-            .open_stream(opts, CallKind::Read, request, |ch, req| {
-                let mut c = self.machine(ch);
-                async move { c.disk_usage(req).await }
-            })
-            .await?;
+        let (mut stream, target) = machine_stream!(self, opts, CallKind::Read, request, disk_usage);
         let idle = self.pipeline().idle_timeout(opts);
         let mut out = Vec::new();
         while out.len() < limit {
@@ -423,13 +401,7 @@ impl TalosApi for GrpcTalosClient {
     }
 
     async fn mounts(&self, opts: &CallOptions) -> Result<Vec<MountInfo>> {
-        let (resp, target) = self
-            .pipeline()
-            .unary(opts, CallKind::Read, (), |ch, req| {
-                let mut c = self.machine(ch);
-                async move { c.mounts(req).await }
-            })
-            .await?;
+        let (resp, target) = machine_unary!(self, opts, CallKind::Read, (), mounts);
         Ok(single(resp.messages, &target)?
             .stats
             .into_iter()
@@ -454,13 +426,7 @@ impl TalosApi for GrpcTalosClient {
     }
 
     async fn network_devices(&self, opts: &CallOptions) -> Result<Vec<NetDevice>> {
-        let (resp, target) = self
-            .pipeline()
-            .unary(opts, CallKind::Read, (), |ch, req| {
-                let mut c = self.machine(ch);
-                async move { c.network_device_stats(req).await }
-            })
-            .await?;
+        let (resp, target) = machine_unary!(self, opts, CallKind::Read, (), network_device_stats);
         Ok(single(resp.messages, &target)?
             .devices
             .into_iter()
@@ -489,13 +455,7 @@ impl TalosApi for GrpcTalosClient {
                 ..Default::default()
             }),
         };
-        let (resp, target) = self
-            .pipeline()
-            .unary(opts, CallKind::Read, request, |ch, req| {
-                let mut c = self.machine(ch);
-                async move { c.netstat(req).await }
-            })
-            .await?;
+        let (resp, target) = machine_unary!(self, opts, CallKind::Read, request, netstat);
         Ok(single(resp.messages, &target)?
             .connectrecord
             .into_iter()
@@ -504,13 +464,7 @@ impl TalosApi for GrpcTalosClient {
     }
 
     async fn processes(&self, opts: &CallOptions) -> Result<Vec<ProcessInfo>> {
-        let (resp, target) = self
-            .pipeline()
-            .unary(opts, CallKind::Read, (), |ch, req| {
-                let mut c = self.machine(ch);
-                async move { c.processes(req).await }
-            })
-            .await?;
+        let (resp, target) = machine_unary!(self, opts, CallKind::Read, (), processes);
         Ok(single(resp.messages, &target)?
             .processes
             .into_iter()
@@ -540,13 +494,7 @@ impl TalosApi for GrpcTalosClient {
             namespace: namespace.as_str().to_owned(),
             driver: driver as i32,
         };
-        let (resp, target) = self
-            .pipeline()
-            .unary(opts, CallKind::Read, request, |ch, req| {
-                let mut c = self.machine(ch);
-                async move { c.containers(req).await }
-            })
-            .await?;
+        let (resp, target) = machine_unary!(self, opts, CallKind::Read, request, containers);
         Ok(single(resp.messages, &target)?
             .containers
             .into_iter()
@@ -564,13 +512,7 @@ impl TalosApi for GrpcTalosClient {
             namespace: namespace.as_str().to_owned(),
             driver: driver as i32,
         };
-        let (resp, target) = self
-            .pipeline()
-            .unary(opts, CallKind::Read, request, |ch, req| {
-                let mut c = self.machine(ch);
-                async move { c.stats(req).await }
-            })
-            .await?;
+        let (resp, target) = machine_unary!(self, opts, CallKind::Read, request, stats);
         Ok(single(resp.messages, &target)?
             .stats
             .into_iter()
@@ -579,13 +521,7 @@ impl TalosApi for GrpcTalosClient {
     }
 
     async fn services(&self, opts: &CallOptions) -> Result<Vec<ServiceInfo>> {
-        let (resp, target) = self
-            .pipeline()
-            .unary(opts, CallKind::Read, (), |ch, req| {
-                let mut c = self.machine(ch);
-                async move { c.service_list(req).await }
-            })
-            .await?;
+        let (resp, target) = machine_unary!(self, opts, CallKind::Read, (), service_list);
         Ok(single(resp.messages, &target)?
             .services
             .into_iter()
@@ -600,36 +536,22 @@ impl TalosApi for GrpcTalosClient {
         action: ServiceAction,
     ) -> Result<String> {
         let id = id.to_owned();
-        let p = self.pipeline();
         Ok(match action {
             ServiceAction::Start => {
                 let req = machine::ServiceStartRequest { id };
-                let (resp, target) = p
-                    .unary(opts, CallKind::Write, req, |ch, req| {
-                        let mut c = self.machine(ch);
-                        async move { c.service_start(req).await }
-                    })
-                    .await?;
+                let (resp, target) =
+                    machine_unary!(self, opts, CallKind::Write, req, service_start);
                 single(resp.messages, &target)?.resp
             }
             ServiceAction::Stop => {
                 let req = machine::ServiceStopRequest { id };
-                let (resp, target) = p
-                    .unary(opts, CallKind::Write, req, |ch, req| {
-                        let mut c = self.machine(ch);
-                        async move { c.service_stop(req).await }
-                    })
-                    .await?;
+                let (resp, target) = machine_unary!(self, opts, CallKind::Write, req, service_stop);
                 single(resp.messages, &target)?.resp
             }
             ServiceAction::Restart => {
                 let req = machine::ServiceRestartRequest { id };
-                let (resp, target) = p
-                    .unary(opts, CallKind::Write, req, |ch, req| {
-                        let mut c = self.machine(ch);
-                        async move { c.service_restart(req).await }
-                    })
-                    .await?;
+                let (resp, target) =
+                    machine_unary!(self, opts, CallKind::Write, req, service_restart);
                 single(resp.messages, &target)?.resp
             }
         })
@@ -673,13 +595,8 @@ impl TalosApi for GrpcTalosClient {
                 let request = machine::ImageListRequest {
                     namespace: ns as i32,
                 };
-                let (mut stream, target) = self
-                    .pipeline()
-                    .open_stream(opts, CallKind::Read, request, |ch, req| {
-                        let mut c = self.machine(ch);
-                        async move { c.image_list(req).await }
-                    })
-                    .await?;
+                let (mut stream, target) =
+                    machine_stream!(self, opts, CallKind::Read, request, image_list);
                 while let Some(img) = self.pipeline().next(&mut stream, &target, idle).await? {
                     check_metadata(img.metadata.as_ref(), &target)?;
                     out.push(ImageInfo {
@@ -740,13 +657,8 @@ impl TalosApi for GrpcTalosClient {
                     namespace: ns as i32,
                     reference: reference.to_owned(),
                 };
-                let (resp, target) = self
-                    .pipeline()
-                    .unary(opts, CallKind::Write, request, |ch, req| {
-                        let mut c = self.machine(ch);
-                        async move { c.image_pull(req).await }
-                    })
-                    .await?;
+                let (resp, target) =
+                    machine_unary!(self, opts, CallKind::Write, request, image_pull);
                 single(resp.messages, &target)?;
                 Ok(reference.to_owned())
             }
@@ -755,13 +667,7 @@ impl TalosApi for GrpcTalosClient {
     }
 
     async fn log_sources(&self, opts: &CallOptions) -> Result<Vec<String>> {
-        let (resp, target) = self
-            .pipeline()
-            .unary(opts, CallKind::Read, (), |ch, req| {
-                let mut c = self.machine(ch);
-                async move { c.logs_containers(req).await }
-            })
-            .await?;
+        let (resp, target) = machine_unary!(self, opts, CallKind::Read, (), logs_containers);
         Ok(single(resp.messages, &target)?.ids)
     }
 
@@ -781,13 +687,7 @@ impl TalosApi for GrpcTalosClient {
                 .tail
                 .map_or(-1, |t| i32::try_from(t).unwrap_or(i32::MAX)),
         };
-        let (stream, target) = self
-            .pipeline()
-            .open_stream(opts, CallKind::Read, request, |ch, req| {
-                let mut c = self.machine(ch);
-                async move { c.logs(req).await }
-            })
-            .await?;
+        let (stream, target) = machine_stream!(self, opts, CallKind::Read, request, logs);
         self.read_lines(stream, &target, opts, limits, limits.max_lines)
             .await
     }
@@ -797,13 +697,7 @@ impl TalosApi for GrpcTalosClient {
             follow: limits.follow_for.is_some(),
             tail: false,
         };
-        let (stream, target) = self
-            .pipeline()
-            .open_stream(opts, CallKind::Read, request, |ch, req| {
-                let mut c = self.machine(ch);
-                async move { c.dmesg(req).await }
-            })
-            .await?;
+        let (stream, target) = machine_stream!(self, opts, CallKind::Read, request, dmesg);
         // Dmesg has no server-side tail: apply it to what is kept.
         let max_lines = limits
             .tail
@@ -823,13 +717,7 @@ impl TalosApi for GrpcTalosClient {
             tail_seconds: request.tail_seconds.unwrap_or(0),
             with_actor_id: request.actor_id.clone().unwrap_or_default(),
         };
-        let (mut stream, target) = self
-            .pipeline()
-            .open_stream(opts, CallKind::Read, proto, |ch, req| {
-                let mut c = self.machine(ch);
-                async move { c.events(req).await }
-            })
-            .await?;
+        let (mut stream, target) = machine_stream!(self, opts, CallKind::Read, proto, events);
         // The stream never ends by itself: stop at the count, or when it goes quiet.
         let idle = request
             .idle
@@ -898,13 +786,7 @@ impl TalosApi for GrpcTalosClient {
             types: Vec::new(),
             report_xattrs: false,
         };
-        let (mut stream, target) = self
-            .pipeline()
-            .open_stream(opts, CallKind::Read, request, |ch, req| {
-                let mut c = self.machine(ch);
-                async move { c.list(req).await }
-            })
-            .await?;
+        let (mut stream, target) = machine_stream!(self, opts, CallKind::Read, request, list);
         let idle = self.pipeline().idle_timeout(opts);
         let mut out = Vec::new();
         while out.len() < limit {
@@ -926,25 +808,13 @@ impl TalosApi for GrpcTalosClient {
         let request = machine::ReadRequest {
             path: path.to_owned(),
         };
-        let (stream, target) = self
-            .pipeline()
-            .open_stream(opts, CallKind::Read, request, |ch, req| {
-                let mut c = self.machine(ch);
-                async move { c.read(req).await }
-            })
-            .await?;
+        let (stream, target) = machine_stream!(self, opts, CallKind::Read, request, read);
         let (data, truncated) = self.read_bytes(stream, &target, opts, max_bytes).await?;
         Ok(FileContent { data, truncated })
     }
 
     async fn kubeconfig(&self, opts: &CallOptions) -> Result<Kubeconfig> {
-        let (stream, target) = self
-            .pipeline()
-            .open_stream(opts, CallKind::Read, (), |ch, req| {
-                let mut c = self.machine(ch);
-                async move { c.kubeconfig(req).await }
-            })
-            .await?;
+        let (stream, target) = machine_stream!(self, opts, CallKind::Read, (), kubeconfig);
         let (archive, truncated) = self
             .read_bytes(stream, &target, opts, MAX_KUBECONFIG_ARCHIVE)
             .await?;
@@ -959,13 +829,7 @@ impl TalosApi for GrpcTalosClient {
 
     async fn etcd_members(&self, opts: &CallOptions) -> Result<Vec<EtcdMember>> {
         let request = machine::EtcdMemberListRequest { query_local: false };
-        let (resp, target) = self
-            .pipeline()
-            .unary(opts, CallKind::Read, request, |ch, req| {
-                let mut c = self.machine(ch);
-                async move { c.etcd_member_list(req).await }
-            })
-            .await?;
+        let (resp, target) = machine_unary!(self, opts, CallKind::Read, request, etcd_member_list);
         Ok(single(resp.messages, &target)?
             .members
             .into_iter()
@@ -974,13 +838,7 @@ impl TalosApi for GrpcTalosClient {
     }
 
     async fn etcd_status(&self, opts: &CallOptions) -> Result<EtcdMemberStatus> {
-        let (resp, target) = self
-            .pipeline()
-            .unary(opts, CallKind::Read, (), |ch, req| {
-                let mut c = self.machine(ch);
-                async move { c.etcd_status(req).await }
-            })
-            .await?;
+        let (resp, target) = machine_unary!(self, opts, CallKind::Read, (), etcd_status);
         Ok(convert::etcd_status(
             single(resp.messages, &target)?
                 .member_status
@@ -989,13 +847,7 @@ impl TalosApi for GrpcTalosClient {
     }
 
     async fn etcd_alarms(&self, opts: &CallOptions) -> Result<Vec<EtcdAlarm>> {
-        let (resp, target) = self
-            .pipeline()
-            .unary(opts, CallKind::Read, (), |ch, req| {
-                let mut c = self.machine(ch);
-                async move { c.etcd_alarm_list(req).await }
-            })
-            .await?;
+        let (resp, target) = machine_unary!(self, opts, CallKind::Read, (), etcd_alarm_list);
         Ok(single(resp.messages, &target)?
             .member_alarms
             .into_iter()
@@ -1004,13 +856,7 @@ impl TalosApi for GrpcTalosClient {
     }
 
     async fn etcd_alarm_disarm(&self, opts: &CallOptions) -> Result<Vec<EtcdAlarm>> {
-        let (resp, target) = self
-            .pipeline()
-            .unary(opts, CallKind::Write, (), |ch, req| {
-                let mut c = self.machine(ch);
-                async move { c.etcd_alarm_disarm(req).await }
-            })
-            .await?;
+        let (resp, target) = machine_unary!(self, opts, CallKind::Write, (), etcd_alarm_disarm);
         Ok(single(resp.messages, &target)?
             .member_alarms
             .into_iter()
@@ -1019,13 +865,7 @@ impl TalosApi for GrpcTalosClient {
     }
 
     async fn etcd_defragment(&self, opts: &CallOptions) -> Result<()> {
-        let (resp, target) = self
-            .pipeline()
-            .unary(opts, CallKind::Write, (), |ch, req| {
-                let mut c = self.machine(ch);
-                async move { c.etcd_defragment(req).await }
-            })
-            .await?;
+        let (resp, target) = machine_unary!(self, opts, CallKind::Write, (), etcd_defragment);
         single(resp.messages, &target)?;
         Ok(())
     }
@@ -1124,13 +964,13 @@ impl TalosApi for GrpcTalosClient {
 
     async fn etcd_remove_member(&self, opts: &CallOptions, member_id: u64) -> Result<()> {
         let request = machine::EtcdRemoveMemberByIdRequest { member_id };
-        let (resp, target) = self
-            .pipeline()
-            .unary(opts, CallKind::Write, request, |ch, req| {
-                let mut c = self.machine(ch);
-                async move { c.etcd_remove_member_by_id(req).await }
-            })
-            .await?;
+        let (resp, target) = machine_unary!(
+            self,
+            opts,
+            CallKind::Write,
+            request,
+            etcd_remove_member_by_id
+        );
         single(resp.messages, &target)?;
         Ok(())
     }
@@ -1155,13 +995,7 @@ impl TalosApi for GrpcTalosClient {
         } else {
             CallKind::Write
         };
-        let (resp, target) = self
-            .pipeline()
-            .unary(opts, kind, proto, |ch, req| {
-                let mut c = self.machine(ch);
-                async move { c.apply_configuration(req).await }
-            })
-            .await?;
+        let (resp, target) = machine_unary!(self, opts, kind, proto, apply_configuration);
         let item = single(resp.messages, &target)?;
         Ok(ApplyConfigResult {
             mode: convert::apply_mode_from_proto(item.mode),
@@ -1177,13 +1011,7 @@ impl TalosApi for GrpcTalosClient {
                 RebootMode::Powercycle => machine::reboot_request::Mode::Powercycle,
             } as i32,
         };
-        let (resp, target) = self
-            .pipeline()
-            .unary(opts, CallKind::Write, request, |ch, req| {
-                let mut c = self.machine(ch);
-                async move { c.reboot(req).await }
-            })
-            .await?;
+        let (resp, target) = machine_unary!(self, opts, CallKind::Write, request, reboot);
         Ok(ActionAck {
             actor_id: single(resp.messages, &target)?.actor_id,
             ack: String::new(),
@@ -1224,13 +1052,7 @@ impl TalosApi for GrpcTalosClient {
             user_disks_to_wipe: request.user_disks_to_wipe.clone(),
             mode: machine::reset_request::WipeMode::All as i32,
         };
-        let (resp, target) = self
-            .pipeline()
-            .unary(opts, CallKind::Write, proto, |ch, req| {
-                let mut c = self.machine(ch);
-                async move { c.reset(req).await }
-            })
-            .await?;
+        let (resp, target) = machine_unary!(self, opts, CallKind::Write, proto, reset);
         Ok(ActionAck {
             actor_id: single(resp.messages, &target)?.actor_id,
             ack: String::new(),

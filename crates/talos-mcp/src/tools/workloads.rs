@@ -128,6 +128,19 @@ fn namespace(
     }
 }
 
+/// The namespace (with its default) and the 1–500 `limit` (default 100) shared by the container
+/// and image tools.
+fn namespace_and_limit(
+    ns: Option<&str>,
+    default: ContainerNamespace,
+    limit: Option<u32>,
+) -> Result<(ContainerNamespace, usize), ToolError> {
+    Ok((
+        namespace(ns, default)?,
+        bounded("limit", limit.unwrap_or(100), 1, 500)? as usize,
+    ))
+}
+
 fn matches(filter: &Option<String>, fields: &[&str]) -> bool {
     filter.as_ref().is_none_or(|f| {
         fields
@@ -149,14 +162,11 @@ impl TalosMcp {
         &self,
         Parameters(args): Parameters<ContainersArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        let checked =
-            namespace(args.namespace.as_deref(), ContainerNamespace::System).and_then(|ns| {
-                Ok((
-                    ns,
-                    bounded("limit", args.limit.unwrap_or(100), 1, 500)? as usize,
-                ))
-            });
-        let (ns, limit) = match checked {
+        let (ns, limit) = match namespace_and_limit(
+            args.namespace.as_deref(),
+            ContainerNamespace::System,
+            args.limit,
+        ) {
             Ok(v) => v,
             Err(e) => return Ok(failure(&e)),
         };
@@ -223,14 +233,11 @@ impl TalosMcp {
         &self,
         Parameters(args): Parameters<ContainersArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        let checked =
-            namespace(args.namespace.as_deref(), ContainerNamespace::Cri).and_then(|ns| {
-                Ok((
-                    ns,
-                    bounded("limit", args.limit.unwrap_or(100), 1, 500)? as usize,
-                ))
-            });
-        let (ns, limit) = match checked {
+        let (ns, limit) = match namespace_and_limit(
+            args.namespace.as_deref(),
+            ContainerNamespace::Cri,
+            args.limit,
+        ) {
             Ok(v) => v,
             Err(e) => return Ok(failure(&e)),
         };
@@ -375,14 +382,11 @@ impl TalosMcp {
         &self,
         Parameters(args): Parameters<ImagesArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        let checked =
-            namespace(args.namespace.as_deref(), ContainerNamespace::Cri).and_then(|ns| {
-                Ok((
-                    ns,
-                    bounded("limit", args.limit.unwrap_or(100), 1, 500)? as usize,
-                ))
-            });
-        let (ns, limit) = match checked {
+        let (ns, limit) = match namespace_and_limit(
+            args.namespace.as_deref(),
+            ContainerNamespace::Cri,
+            args.limit,
+        ) {
             Ok(v) => v,
             Err(e) => return Ok(failure(&e)),
         };
