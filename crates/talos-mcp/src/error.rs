@@ -46,6 +46,20 @@ pub enum ToolError {
         /// The allowlist.
         allowed: Vec<String>,
     },
+    /// The tool's tier is disabled by the operator.
+    #[error("Refused: {tool} is in the {tier} tier, which the operator has not enabled; it is enabled with {flag}", tier = .tier.as_str(), flag = .tier.flag())]
+    TierDisabled {
+        /// The tool.
+        tool: String,
+        /// Its tier.
+        tier: crate::safety::Tier,
+    },
+    /// The human or the confirmation rules did not allow the call.
+    #[error("NotConfirmed: {0}")]
+    NotConfirmed(String),
+    /// A preflight check refused the call.
+    #[error("PreflightFailed: {0}")]
+    Preflight(String),
     /// The data asked for is secret and never shown.
     #[error("Refused: {0}")]
     Refused(String),
@@ -68,7 +82,9 @@ impl ToolError {
             Self::NodeNotAllowed { .. } => "NodeNotAllowed".into(),
             Self::UnknownContext { .. } => "InvalidConfig".into(),
             Self::PathNotAllowed { .. } => "PathNotAllowed".into(),
-            Self::Refused(_) => "Refused".into(),
+            Self::Refused(_) | Self::TierDisabled { .. } => "Refused".into(),
+            Self::NotConfirmed(_) => "NotConfirmed".into(),
+            Self::Preflight(_) => "PreflightFailed".into(),
             Self::Config(e) => e.kind().to_string(),
             Self::Talos(e) => e.kind().to_string(),
             Self::Local(_) => "Local".into(),

@@ -12,13 +12,16 @@
 //! `tools::logs`, `tools::etcd`, `tools::cluster`, `tools::kubernetes`), grouped into toolsets
 //! the operator can enable by name.
 
+pub mod audit;
 pub mod clusters;
+mod confirm;
 mod docs;
 pub mod error;
 pub mod output;
 mod prompts;
 mod redact;
 mod resources;
+pub mod safety;
 mod server;
 pub mod tools;
 

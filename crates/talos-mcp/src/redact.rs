@@ -6,7 +6,7 @@ use serde_yaml_ng::Value;
 pub(crate) const REDACTED: &str = "[redacted]";
 
 /// Whether a mapping key names secret material.
-fn is_secret_key(key: &str) -> bool {
+pub(crate) fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
     k == "key"
         || k.ends_with("key")

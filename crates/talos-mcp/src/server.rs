@@ -17,9 +17,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use talos_client::{CallOptions, TalosApi, TalosError, fan_out};
 
+use crate::audit::{AuditRecord, AuditSink};
 use crate::clusters::{Clusters, Targets};
 use crate::error::ToolError;
 use crate::output::{self, ErrorInfo, Keep, NodeOutcome, PerNode};
+use crate::safety::{SafetySettings, Tier};
 
 /// Toolsets and the tools in each, in listing order.
 pub const TOOLSETS: &[(&str, &str)] = &[
@@ -61,6 +63,16 @@ pub struct ServerSettings {
     pub tools: Option<Vec<String>>,
     /// Nodes called at once.
     pub fan_out_limit: usize,
+    /// Tiers and confirmation.
+    pub safety: Arc<SafetySettings>,
+    /// Where audit lines go.
+    pub audit: Arc<AuditSink>,
+    /// Transport name recorded in audit lines (`stdio`, `http`, `in-process`).
+    pub transport: String,
+    /// Longest `wait` a reboot may follow a node (default 10 min).
+    pub max_wait: std::time::Duration,
+    /// Path prefixes `talos_apply_config` may read `config_file` from (default: none).
+    pub config_allowlist: Vec<String>,
 }
 
 impl Default for ServerSettings {
@@ -72,6 +84,11 @@ impl Default for ServerSettings {
             toolsets: None,
             tools: None,
             fan_out_limit: talos_client::DEFAULT_FAN_OUT_LIMIT,
+            safety: Arc::new(SafetySettings::default()),
+            audit: Arc::new(AuditSink::Off),
+            transport: "in-process".into(),
+            max_wait: std::time::Duration::from_secs(600),
+            config_allowlist: Vec::new(),
         }
     }
 }
@@ -117,17 +134,30 @@ impl std::fmt::Debug for TalosMcp {
 }
 
 impl TalosMcp {
-    /// Builds the server; fails on unknown toolset or tool names.
+    /// Every toolset's routers by tier.
+    fn routers() -> Vec<(&'static str, Tier, ToolRouter<Self>)> {
+        vec![
+            ("info", Tier::Read, Self::info_router()),
+            ("workloads", Tier::Read, Self::workloads_router()),
+            ("workloads", Tier::Write, Self::workloads_write_router()),
+            ("logs", Tier::Read, Self::logs_router()),
+            ("etcd", Tier::Read, Self::etcd_router()),
+            ("etcd", Tier::Write, Self::etcd_write_router()),
+            ("etcd", Tier::Destructive, Self::etcd_destructive_router()),
+            ("cluster", Tier::Read, Self::cluster_router()),
+            ("kubernetes", Tier::Read, Self::kubernetes_router()),
+            ("lifecycle", Tier::Write, Self::lifecycle_write_router()),
+            (
+                "lifecycle",
+                Tier::Destructive,
+                Self::lifecycle_destructive_router(),
+            ),
+        ]
+    }
+
+    /// Builds the server; fails on unknown toolset or tool names. Tools of disabled tiers are
+    /// not listed.
     pub fn new(clusters: Clusters, settings: ServerSettings) -> Result<Self, String> {
-        let mut router = ToolRouter::new();
-        let all = [
-            ("info", Self::info_router()),
-            ("workloads", Self::workloads_router()),
-            ("logs", Self::logs_router()),
-            ("etcd", Self::etcd_router()),
-            ("cluster", Self::cluster_router()),
-            ("kubernetes", Self::kubernetes_router()),
-        ];
         if let Some(wanted) = &settings.toolsets {
             for name in wanted {
                 if !TOOLSETS.iter().any(|(t, _)| t == name) {
@@ -142,11 +172,13 @@ impl TalosMcp {
                 }
             }
         }
-        for (name, part) in all {
+        let mut router = ToolRouter::new();
+        for (name, tier, part) in Self::routers() {
             if settings
                 .toolsets
                 .as_ref()
                 .is_none_or(|w| w.iter().any(|t| t == name))
+                && settings.safety.enabled(tier)
             {
                 router.merge(part);
             }
@@ -182,20 +214,28 @@ impl TalosMcp {
         self.tool_router.list_all()
     }
 
+    /// Every tool the server knows, enabled or not, with its tier.
+    pub fn all_tools() -> Vec<(rmcp::model::Tool, Tier)> {
+        Self::routers()
+            .into_iter()
+            .flat_map(|(_, tier, r)| r.list_all().into_iter().map(move |t| (t, tier)))
+            .collect()
+    }
+
     /// The toolset a tool belongs to.
     pub fn toolset_of(tool: &str) -> Option<&'static str> {
-        let routers = [
-            ("info", Self::info_router()),
-            ("workloads", Self::workloads_router()),
-            ("logs", Self::logs_router()),
-            ("etcd", Self::etcd_router()),
-            ("cluster", Self::cluster_router()),
-            ("kubernetes", Self::kubernetes_router()),
-        ];
-        routers
+        Self::routers()
             .into_iter()
-            .find(|(_, r)| r.has_route(tool))
-            .map(|(n, _)| n)
+            .find(|(_, _, r)| r.has_route(tool))
+            .map(|(n, _, _)| n)
+    }
+
+    /// The tier of a tool.
+    pub fn tier_of(tool: &str) -> Option<Tier> {
+        Self::routers()
+            .into_iter()
+            .find(|(_, _, r)| r.has_route(tool))
+            .map(|(_, t, _)| t)
     }
 
     /// Calls `call` on every target node concurrently and collects per-node outcomes.
@@ -333,6 +373,139 @@ impl TalosMcp {
     }
 }
 
+impl TalosMcp {
+    /// Runs a tool call with tier enforcement and audit lines around it.
+    async fn audited_call(
+        &self,
+        request: rmcp::model::CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
+        let started = std::time::Instant::now();
+        let tool = request.name.to_string();
+        let tier = Self::tier_of(&tool);
+        let args = request.arguments.as_ref();
+        let record = |phase,
+                      confirmation: Option<String>,
+                      result: Option<String>,
+                      duration: Option<u128>| AuditRecord {
+            timestamp: crate::audit::now(),
+            phase,
+            request_id: format!("{:?}", context.id),
+            transport: &self.settings.transport,
+            caller: None,
+            tool: &tool,
+            tier: tier.map_or("unknown", Tier::as_str),
+            context: args
+                .and_then(|a| a.get("context"))
+                .and_then(|c| c.as_str())
+                .map(str::to_owned),
+            nodes: args
+                .map(|a| {
+                    let mut nodes: Vec<String> = a
+                        .get("nodes")
+                        .and_then(|n| n.as_array())
+                        .map(|n| {
+                            n.iter()
+                                .filter_map(|x| x.as_str().map(str::to_owned))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    if let Some(node) = a.get("node").and_then(|n| n.as_str()) {
+                        nodes.push(node.to_owned());
+                    }
+                    nodes
+                })
+                .unwrap_or_default(),
+            arguments: crate::audit::redact_arguments(args),
+            confirmation,
+            result,
+            duration_ms: duration,
+        };
+        // A tool of a disabled tier is refused with the flag that enables it.
+        if let Some(tier) = tier
+            && !self.settings.safety.enabled(tier)
+        {
+            let err = ToolError::TierDisabled {
+                tool: tool.clone(),
+                tier,
+            };
+            let _ = self.settings.audit.write(&record(
+                "finished",
+                None,
+                Some("refused".into()),
+                Some(0),
+            ));
+            return Ok(output::failure(&err).into());
+        }
+        // Writes fail closed: no audit line, no action.
+        let mutating = matches!(tier, Some(Tier::Write | Tier::Destructive));
+        if mutating
+            && let Err(e) = self
+                .settings
+                .audit
+                .write(&record("started", None, None, None))
+        {
+            tracing::error!(error = %e, tool = %tool, "audit log write failed; refusing the call");
+            let err = ToolError::Local(format!(
+                "the audit log cannot be written ({e}); write and destructive calls are refused until it works"
+            ));
+            return Ok(output::failure(&err).into());
+        }
+        let tcc = rmcp::handler::server::tool::ToolCallContext::new(
+            self,
+            request.clone(),
+            context.clone(),
+        );
+        let response = self.tool_router.call(tcc).await;
+        let (result_kind, confirmation) = match &response {
+            Ok(rmcp::model::CallToolResponse::Complete(r)) => outcome_of(r),
+            Ok(_) => ("incomplete".to_owned(), None),
+            Err(e) => (format!("protocol error {}", e.code.0), None),
+        };
+        let finished = record(
+            "finished",
+            confirmation,
+            Some(result_kind),
+            Some(started.elapsed().as_millis()),
+        );
+        if let Err(e) = self.settings.audit.write(&finished) {
+            tracing::error!(error = %e, tool = %tool, "audit log write failed");
+        }
+        response
+    }
+}
+
+/// The result kind and confirmation outcome of a tool result, for the audit log.
+fn outcome_of(result: &CallToolResult) -> (String, Option<String>) {
+    let structured = result.structured_content.as_ref();
+    let confirmation = structured
+        .and_then(|s| s.get("confirmation"))
+        .and_then(|c| c.as_str())
+        .map(str::to_owned);
+    let kind = if result.is_error == Some(true) {
+        structured
+            .and_then(|s| s.pointer("/error/kind"))
+            .and_then(|k| k.as_str())
+            .unwrap_or("error")
+            .to_owned()
+    } else if structured
+        .and_then(|s| s.get("failed_nodes"))
+        .and_then(|f| f.as_array())
+        .is_some_and(|f| !f.is_empty())
+    {
+        "partial".to_owned()
+    } else if structured
+        .and_then(|s| s.get("status"))
+        .and_then(|s| s.as_str())
+        == Some("confirmation_required")
+    {
+        "confirmation_required".to_owned()
+    } else {
+        "ok".to_owned()
+    };
+    (kind, confirmation)
+}
+
 /// Keeps the human text short; the structured content carries the details.
 fn clip_text(mut text: String) -> String {
     const MAX: usize = 8 * 1024;
@@ -365,6 +538,14 @@ impl ServerHandler for TalosMcp {
                  result or error. Start with talos_version or talos_health; see the prompts for \
                  guided workflows.",
             )
+    }
+
+    async fn call_tool(
+        &self,
+        request: rmcp::model::CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
+        self.audited_call(request, context).await
     }
 
     async fn list_resources(

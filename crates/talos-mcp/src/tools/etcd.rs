@@ -285,3 +285,356 @@ impl TalosMcp {
         self.respond_one(result, Keep::First, "pass fewer `nodes`")
     }
 }
+
+/// Arguments of talos_etcd_remove_member.
+#[derive(Debug, Clone, serde::Deserialize, Serialize, JsonSchema)]
+pub struct RemoveMemberArgs {
+    #[serde(flatten)]
+    pub target: super::actions::NodeTarget,
+    /// The member to remove: its id (hex, as talos_etcd_members shows) or hostname. `node` is the
+    /// healthy control plane that performs the removal.
+    pub member: String,
+}
+
+/// What an etcd action did.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct EtcdActionOut {
+    pub message: String,
+}
+
+/// Where an etcd snapshot was written (never its content).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SnapshotOut {
+    /// The file (mode 0600).
+    pub path: String,
+    pub size_bytes: u64,
+    /// Hex SHA-256 of the file.
+    pub sha256: String,
+}
+
+fn simple(effect: String, preflight: Vec<String>) -> super::actions::Prepared {
+    super::actions::Prepared {
+        effect,
+        preflight,
+        blocker: None,
+    }
+}
+
+#[tool_router(router = etcd_write_router, vis = "pub(crate)")]
+impl TalosMcp {
+    /// Defragment the node's etcd member.
+    #[tool(
+        name = "talos_etcd_defragment",
+        description = "Defragments the etcd member on one control-plane node (write tier), reclaiming space after compaction. The member blocks reads and writes while it runs; do one member at a time.",
+        output_schema = schema_for_output::<super::actions::ActionOut<EtcdActionOut>>(),
+        annotations(title = "Defragment etcd", read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
+    )]
+    pub(crate) async fn talos_etcd_defragment(
+        &self,
+        peer: rmcp::Peer<rmcp::RoleServer>,
+        Parameters(args): Parameters<super::actions::NodeTarget>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let target = args.clone();
+        self.action(
+            &peer,
+            "talos_etcd_defragment",
+            crate::safety::Tier::Write,
+            &args,
+            &target,
+            false,
+            |api, opts| async move {
+                let s = api.etcd_status(&opts).await?;
+                Ok(simple(
+                    "defragment this node's etcd member (it pauses while compacting its database)"
+                        .into(),
+                    vec![format!(
+                        "database {} of which {} in use",
+                        bytes(s.db_size),
+                        bytes(s.db_size_in_use)
+                    )],
+                ))
+            },
+            |api, opts| async move {
+                api.etcd_defragment(&opts).await?;
+                let s = api.etcd_status(&opts).await?;
+                Ok(EtcdActionOut {
+                    message: format!(
+                        "defragmented; database now {} ({} in use)",
+                        bytes(s.db_size),
+                        bytes(s.db_size_in_use)
+                    ),
+                })
+            },
+            |o| o.message.clone(),
+        )
+        .await
+    }
+
+    /// Disarm etcd alarms.
+    #[tool(
+        name = "talos_etcd_alarm_disarm",
+        description = "Disarms etcd alarms (e.g. NOSPACE after freeing space) through one control-plane node (write tier).",
+        output_schema = schema_for_output::<super::actions::ActionOut<EtcdActionOut>>(),
+        annotations(title = "Disarm etcd alarms", read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
+    )]
+    pub(crate) async fn talos_etcd_alarm_disarm(
+        &self,
+        peer: rmcp::Peer<rmcp::RoleServer>,
+        Parameters(args): Parameters<super::actions::NodeTarget>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let target = args.clone();
+        self.action(
+            &peer,
+            "talos_etcd_alarm_disarm",
+            crate::safety::Tier::Write,
+            &args,
+            &target,
+            false,
+            |api, opts| async move {
+                let alarms = api.etcd_alarms(&opts).await?;
+                Ok(simple(
+                    "disarm all etcd alarms".into(),
+                    vec![format!(
+                        "active alarms: {}",
+                        if alarms.is_empty() {
+                            "none".into()
+                        } else {
+                            format!("{alarms:?}")
+                        }
+                    )],
+                ))
+            },
+            |api, opts| async move {
+                let disarmed = api.etcd_alarm_disarm(&opts).await?;
+                Ok(EtcdActionOut {
+                    message: format!("disarmed {} alarm(s)", disarmed.len()),
+                })
+            },
+            |o| o.message.clone(),
+        )
+        .await
+    }
+}
+
+#[tool_router(router = etcd_destructive_router, vis = "pub(crate)")]
+impl TalosMcp {
+    /// Move etcd leadership away from a node.
+    #[tool(
+        name = "talos_etcd_forfeit_leadership",
+        description = "Makes the etcd member on one node give up leadership (destructive tier), e.g. before maintenance. Causes a leader election.",
+        output_schema = schema_for_output::<super::actions::ActionOut<EtcdActionOut>>(),
+        annotations(title = "Forfeit etcd leadership", read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = true)
+    )]
+    pub(crate) async fn talos_etcd_forfeit_leadership(
+        &self,
+        peer: rmcp::Peer<rmcp::RoleServer>,
+        Parameters(args): Parameters<super::actions::NodeTarget>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let target = args.clone();
+        self.action(
+            &peer,
+            "talos_etcd_forfeit_leadership",
+            crate::safety::Tier::Destructive,
+            &args,
+            &target,
+            false,
+            |api, opts| async move {
+                let s = api.etcd_status(&opts).await?;
+                let note = if s.leader == s.member_id {
+                    "this member is the leader"
+                } else {
+                    "this member is not the leader: nothing will change"
+                };
+                Ok(simple(
+                    "make this etcd member hand leadership to another member".into(),
+                    vec![note.into()],
+                ))
+            },
+            |api, opts| async move {
+                let new = api.etcd_forfeit_leadership(&opts).await?;
+                Ok(EtcdActionOut {
+                    message: if new.is_empty() {
+                        "leadership unchanged (this member was not the leader)".into()
+                    } else {
+                        format!("leadership moved to {new}")
+                    },
+                })
+            },
+            |o| o.message.clone(),
+        )
+        .await
+    }
+
+    /// Remove a node's member from etcd.
+    #[tool(
+        name = "talos_etcd_leave",
+        description = "Removes the etcd member of one control-plane node from the cluster (destructive tier), e.g. before decommissioning it. Refuses when the remaining members could not keep quorum.",
+        output_schema = schema_for_output::<super::actions::ActionOut<EtcdActionOut>>(),
+        annotations(title = "Leave etcd", read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = true)
+    )]
+    pub(crate) async fn talos_etcd_leave(
+        &self,
+        peer: rmcp::Peer<rmcp::RoleServer>,
+        Parameters(args): Parameters<super::actions::NodeTarget>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let askable = self.askable(args.context.as_deref());
+        let target = args.clone();
+        self.action(
+            &peer,
+            "talos_etcd_leave",
+            crate::safety::Tier::Destructive,
+            &args,
+            &target,
+            false,
+            |api, opts| async move {
+                let hostname = api.hostname(&opts).await.ok();
+                let mut p = super::lifecycle::quorum_preflight(
+                    api.as_ref(),
+                    opts.node.as_deref().unwrap_or_default(),
+                    hostname.as_deref(),
+                    &askable,
+                )
+                .await;
+                p.effect =
+                    "remove this node's member from etcd; the node stops serving etcd".into();
+                Ok(p)
+            },
+            |api, opts| async move {
+                api.etcd_leave_cluster(&opts).await?;
+                Ok(EtcdActionOut {
+                    message: "left the etcd cluster".into(),
+                })
+            },
+            |o| o.message.clone(),
+        )
+        .await
+    }
+
+    /// Remove another member by id.
+    #[tool(
+        name = "talos_etcd_remove_member",
+        description = "Removes an etcd member by id or hostname, through a healthy control-plane node (destructive tier). For members whose node is gone for good.",
+        output_schema = schema_for_output::<super::actions::ActionOut<EtcdActionOut>>(),
+        annotations(title = "Remove etcd member", read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = true)
+    )]
+    pub(crate) async fn talos_etcd_remove_member(
+        &self,
+        peer: rmcp::Peer<rmcp::RoleServer>,
+        Parameters(args): Parameters<RemoveMemberArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let target = args.target.clone();
+        let wanted = args.member.trim().to_owned();
+        let chosen = std::sync::Arc::new(std::sync::Mutex::new(None::<(u64, String)>));
+        let (chosen_in, chosen_out) = (chosen.clone(), chosen);
+        self.action(
+            &peer,
+            "talos_etcd_remove_member",
+            crate::safety::Tier::Destructive,
+            &args,
+            &target,
+            false,
+            |api, opts| async move {
+                let members = api.etcd_members(&opts).await?;
+                let member = members
+                    .iter()
+                    .find(|m| {
+                        m.hostname == wanted
+                            || format!("{:x}", m.id)
+                                == wanted.trim_start_matches("0x").to_lowercase()
+                    })
+                    .ok_or_else(|| {
+                        ToolError::invalid(
+                            "member",
+                            format!(
+                                "`{wanted}` is not an etcd member; members: {}",
+                                members
+                                    .iter()
+                                    .map(|m| format!("{} ({:x})", m.hostname, m.id))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        )
+                    })?;
+                let voting = members.iter().filter(|m| !m.is_learner).count();
+                let after = voting.saturating_sub(usize::from(!member.is_learner));
+                let blocker = (after == 0).then(|| {
+                    "removing the last voting member would destroy the cluster".to_owned()
+                });
+                *chosen_in
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some((member.id, member.hostname.clone()));
+                Ok(super::actions::Prepared {
+                    effect: format!(
+                        "remove etcd member {} ({:x}); {voting} voting members become {after}",
+                        member.hostname, member.id
+                    ),
+                    preflight: vec![],
+                    blocker,
+                })
+            },
+            |api, opts| async move {
+                let chosen = chosen_out
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+                let Some((id, host)) = chosen else {
+                    return Err(ToolError::invalid("member", "was not resolved"));
+                };
+                api.etcd_remove_member(&opts, id).await?;
+                Ok(EtcdActionOut {
+                    message: format!("removed member {host} ({id:x})"),
+                })
+            },
+            |o| o.message.clone(),
+        )
+        .await
+    }
+
+    /// Snapshot etcd to a private file.
+    #[tool(
+        name = "talos_etcd_snapshot",
+        description = "Streams an etcd snapshot from one control-plane node into a private file (0600) in the server's artifact directory and returns its path, size and SHA-256 — never the data, which holds every cluster secret (destructive tier).",
+        output_schema = schema_for_output::<super::actions::ActionOut<SnapshotOut>>(),
+        annotations(title = "etcd snapshot", read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = true)
+    )]
+    pub(crate) async fn talos_etcd_snapshot(
+        &self,
+        peer: rmcp::Peer<rmcp::RoleServer>,
+        Parameters(args): Parameters<super::actions::NodeTarget>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let target = args.clone();
+        let dir = self.settings.artifact_dir.clone();
+        self.action(
+            &peer,
+            "talos_etcd_snapshot",
+            crate::safety::Tier::Destructive,
+            &args,
+            &target,
+            false,
+            |api, opts| async move {
+                let s = api.etcd_status(&opts).await?;
+                Ok(simple(
+                    "write a full etcd snapshot (all cluster secrets) to a private file on the server".into(),
+                    vec![format!("database size {}", bytes(s.db_size))],
+                ))
+            },
+            |api, opts| async move {
+                crate::tools::kubernetes::private_dir(&dir).map_err(|e| ToolError::Local(format!("cannot create {}: {e}", dir.display())))?;
+                let stamp = std::time::SystemTime::now()
+                    .duration_since(std::time::SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                let node = opts.node.clone().unwrap_or_default().replace([':', '/'], "_");
+                let path = dir.join(format!("etcd-{node}-{stamp}.snapshot"));
+                let info = api.etcd_snapshot(&opts, &path).await?;
+                Ok(SnapshotOut {
+                    path: info.path.display().to_string(),
+                    size_bytes: info.size,
+                    sha256: info.sha256,
+                })
+            },
+            |o| format!("snapshot written to {} ({}, sha256 {})", o.path, bytes(o.size_bytes), o.sha256),
+        )
+        .await
+    }
+}

@@ -1,10 +1,12 @@
 //! The tools, one function each, grouped by domain. Each module adds a router that becomes a
 //! toolset.
 
+pub mod actions;
 pub mod cluster;
 pub mod etcd;
 pub mod info;
 pub mod kubernetes;
+pub mod lifecycle;
 pub mod logs;
 pub mod workloads;
 

@@ -425,3 +425,202 @@ impl TalosMcp {
         )
     }
 }
+
+/// Arguments of the service action tools.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+pub struct ServiceActionArgs {
+    #[serde(flatten)]
+    pub target: super::actions::NodeTarget,
+    /// The Talos service (e.g. `kubelet`, `etcd`).
+    pub service: String,
+}
+
+/// Arguments of talos_image_pull.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+pub struct ImagePullArgs {
+    #[serde(flatten)]
+    pub target: super::actions::NodeTarget,
+    /// Image reference, e.g. `registry.k8s.io/pause:3.10`.
+    pub image: String,
+    /// `k8s.io` (default) or `system`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// What a service or image action did.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct MessageOut {
+    pub message: String,
+}
+
+impl TalosMcp {
+    async fn service_action(
+        &self,
+        peer: rmcp::Peer<rmcp::RoleServer>,
+        tool: &'static str,
+        args: ServiceActionArgs,
+        action: talos_client::ServiceAction,
+    ) -> Result<CallToolResult, ErrorData> {
+        let service = args.service.trim().to_owned();
+        if service.is_empty() {
+            return Ok(failure(&ToolError::invalid(
+                "service",
+                "is required, e.g. `kubelet`",
+            )));
+        }
+        let verb = format!("{action:?}").to_lowercase();
+        let target = args.target.clone();
+        let svc = service.clone();
+        self.action(
+            &peer,
+            tool,
+            crate::safety::Tier::Write,
+            &args,
+            &target,
+            false,
+            |api, opts| async move {
+                let services = api.services(&opts).await?;
+                let current = services.iter().find(|s| s.id == svc).ok_or_else(|| {
+                    ToolError::invalid(
+                        "service",
+                        format!(
+                            "`{svc}` is not a service of this node; services: {}",
+                            services
+                                .iter()
+                                .map(|s| s.id.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    )
+                })?;
+                Ok(super::actions::Prepared {
+                    effect: format!("{verb} the Talos service {svc} (now {})", current.state),
+                    preflight: vec![],
+                    blocker: None,
+                })
+            },
+            |api, opts| async move {
+                Ok(MessageOut {
+                    message: api.service_action(&opts, &service, action).await?,
+                })
+            },
+            |o| o.message.clone(),
+        )
+        .await
+    }
+}
+
+#[tool_router(router = workloads_write_router, vis = "pub(crate)")]
+impl TalosMcp {
+    /// Start a service.
+    #[tool(
+        name = "talos_service_start",
+        description = "Starts a Talos service on one node (write tier).",
+        output_schema = schema_for_output::<super::actions::ActionOut<MessageOut>>(),
+        annotations(title = "Start service", read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
+    )]
+    pub(crate) async fn talos_service_start(
+        &self,
+        peer: rmcp::Peer<rmcp::RoleServer>,
+        Parameters(args): Parameters<ServiceActionArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        self.service_action(
+            peer,
+            "talos_service_start",
+            args,
+            talos_client::ServiceAction::Start,
+        )
+        .await
+    }
+
+    /// Stop a service.
+    #[tool(
+        name = "talos_service_stop",
+        description = "Stops a Talos service on one node (write tier). Stopping etcd or kubelet takes the node's part of the cluster down until it is started again.",
+        output_schema = schema_for_output::<super::actions::ActionOut<MessageOut>>(),
+        annotations(title = "Stop service", read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = true)
+    )]
+    pub(crate) async fn talos_service_stop(
+        &self,
+        peer: rmcp::Peer<rmcp::RoleServer>,
+        Parameters(args): Parameters<ServiceActionArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        self.service_action(
+            peer,
+            "talos_service_stop",
+            args,
+            talos_client::ServiceAction::Stop,
+        )
+        .await
+    }
+
+    /// Restart a service.
+    #[tool(
+        name = "talos_service_restart",
+        description = "Restarts a Talos service on one node (write tier).",
+        output_schema = schema_for_output::<super::actions::ActionOut<MessageOut>>(),
+        annotations(title = "Restart service", read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = true)
+    )]
+    pub(crate) async fn talos_service_restart(
+        &self,
+        peer: rmcp::Peer<rmcp::RoleServer>,
+        Parameters(args): Parameters<ServiceActionArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        self.service_action(
+            peer,
+            "talos_service_restart",
+            args,
+            talos_client::ServiceAction::Restart,
+        )
+        .await
+    }
+
+    /// Pull an image.
+    #[tool(
+        name = "talos_image_pull",
+        description = "Pulls a container image into one node's cache (write tier), e.g. to pre-stage an upgrade.",
+        output_schema = schema_for_output::<super::actions::ActionOut<MessageOut>>(),
+        annotations(title = "Pull image", read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
+    )]
+    pub(crate) async fn talos_image_pull(
+        &self,
+        peer: rmcp::Peer<rmcp::RoleServer>,
+        Parameters(args): Parameters<ImagePullArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let ns = match namespace(args.namespace.as_deref(), ContainerNamespace::Cri) {
+            Ok(ns) => ns,
+            Err(e) => return Ok(failure(&e)),
+        };
+        let image = args.image.trim().to_owned();
+        if image.is_empty() || image.contains(char::is_whitespace) {
+            return Ok(failure(&ToolError::invalid(
+                "image",
+                "must be an image reference such as registry.k8s.io/pause:3.10",
+            )));
+        }
+        let target = args.target.clone();
+        let effect = format!("pull {image} into the {} image cache", ns.as_str());
+        self.action(
+            &peer,
+            "talos_image_pull",
+            crate::safety::Tier::Write,
+            &args,
+            &target,
+            false,
+            |_, _| async move {
+                Ok(super::actions::Prepared {
+                    effect,
+                    preflight: vec![],
+                    blocker: None,
+                })
+            },
+            |api, opts| async move {
+                Ok(MessageOut {
+                    message: format!("pulled {}", api.image_pull(&opts, ns, &image).await?),
+                })
+            },
+            |o| o.message.clone(),
+        )
+        .await
+    }
+}

@@ -1,0 +1,140 @@
+//! The audit log: one JSON line per tool call, appended and flushed before the call returns.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+/// Where audit lines go.
+#[derive(Debug)]
+pub enum AuditSink {
+    /// Append to a file (created 0600).
+    File(Mutex<File>, PathBuf),
+    /// Write to stderr.
+    Stderr,
+    /// Keep in memory (tests).
+    Memory(Mutex<Vec<String>>),
+    /// Audit disabled by the operator.
+    Off,
+}
+
+impl AuditSink {
+    /// Opens (creating 0600, parents 0700) a file for appending.
+    pub fn file(path: &Path) -> std::io::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::DirBuilderExt as _;
+                builder.mode(0o700);
+            }
+            builder.create(dir)?;
+        }
+        let mut options = OpenOptions::new();
+        options.append(true).create(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            options.mode(0o600);
+        }
+        Ok(Self::File(
+            Mutex::new(options.open(path)?),
+            path.to_path_buf(),
+        ))
+    }
+
+    /// An in-memory sink (tests read it with [`AuditSink::lines`]).
+    pub fn memory() -> Self {
+        Self::Memory(Mutex::new(Vec::new()))
+    }
+
+    /// Lines written to a memory sink.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            Self::Memory(m) => m
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Appends one record and flushes it.
+    pub(crate) fn write(&self, record: &AuditRecord<'_>) -> std::io::Result<()> {
+        let line = serde_json::to_string(record).map_err(std::io::Error::other)?;
+        match self {
+            Self::File(file, _) => {
+                let mut f = file
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                f.write_all(line.as_bytes())?;
+                f.write_all(b"\n")?;
+                f.flush()?;
+                f.sync_data()
+            }
+            Self::Stderr => {
+                let mut err = std::io::stderr().lock();
+                writeln!(err, "{line}")?;
+                err.flush()
+            }
+            Self::Memory(m) => {
+                m.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(line);
+                Ok(())
+            }
+            Self::Off => Ok(()),
+        }
+    }
+}
+
+/// One audit line.
+#[derive(Debug, Serialize)]
+pub(crate) struct AuditRecord<'a> {
+    /// RFC 3339 time.
+    pub(crate) timestamp: String,
+    /// `started` (written before a write/destructive call runs) or `finished`.
+    pub(crate) phase: &'a str,
+    pub(crate) request_id: String,
+    pub(crate) transport: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) caller: Option<&'a str>,
+    pub(crate) tool: &'a str,
+    pub(crate) tier: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) context: Option<String>,
+    pub(crate) nodes: Vec<String>,
+    /// Arguments with secrets (configs, tokens) redacted.
+    pub(crate) arguments: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) confirmation: Option<String>,
+    /// `ok`, `partial`, `refused`, or the error kind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) result: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) duration_ms: Option<u128>,
+}
+
+pub(crate) fn now() -> String {
+    crate::tools::rfc3339(SystemTime::now())
+}
+
+/// Argument names whose values are never written to the audit log.
+const SECRET_ARGS: &[&str] = &["config", "confirmation_token"];
+
+/// The call's arguments with secret values replaced.
+pub(crate) fn redact_arguments(
+    args: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> serde_json::Value {
+    let mut map = args.cloned().unwrap_or_default();
+    for key in SECRET_ARGS {
+        if let Some(v) = map.get_mut(*key) {
+            *v = serde_json::Value::String(crate::redact::REDACTED.into());
+        }
+    }
+    serde_json::Value::Object(map)
+}

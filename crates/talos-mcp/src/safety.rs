@@ -1,0 +1,299 @@
+//! The safety policy: tiers, server-enforced confirmation (elicitation or single-use tokens).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use ring::hmac;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// How dangerous a tool is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// Reads only. Always enabled.
+    Read,
+    /// Changes state recoverably (apply config, service actions, defragment, image pull).
+    Write,
+    /// Takes nodes down, removes members, or reads secrets in bulk (snapshots).
+    Destructive,
+}
+
+impl Tier {
+    /// The tier's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Destructive => "destructive",
+        }
+    }
+
+    /// The flag that enables the tier.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Self::Read => "(always on)",
+            Self::Write => "--allow-write (TALOS_MCP_ALLOW_WRITE=true)",
+            Self::Destructive => "--allow-destructive (TALOS_MCP_ALLOW_DESTRUCTIVE=true)",
+        }
+    }
+}
+
+/// How write/destructive calls are confirmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConfirmMode {
+    /// Ask the human through MCP elicitation when the client supports it, else use tokens.
+    #[default]
+    Elicit,
+    /// Always the two-step token flow.
+    Token,
+    /// No confirmation (automation only; every call is still audited).
+    None,
+}
+
+impl std::str::FromStr for ConfirmMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "elicit" => Ok(Self::Elicit),
+            "token" => Ok(Self::Token),
+            "none" => Ok(Self::None),
+            other => Err(format!(
+                "confirm mode must be elicit, token or none, not `{other}`"
+            )),
+        }
+    }
+}
+
+/// The human's answer in an elicitation form.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+pub(crate) struct ConfirmForm {
+    /// Set to true to perform the action.
+    pub(crate) confirm: bool,
+}
+
+rmcp::elicit_safe!(ConfirmForm);
+
+/// Issues and verifies single-use confirmation tokens.
+///
+/// A token is `v1.<expiry>.<nonce>.<mac>` with an HMAC-SHA256 over the tool, context, node,
+/// canonical arguments, expiry and nonce. Any server holding the same secret can verify it
+/// (replicas behind a load balancer share the secret); single use is enforced by the nonces this
+/// process has seen.
+pub struct TokenIssuer {
+    key: hmac::Key,
+    ttl: Duration,
+    used: Mutex<HashMap<String, u64>>,
+}
+
+impl std::fmt::Debug for TokenIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenIssuer")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Not a token this server issued, or issued for another call.
+    #[error(
+        "the confirmation token does not match this call (tool, context, node and arguments must be identical to the call that issued it)"
+    )]
+    Mismatch,
+    /// Past its expiry.
+    #[error(
+        "the confirmation token has expired; call again without a token to get a new plan and token"
+    )]
+    Expired,
+    /// Used before.
+    #[error("the confirmation token was already used; call again without a token to get a new one")]
+    Replayed,
+    /// Malformed.
+    #[error("the confirmation token is malformed")]
+    Malformed,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+impl TokenIssuer {
+    /// An issuer with `secret` (at least 32 bytes recommended) and token lifetime `ttl`.
+    pub fn new(secret: &[u8], ttl: Duration) -> Self {
+        Self {
+            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+            ttl,
+            used: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// An issuer with a random secret (tokens valid for this process only).
+    pub fn random(ttl: Duration) -> Self {
+        let mut secret = [0u8; 32];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret);
+        Self::new(&secret, ttl)
+    }
+
+    /// The token lifetime.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    fn mac(&self, binding: &str, expiry: u64, nonce: &str) -> hmac::Tag {
+        hmac::sign(
+            &self.key,
+            format!("v1|{binding}|{expiry}|{nonce}").as_bytes(),
+        )
+    }
+
+    /// Issues a token bound to `binding` (tool, context, node, canonical arguments).
+    pub fn issue(&self, binding: &str) -> String {
+        self.issue_at(binding, unix_now())
+    }
+
+    fn issue_at(&self, binding: &str, now: u64) -> String {
+        let mut nonce = [0u8; 16];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce);
+        let nonce = hex(&nonce);
+        let expiry = now + self.ttl.as_secs();
+        let mac = self.mac(binding, expiry, &nonce);
+        format!("v1.{expiry}.{nonce}.{}", hex(mac.as_ref()))
+    }
+
+    /// Verifies and consumes a token for `binding`.
+    pub fn redeem(&self, token: &str, binding: &str) -> Result<(), TokenError> {
+        self.redeem_at(token, binding, unix_now())
+    }
+
+    fn redeem_at(&self, token: &str, binding: &str, now: u64) -> Result<(), TokenError> {
+        let parts: Vec<&str> = token.trim().split('.').collect();
+        let [version, expiry, nonce, mac] = parts.as_slice() else {
+            return Err(TokenError::Malformed);
+        };
+        if *version != "v1" {
+            return Err(TokenError::Malformed);
+        }
+        let expiry: u64 = expiry.parse().map_err(|_| TokenError::Malformed)?;
+        let mac = unhex(mac).ok_or(TokenError::Malformed)?;
+        hmac::verify(
+            &self.key,
+            format!("v1|{binding}|{expiry}|{nonce}").as_bytes(),
+            &mac,
+        )
+        .map_err(|_| TokenError::Mismatch)?;
+        if now > expiry {
+            return Err(TokenError::Expired);
+        }
+        let mut used = self
+            .used
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        used.retain(|_, exp| *exp >= now);
+        if used.insert((*nonce).to_owned(), expiry).is_some() {
+            return Err(TokenError::Replayed);
+        }
+        Ok(())
+    }
+}
+
+/// The operator's safety settings.
+#[derive(Debug)]
+pub struct SafetySettings {
+    /// Enables the write tier.
+    pub allow_write: bool,
+    /// Enables the destructive tier.
+    pub allow_destructive: bool,
+    /// How calls are confirmed.
+    pub confirm: ConfirmMode,
+    /// Also confirm write-tier calls (destructive calls are always confirmed unless mode is none).
+    pub confirm_writes: bool,
+    /// Confirmation tokens.
+    pub tokens: TokenIssuer,
+}
+
+impl Default for SafetySettings {
+    fn default() -> Self {
+        Self {
+            allow_write: false,
+            allow_destructive: false,
+            confirm: ConfirmMode::Elicit,
+            confirm_writes: false,
+            tokens: TokenIssuer::random(Duration::from_secs(300)),
+        }
+    }
+}
+
+impl SafetySettings {
+    /// Whether a tier's tools are listed and callable.
+    pub fn enabled(&self, tier: Tier) -> bool {
+        match tier {
+            Tier::Read => true,
+            Tier::Write => self.allow_write,
+            Tier::Destructive => self.allow_destructive,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_bound_single_use_and_expire() {
+        let issuer = TokenIssuer::new(
+            b"0123456789abcdef0123456789abcdef",
+            Duration::from_secs(300),
+        );
+        let t = issuer.issue_at("reboot|ctx|n1|{}", 1000);
+        assert_eq!(
+            issuer.redeem_at(&t, "reboot|ctx|n2|{}", 1001),
+            Err(TokenError::Mismatch)
+        );
+        assert_eq!(
+            issuer.redeem_at(&t, "reboot|ctx|n1|{}", 1301),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(issuer.redeem_at(&t, "reboot|ctx|n1|{}", 1001), Ok(()));
+        assert_eq!(
+            issuer.redeem_at(&t, "reboot|ctx|n1|{}", 1002),
+            Err(TokenError::Replayed)
+        );
+        assert_eq!(
+            issuer.redeem_at("v1.x.y.z", "a", 1),
+            Err(TokenError::Malformed)
+        );
+        assert_eq!(
+            issuer.redeem_at("garbage", "a", 1),
+            Err(TokenError::Malformed)
+        );
+    }
+
+    #[test]
+    fn replicas_sharing_a_secret_accept_each_others_tokens() {
+        let a = TokenIssuer::new(b"shared-secret-shared-secret-1234", Duration::from_secs(60));
+        let b = TokenIssuer::new(b"shared-secret-shared-secret-1234", Duration::from_secs(60));
+        let c = TokenIssuer::new(b"another-secret-another-secret-12", Duration::from_secs(60));
+        let t = a.issue("x");
+        assert_eq!(c.redeem(&t, "x"), Err(TokenError::Mismatch));
+        assert_eq!(b.redeem(&t, "x"), Ok(()));
+    }
+}

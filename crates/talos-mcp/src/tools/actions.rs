@@ -1,0 +1,167 @@
+//! The machinery shared by write and destructive tools: one explicit node, a plan with
+//! preflights, confirmation, execution, and a result that records how it was confirmed.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use rmcp::model::{CallToolResult, ContentBlock};
+use rmcp::{ErrorData, Peer, RoleServer};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use talos_client::{CallOptions, TalosApi};
+
+use crate::confirm::{Gate, Plan};
+use crate::error::ToolError;
+use crate::output::failure;
+use crate::safety::Tier;
+use crate::server::TalosMcp;
+
+/// The target of a write or destructive call: exactly one node, named explicitly.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+pub struct NodeTarget {
+    /// talosconfig context (default: the current context).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// The one node to act on (address or hostname). Required: changes never fan out.
+    pub node: String,
+    /// The token from the plan returned by the first call (token confirmation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmation_token: Option<String>,
+}
+
+/// The result of a write or destructive tool: either the plan awaiting confirmation, or what
+/// was done.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ActionOut<T> {
+    /// `done`, or `confirmation_required` (nothing was done; see `plan`).
+    pub status: String,
+    /// How the call was confirmed (or why not).
+    pub confirmation: String,
+    pub context: String,
+    pub node: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// What the call did (when done).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<T>,
+    /// What the call would do (when confirmation is required).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Plan>,
+    /// Token to repeat the call with (when confirmation is required).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirmation_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in_seconds: Option<u64>,
+}
+
+/// What `prepare` found: the effect and preflight notes, or a refusal.
+pub(crate) struct Prepared {
+    pub(crate) effect: String,
+    pub(crate) preflight: Vec<String>,
+    /// A reason to refuse (unless forced).
+    pub(crate) blocker: Option<String>,
+}
+
+impl TalosMcp {
+    /// Runs one write/destructive call: resolve the node, prepare the plan, confirm, execute.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn action<A, P, PF, T, R, RF>(
+        &self,
+        peer: &Peer<RoleServer>,
+        tool: &'static str,
+        tier: Tier,
+        args: &A,
+        target: &NodeTarget,
+        force: bool,
+        prepare: P,
+        run: R,
+        summary: impl Fn(&T) -> String,
+    ) -> Result<CallToolResult, ErrorData>
+    where
+        A: Serialize,
+        P: FnOnce(Arc<dyn TalosApi>, CallOptions) -> PF,
+        PF: Future<Output = Result<Prepared, ToolError>>,
+        R: FnOnce(Arc<dyn TalosApi>, CallOptions) -> RF,
+        RF: Future<Output = Result<T, ToolError>>,
+        T: Serialize,
+    {
+        let resolved = self
+            .clusters
+            .single(target.context.as_deref(), Some(target.node.as_str()))
+            .await;
+        let (entry, node) = match resolved {
+            Ok(v) => v,
+            Err(e) => return Ok(failure(&e)),
+        };
+        let opts = CallOptions::node(node.clone());
+        let hostname = match entry.hostname(&node) {
+            Some(h) => Some(h),
+            None => entry
+                .api
+                .hostname(&opts)
+                .await
+                .ok()
+                .inspect(|h| entry.remember_hostname(&node, h)),
+        };
+        let prepared = match prepare(entry.api.clone(), opts.clone()).await {
+            Ok(p) => p,
+            Err(e) => return Ok(failure(&e)),
+        };
+        let mut preflight = prepared.preflight;
+        if let Some(blocker) = prepared.blocker {
+            if !force {
+                return Ok(failure(&ToolError::Preflight(format!(
+                    "{blocker}. Nothing was done. Fix the cluster first, or repeat with force=true (which needs its own confirmation) if you accept the risk."
+                ))));
+            }
+            preflight.push(format!("FORCED despite: {blocker}"));
+        }
+        let plan = Plan {
+            tool: tool.to_owned(),
+            tier,
+            context: entry.name.clone(),
+            node: node.clone(),
+            hostname: hostname.clone(),
+            effect: prepared.effect,
+            preflight,
+        };
+        let confirmation = match self
+            .confirm(peer, &plan, args, target.confirmation_token.as_deref())
+            .await
+        {
+            Gate::Proceed(how) => how,
+            Gate::Stop(result) => return Ok(*result),
+        };
+        tracing::info!(tool, node = %node, context = %entry.name, confirmation = %confirmation, "running a state-changing call");
+        match run(entry.api.clone(), opts).await {
+            Ok(outcome) => {
+                let text = format!(
+                    "{tool} on {}: {}",
+                    hostname.as_deref().unwrap_or(&node),
+                    summary(&outcome)
+                );
+                let out = ActionOut {
+                    status: "done".into(),
+                    confirmation,
+                    context: entry.name.clone(),
+                    node,
+                    hostname,
+                    outcome: Some(outcome),
+                    plan: None,
+                    confirmation_token: None,
+                    expires_in_seconds: None,
+                };
+                let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
+                result.structured_content = Some(serde_json::to_value(&out).unwrap_or_default());
+                Ok(result)
+            }
+            Err(e) => {
+                let mut result = failure(&e);
+                if let Some(serde_json::Value::Object(map)) = result.structured_content.as_mut() {
+                    map.insert("confirmation".into(), serde_json::json!(confirmation));
+                }
+                Ok(result)
+            }
+        }
+    }
+}
