@@ -69,7 +69,15 @@ impl TalosMcp {
             Some(h) => format!("{h} ({})", plan.node),
             None => plan.node.clone(),
         };
-        if safety.confirm == ConfirmMode::Elicit && !peer.supported_elicitation_modes().is_empty() {
+        // Protocol 2026-07-28 forbids server-to-client requests (elicitation moves into the
+        // multi-round-trip flow, not implemented yet): such clients get the token flow.
+        let legacy_protocol = peer
+            .peer_info()
+            .is_some_and(|info| info.protocol_version < rmcp::model::ProtocolVersion::V_2026_07_28);
+        if safety.confirm == ConfirmMode::Elicit
+            && legacy_protocol
+            && !peer.supported_elicitation_modes().is_empty()
+        {
             let mut message = format!(
                 "Allow {tool} on node {who} in context {ctx}?\n\nEffect: {effect}",
                 tool = plan.tool,

@@ -493,6 +493,7 @@ impl TalosMcp {
                     opts.node.as_deref().unwrap_or_default(),
                     hostname.as_deref(),
                     &askable,
+                    true,
                 )
                 .await;
                 p.effect =

@@ -170,12 +170,14 @@ fn line_diff(old: &str, new: &str) -> String {
     }
 }
 
-/// etcd quorum impact of taking `node` down: notes, and a blocker when quorum would be lost.
+/// etcd quorum impact of taking `node` down (or, with `leaves_membership`, of removing its
+/// member): notes, and a blocker when the remaining healthy members would be below quorum.
 pub(crate) async fn quorum_preflight(
     api: &dyn TalosApi,
     node: &str,
     hostname: Option<&str>,
     askable: &[String],
+    leaves_membership: bool,
 ) -> Prepared {
     let mut ask: Vec<String> = vec![node.to_owned()];
     ask.extend(askable.iter().filter(|n| *n != node).cloned());
@@ -205,7 +207,13 @@ pub(crate) async fn quorum_preflight(
         .zip(&addresses)
         .filter(|(m, _)| !m.is_learner)
         .collect();
-    let quorum = voting.len() / 2 + 1;
+    // A node that goes down still counts in the membership; one that leaves does not.
+    let members_after = if leaves_membership {
+        voting.len().saturating_sub(1).max(1)
+    } else {
+        voting.len()
+    };
+    let quorum = members_after / 2 + 1;
     let mut healthy_others = 0;
     for (m, addr) in &voting {
         if m.id == target_member.id {
@@ -478,6 +486,7 @@ impl TalosMcp {
                     opts.node.as_deref().unwrap_or_default(),
                     hostname.as_deref(),
                     &askable,
+                    false,
                 )
                 .await;
                 p.effect = format!(
@@ -564,6 +573,7 @@ impl TalosMcp {
                     opts.node.as_deref().unwrap_or_default(),
                     hostname.as_deref(),
                     &askable,
+                    false,
                 )
                 .await;
                 p.effect = "power the node off; it stays off until powered on out of band".into();
@@ -632,6 +642,7 @@ impl TalosMcp {
                     opts.node.as_deref().unwrap_or_default(),
                     hostname.as_deref(),
                     &askable,
+                    false,
                 )
                 .await;
                 p.effect = effect;

@@ -1,0 +1,712 @@
+//! The safety layer end to end against talos-sim: tiers, the single-node rule, token and
+//! elicitation confirmation, quorum preflight, reboot wait with progress, dry-run default, audit
+//! lines and fail-closed behaviour.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, ElicitRequestParams,
+    ElicitResult, ElicitationAction, ProgressNotificationParam, ProgressToken, ProtocolVersion,
+    RequestMetaObject,
+};
+use rmcp::service::{NotificationContext, RequestContext, RunningService};
+use rmcp::{ClientHandler, ErrorData, RoleClient, ServiceExt};
+use serde_json::{Value, json};
+use talos_config::TalosConfig;
+use talos_mcp::audit::AuditSink;
+use talos_mcp::safety::{ConfirmMode, SafetySettings, TokenIssuer};
+use talos_mcp::{Clusters, ServerSettings, TalosMcp};
+use talos_sim::{Fault, SimCluster, SimConfig};
+
+/// A client that answers elicitations as told and records progress.
+#[derive(Clone)]
+struct TestClient {
+    answer: Option<ElicitationAction>,
+    confirm: bool,
+    progress: Arc<Mutex<Vec<(f64, String)>>>,
+    elicited: Arc<Mutex<Vec<String>>>,
+}
+
+impl TestClient {
+    fn new(answer: Option<ElicitationAction>) -> Self {
+        Self {
+            answer,
+            confirm: true,
+            progress: Arc::default(),
+            elicited: Arc::default(),
+        }
+    }
+}
+
+impl ClientHandler for TestClient {
+    async fn create_elicitation(
+        &self,
+        request: ElicitRequestParams,
+        _: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, ErrorData> {
+        self.elicited
+            .lock()
+            .unwrap()
+            .push(serde_json::to_string(&request).unwrap());
+        Ok(
+            match self.answer.clone().unwrap_or(ElicitationAction::Decline) {
+                ElicitationAction::Accept => ElicitResult::new(ElicitationAction::Accept)
+                    .with_content(json!({"confirm": self.confirm})),
+                other => ElicitResult::new(other),
+            },
+        )
+    }
+
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _: NotificationContext<RoleClient>,
+    ) {
+        self.progress
+            .lock()
+            .unwrap()
+            .push((params.progress, params.message.unwrap_or_default()));
+    }
+
+    fn get_info(&self) -> ClientConfig {
+        let mut info = ClientConfig::default();
+        if self.answer.is_some() {
+            info.capabilities = ClientCapabilities::builder().enable_elicitation().build();
+            // Server-to-client elicitation exists up to protocol 2025-11-25.
+            info.protocol_version = ProtocolVersion::V_2025_06_18;
+        }
+        info
+    }
+}
+
+struct Setup {
+    sim: SimCluster,
+    client: RunningService<RoleClient, TestClient>,
+    handler: TestClient,
+    audit: Arc<AuditSink>,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup(
+    sim_config: SimConfig,
+    handler: TestClient,
+    tweak: impl FnOnce(&mut ServerSettings),
+) -> Setup {
+    let sim = SimCluster::start(sim_config).await.unwrap();
+    let yaml = sim.talosconfig("os:admin").unwrap();
+    let config = TalosConfig::from_yaml(&yaml, "<sim>").unwrap();
+    let clusters = Clusters::from_talosconfig(
+        config,
+        None,
+        talos_mcp::grpc_factory(talos_client::ClientSettings::default()),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let audit = Arc::new(AuditSink::memory());
+    let mut settings = ServerSettings {
+        artifact_dir: dir.path().join("artifacts"),
+        audit: audit.clone(),
+        safety: Arc::new(SafetySettings {
+            allow_write: true,
+            allow_destructive: true,
+            confirm: ConfirmMode::Token,
+            confirm_writes: false,
+            tokens: TokenIssuer::random(Duration::from_secs(300)),
+        }),
+        ..ServerSettings::default()
+    };
+    tweak(&mut settings);
+    let server = TalosMcp::new(clusters, settings).unwrap();
+    let (server_io, client_io) = tokio::io::duplex(1 << 20);
+    tokio::spawn(async move {
+        if let Ok(running) = server.serve(server_io).await {
+            let _ = running.waiting().await;
+        }
+    });
+    let client = handler.clone().serve(client_io).await.unwrap();
+    Setup {
+        sim,
+        client,
+        handler,
+        audit,
+        _dir: dir,
+    }
+}
+
+async fn call(
+    client: &RunningService<RoleClient, TestClient>,
+    tool: &str,
+    args: Value,
+) -> CallToolResult {
+    let params = CallToolRequestParams::new(tool.to_owned())
+        .with_arguments(args.as_object().cloned().unwrap());
+    client.call_tool(params).await.unwrap()
+}
+
+fn text(r: &CallToolResult) -> String {
+    common::text(r)
+}
+
+fn sc(r: &CallToolResult) -> Value {
+    r.structured_content.clone().unwrap_or(Value::Null)
+}
+
+const CP1: &str = "127.0.10.11";
+const CP2: &str = "127.0.10.12";
+const CP3: &str = "127.0.10.13";
+const W1: &str = "127.0.10.14";
+
+#[tokio::test]
+async fn disabled_tiers_are_hidden_and_refused_with_the_enabling_flag() {
+    let s = setup(SimConfig::default(), TestClient::new(None), |st| {
+        st.safety = Arc::new(SafetySettings::default());
+    })
+    .await;
+    let tools = s.client.list_all_tools().await.unwrap();
+    assert!(
+        tools
+            .iter()
+            .all(|t| t.annotations.as_ref().unwrap().read_only_hint == Some(true))
+    );
+    assert!(!tools.iter().any(|t| t.name == "talos_reboot"));
+    let r = call(&s.client, "talos_reboot", json!({"node": W1})).await;
+    assert_eq!(r.is_error, Some(true));
+    assert!(
+        text(&r).contains("destructive tier") && text(&r).contains("--allow-destructive"),
+        "{}",
+        text(&r)
+    );
+    let r = call(
+        &s.client,
+        "talos_service_restart",
+        json!({"node": W1, "service": "kubelet"}),
+    )
+    .await;
+    assert!(text(&r).contains("--allow-write"), "{}", text(&r));
+    assert_eq!(s.sim.calls(W1, "Reboot"), 0);
+    assert!(
+        s.audit.lines().iter().any(
+            |l| l.contains("\"tool\":\"talos_reboot\"") && l.contains("\"result\":\"refused\"")
+        )
+    );
+
+    // Write enabled, destructive not: writes listed, reboot still hidden.
+    let s = setup(SimConfig::default(), TestClient::new(None), |st| {
+        st.safety = Arc::new(SafetySettings {
+            allow_write: true,
+            ..SafetySettings::default()
+        });
+    })
+    .await;
+    let names: Vec<String> = s
+        .client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    assert!(
+        names.contains(&"talos_service_restart".to_owned())
+            && !names.contains(&"talos_reboot".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn changes_target_exactly_one_named_node() {
+    let s = setup(SimConfig::default(), TestClient::new(None), |_| {}).await;
+    let tool = s
+        .client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.name == "talos_reboot")
+        .unwrap();
+    let required = tool
+        .input_schema
+        .get("required")
+        .unwrap()
+        .as_array()
+        .unwrap();
+    assert!(required.contains(&json!("node")));
+    assert!(
+        !tool
+            .input_schema
+            .get("properties")
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .contains_key("nodes")
+    );
+    let missing = s
+        .client
+        .call_tool(
+            CallToolRequestParams::new("talos_reboot").with_arguments(serde_json::Map::new()),
+        )
+        .await;
+    assert!(
+        missing.is_err() || missing.unwrap().is_error == Some(true),
+        "no default node"
+    );
+    let outside = call(&s.client, "talos_reboot", json!({"node": "10.0.0.99"})).await;
+    assert!(text(&outside).contains("NodeNotAllowed"));
+}
+
+#[tokio::test]
+async fn token_flow_plans_then_runs_once() {
+    let s = setup(SimConfig::default(), TestClient::new(None), |_| {}).await;
+    let args = json!({"node": W1, "service": "kubelet"});
+    // Service actions need confirmation only when the operator asks for it: here it does not.
+    let r = call(&s.client, "talos_service_restart", args.clone()).await;
+    assert_eq!(sc(&r)["status"], "done", "{}", text(&r));
+
+    let r = call(&s.client, "talos_shutdown", json!({"node": W1})).await;
+    let plan = sc(&r);
+    assert_eq!(plan["status"], "confirmation_required", "{plan}");
+    assert_eq!(plan["plan"]["node"], W1);
+    assert_eq!(plan["plan"]["hostname"], "talos-worker-1");
+    assert!(
+        plan["plan"]["preflight"][0]
+            .as_str()
+            .unwrap()
+            .contains("not an etcd member")
+    );
+    assert_eq!(
+        s.sim.calls(W1, "Shutdown"),
+        0,
+        "the first call does nothing"
+    );
+    let token = plan["confirmation_token"].as_str().unwrap().to_owned();
+
+    // A token for another node, or with changed arguments, is refused.
+    let other = call(
+        &s.client,
+        "talos_shutdown",
+        json!({"node": "127.0.10.15", "confirmation_token": token}),
+    )
+    .await;
+    assert!(text(&other).contains("does not match"), "{}", text(&other));
+    let changed = call(
+        &s.client,
+        "talos_shutdown",
+        json!({"node": W1, "force": true, "confirmation_token": token}),
+    )
+    .await;
+    assert!(
+        text(&changed).contains("does not match"),
+        "{}",
+        text(&changed)
+    );
+    let other_tool = call(
+        &s.client,
+        "talos_reboot",
+        json!({"node": W1, "confirmation_token": token}),
+    )
+    .await;
+    assert!(text(&other_tool).contains("does not match"));
+
+    let done = call(
+        &s.client,
+        "talos_shutdown",
+        json!({"node": W1, "confirmation_token": token}),
+    )
+    .await;
+    assert_eq!(sc(&done)["status"], "done", "{}", text(&done));
+    assert_eq!(sc(&done)["confirmation"], "token: redeemed");
+    assert_eq!(s.sim.calls(W1, "Shutdown"), 1);
+    let replay = call(
+        &s.client,
+        "talos_shutdown",
+        json!({"node": W1, "confirmation_token": token}),
+    )
+    .await;
+    assert!(text(&replay).contains("already used"), "{}", text(&replay));
+    assert_eq!(s.sim.calls(W1, "Shutdown"), 1);
+}
+
+#[tokio::test]
+async fn expired_tokens_are_refused() {
+    let s = setup(SimConfig::default(), TestClient::new(None), |st| {
+        st.safety = Arc::new(SafetySettings {
+            allow_write: true,
+            allow_destructive: true,
+            confirm: ConfirmMode::Token,
+            confirm_writes: true,
+            tokens: TokenIssuer::random(Duration::from_secs(0)),
+        });
+    })
+    .await;
+    let plan = call(&s.client, "talos_etcd_defragment", json!({"node": CP1})).await;
+    let token = sc(&plan)["confirmation_token"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = call(
+        &s.client,
+        "talos_etcd_defragment",
+        json!({"node": CP1, "confirmation_token": token}),
+    )
+    .await;
+    assert!(text(&r).contains("expired"), "{}", text(&r));
+    assert_eq!(s.sim.calls(CP1, "EtcdDefragment"), 0);
+}
+
+#[tokio::test]
+async fn elicitation_accept_decline_cancel() {
+    let elicit = |st: &mut ServerSettings| {
+        st.safety = Arc::new(SafetySettings {
+            allow_write: true,
+            allow_destructive: true,
+            confirm: ConfirmMode::Elicit,
+            confirm_writes: false,
+            tokens: TokenIssuer::random(Duration::from_secs(300)),
+        });
+    };
+    for (answer, confirm, expect_done, expect_text) in [
+        (ElicitationAction::Accept, true, true, "done"),
+        (
+            ElicitationAction::Accept,
+            false,
+            false,
+            "did not tick confirm",
+        ),
+        (ElicitationAction::Decline, true, false, "declined"),
+        (ElicitationAction::Cancel, true, false, "cancelled"),
+    ] {
+        let mut handler = TestClient::new(Some(answer.clone()));
+        handler.confirm = confirm;
+        let s = setup(SimConfig::default(), handler, elicit).await;
+        let r = call(&s.client, "talos_shutdown", json!({"node": W1})).await;
+        let asked = s.handler.elicited.lock().unwrap().clone();
+        assert_eq!(asked.len(), 1, "one elicitation per call");
+        assert!(
+            asked[0].contains("talos_shutdown")
+                && asked[0].contains("talos-worker-1")
+                && asked[0].contains("talos-sim"),
+            "{}",
+            asked[0]
+        );
+        assert_eq!(
+            s.sim.calls(W1, "Shutdown"),
+            u64::from(expect_done),
+            "{answer:?}/{confirm}"
+        );
+        assert!(
+            text(&r).contains(expect_text) || sc(&r)["status"] == expect_text,
+            "{answer:?}: {}",
+            text(&r)
+        );
+    }
+}
+
+#[tokio::test]
+async fn quorum_preflight_refuses_to_break_etcd() {
+    let s = setup(SimConfig::default(), TestClient::new(None), |_| {}).await;
+    s.sim.set_fault(CP3, Fault::Unavailable);
+    let r = call(&s.client, "talos_reboot", json!({"node": CP1})).await;
+    assert_eq!(r.is_error, Some(true));
+    assert!(
+        text(&r).starts_with("PreflightFailed") && text(&r).contains("below the quorum of 2"),
+        "{}",
+        text(&r)
+    );
+    assert_eq!(s.sim.calls(CP1, "Reboot"), 0);
+    // A worker is fine; with force the plan records the override and still needs confirmation.
+    let w = call(&s.client, "talos_reboot", json!({"node": W1})).await;
+    assert_eq!(sc(&w)["status"], "confirmation_required");
+    let forced = call(
+        &s.client,
+        "talos_reboot",
+        json!({"node": CP1, "force": true}),
+    )
+    .await;
+    assert_eq!(sc(&forced)["status"], "confirmation_required");
+    assert!(
+        sc(&forced)["plan"]["preflight"]
+            .to_string()
+            .contains("FORCED")
+    );
+    // With all members healthy the reboot plan passes the preflight.
+    s.sim.set_fault(CP3, Fault::None);
+    let ok = call(&s.client, "talos_reboot", json!({"node": CP1})).await;
+    assert!(
+        sc(&ok)["plan"]["preflight"][0]
+            .as_str()
+            .unwrap()
+            .contains("2 of the other 2"),
+        "{}",
+        sc(&ok)
+    );
+}
+
+#[tokio::test]
+async fn reboot_wait_follows_the_node_with_progress() {
+    let s = setup(
+        SimConfig {
+            reboot_downtime: Duration::from_millis(800),
+            ..SimConfig::default()
+        },
+        TestClient::new(None),
+        |st| {
+            st.safety = Arc::new(SafetySettings {
+                allow_write: true,
+                allow_destructive: true,
+                confirm: ConfirmMode::None,
+                confirm_writes: false,
+                tokens: TokenIssuer::random(Duration::from_secs(300)),
+            });
+        },
+    )
+    .await;
+    let before = s.sim.boot_id(W1).unwrap();
+    let mut meta = RequestMetaObject::default();
+    meta.set_progress_token(ProgressToken(rmcp::model::NumberOrString::Number(7)));
+    let mut params = CallToolRequestParams::new("talos_reboot").with_arguments(
+        json!({"node": W1, "wait": true, "wait_timeout_seconds": 20})
+            .as_object()
+            .cloned()
+            .unwrap(),
+    );
+    params.meta = Some(meta);
+    let r = s.client.call_tool(params).await.unwrap();
+    let out = sc(&r);
+    assert_eq!(out["status"], "done", "{}", text(&r));
+    assert_eq!(out["outcome"]["back"], true);
+    assert_eq!(out["outcome"]["boot_id_before"], before.as_str());
+    assert_ne!(out["outcome"]["boot_id_after"], before.as_str());
+    assert_eq!(
+        out["outcome"]["boot_id_after"],
+        s.sim.boot_id(W1).unwrap().as_str()
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let progress = s.handler.progress.lock().unwrap().clone();
+    let steps: Vec<f64> = progress.iter().map(|p| p.0).collect();
+    assert!(
+        steps.contains(&1.0) && steps.contains(&2.0) && steps.contains(&3.0),
+        "{progress:?}"
+    );
+}
+
+#[tokio::test]
+async fn apply_config_is_a_dry_run_by_default_and_never_echoes_secrets() {
+    let s = setup(SimConfig::default(), TestClient::new(None), |_| {}).await;
+    let config = "version: v1alpha1\nmachine:\n  type: worker\n  token: NEW-SECRET-TOKEN\n  network:\n    hostname: renamed\ncluster:\n  clusterName: talos-sim\n";
+    let r = call(
+        &s.client,
+        "talos_apply_config",
+        json!({"node": W1, "config": config}),
+    )
+    .await;
+    let out = sc(&r);
+    assert_eq!(out["status"], "done", "{}", text(&r));
+    assert_eq!(out["outcome"]["dry_run"], true);
+    assert!(
+        out["outcome"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("Dry run")
+    );
+    let diff = out["outcome"]["diff"].as_str().unwrap();
+    assert!(diff.contains("+     hostname: renamed"), "{diff}");
+    let all = format!("{}{}", text(&r), out);
+    for secret in ["NEW-SECRET-TOKEN"]
+        .iter()
+        .chain(talos_sim::PLANTED_SECRETS)
+    {
+        assert!(!all.contains(secret), "{secret} leaked: {all}");
+    }
+    // A real apply in a mode that may reboot needs confirmation; no-reboot in the write tier does not.
+    let real = call(
+        &s.client,
+        "talos_apply_config",
+        json!({"node": W1, "config": config, "dry_run": false}),
+    )
+    .await;
+    assert_eq!(sc(&real)["status"], "confirmation_required");
+    let staged = call(
+        &s.client,
+        "talos_apply_config",
+        json!({"node": W1, "config": config, "dry_run": false, "mode": "staged"}),
+    )
+    .await;
+    assert_eq!(sc(&staged)["status"], "done", "{}", text(&staged));
+    let bad = call(
+        &s.client,
+        "talos_apply_config",
+        json!({"node": W1, "config": "not: [yaml"}),
+    )
+    .await;
+    assert!(text(&bad).contains("InvalidArgument"), "{}", text(&bad));
+    let file = call(
+        &s.client,
+        "talos_apply_config",
+        json!({"node": W1, "config_file": "/etc/passwd"}),
+    )
+    .await;
+    assert!(text(&file).contains("PathNotAllowed"), "{}", text(&file));
+}
+
+#[tokio::test]
+async fn every_call_is_audited_with_secrets_redacted() {
+    let s = setup(SimConfig::default(), TestClient::new(None), |_| {}).await;
+    call(&s.client, "talos_version", json!({"nodes": [CP1]})).await;
+    call(
+        &s.client,
+        "talos_apply_config",
+        json!({"node": W1, "config": "version: v1alpha1\nmachine:\n  token: AUDIT-SECRET\n"}),
+    )
+    .await;
+    let plan = call(&s.client, "talos_shutdown", json!({"node": W1})).await;
+    let token = sc(&plan)["confirmation_token"].as_str().unwrap().to_owned();
+    call(
+        &s.client,
+        "talos_shutdown",
+        json!({"node": W1, "confirmation_token": token}),
+    )
+    .await;
+    let lines = s.audit.lines();
+    let records: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let finished: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["phase"] == "finished")
+        .collect();
+    assert_eq!(finished.len(), 4, "{lines:#?}");
+    assert_eq!(finished[0]["tool"], "talos_version");
+    assert_eq!(finished[0]["tier"], "read");
+    assert_eq!(finished[0]["result"], "ok");
+    assert_eq!(finished[0]["nodes"], json!([CP1]));
+    assert!(finished[0]["duration_ms"].is_number() && finished[0]["request_id"].is_string());
+    assert_eq!(finished[2]["result"], "confirmation_required");
+    assert_eq!(finished[2]["confirmation"], "token: issued");
+    assert_eq!(finished[3]["confirmation"], "token: redeemed");
+    assert_eq!(finished[3]["tier"], "destructive");
+    assert!(
+        records
+            .iter()
+            .any(|r| r["phase"] == "started" && r["tool"] == "talos_shutdown")
+    );
+    let all = lines.join("\n");
+    assert!(
+        !all.contains("AUDIT-SECRET") && !all.contains(&token),
+        "secrets in the audit log: {all}"
+    );
+}
+
+#[tokio::test]
+async fn writes_fail_closed_when_the_audit_log_breaks() {
+    let full = std::path::Path::new("/dev/full");
+    if !full.exists() {
+        return;
+    }
+    let s = setup(SimConfig::default(), TestClient::new(None), |st| {
+        st.audit = Arc::new(AuditSink::file(full).unwrap());
+    })
+    .await;
+    let r = call(
+        &s.client,
+        "talos_service_restart",
+        json!({"node": W1, "service": "kubelet"}),
+    )
+    .await;
+    assert_eq!(r.is_error, Some(true));
+    assert!(
+        text(&r).contains("audit log cannot be written"),
+        "{}",
+        text(&r)
+    );
+    assert_eq!(s.sim.calls(W1, "ServiceRestart"), 0);
+    // Reads still work (their audit failure is reported in the server log).
+    let v = call(&s.client, "talos_version", json!({"nodes": [W1]})).await;
+    assert_ne!(v.is_error, Some(true));
+}
+
+#[tokio::test]
+async fn etcd_and_image_actions() {
+    let s = setup(SimConfig::default(), TestClient::new(None), |st| {
+        st.safety = Arc::new(SafetySettings {
+            allow_write: true,
+            allow_destructive: true,
+            confirm: ConfirmMode::None,
+            confirm_writes: false,
+            tokens: TokenIssuer::random(Duration::from_secs(300)),
+        });
+    })
+    .await;
+    for (tool, args, needle) in [
+        (
+            "talos_etcd_defragment",
+            json!({"node": CP1}),
+            "defragmented",
+        ),
+        (
+            "talos_etcd_alarm_disarm",
+            json!({"node": CP1}),
+            "disarmed 0",
+        ),
+        (
+            "talos_image_pull",
+            json!({"node": W1, "image": "docker.io/library/busybox:1.36"}),
+            "pulled",
+        ),
+        (
+            "talos_service_stop",
+            json!({"node": W1, "service": "kubelet"}),
+            "stopped",
+        ),
+        (
+            "talos_service_start",
+            json!({"node": W1, "service": "kubelet"}),
+            "started",
+        ),
+        (
+            "talos_etcd_forfeit_leadership",
+            json!({"node": CP1}),
+            "moved to talos-cp-2",
+        ),
+        (
+            "talos_etcd_remove_member",
+            json!({"node": CP1, "member": "talos-cp-3"}),
+            "removed member talos-cp-3",
+        ),
+        ("talos_etcd_leave", json!({"node": CP2}), "left"),
+        (
+            "talos_reset",
+            json!({"node": "127.0.10.15", "reboot": true}),
+            "reset requested",
+        ),
+    ] {
+        let r = call(&s.client, tool, args).await;
+        assert_eq!(sc(&r)["status"], "done", "{tool}: {}", text(&r));
+        assert!(text(&r).contains(needle), "{tool}: {}", text(&r));
+    }
+    let snap = call(&s.client, "talos_etcd_snapshot", json!({"node": CP1})).await;
+    let out = sc(&snap)["outcome"].clone();
+    assert_eq!(out["size_bytes"], 4 * 1024 * 1024, "{}", text(&snap));
+    let path = std::path::PathBuf::from(out["path"].as_str().unwrap());
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 4 * 1024 * 1024);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let bad = call(
+        &s.client,
+        "talos_service_restart",
+        json!({"node": W1, "service": "nope"}),
+    )
+    .await;
+    assert!(
+        text(&bad).contains("`nope` is not a service"),
+        "{}",
+        text(&bad)
+    );
+}
