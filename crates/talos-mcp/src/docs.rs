@@ -14,7 +14,10 @@ pub fn tools_markdown(tools: &[Tool]) -> String {
          Every tool accepts `context` (a talosconfig context; default: the current one). Per-node tools \
          also accept `nodes` (default: the context's nodes) and answer with one entry per node: \
          `{node, hostname, ok, result | error {kind, message}}`. Output is capped (default 64 KiB); a cut \
-         result says `truncated: true` and how to narrow the query.\n",
+         result says `truncated: true` and how to narrow the query.\n\n\
+         Tools of the `write` and `destructive` tiers are listed only when the operator enables them \
+         (`--allow-write`, `--allow-destructive`). They take exactly one `node`, and are confirmed \
+         through MCP elicitation or a single-use `confirmation_token` (see docs/security.md).\n",
     );
     for (set, about) in TOOLSETS {
         let members: Vec<&Tool> = tools
@@ -34,10 +37,11 @@ pub fn tools_markdown(tools: &[Tool]) -> String {
             };
             let _ = write!(
                 out,
-                "\n### `{}` — {}\n\n{}\n\n| read-only | destructive | idempotent | open world |\n|---|---|---|---|\n| {} | {} | {} | {} |\n",
+                "\n### `{}` — {}\n\n{}\n\n| tier | read-only | destructive | idempotent | open world |\n|---|---|---|---|---|\n| {} | {} | {} | {} | {} |\n",
                 tool.name,
                 a.and_then(|a| a.title.clone()).unwrap_or_default(),
                 tool.description.as_deref().unwrap_or_default(),
+                TalosMcp::tier_of(&tool.name).map_or("?", crate::safety::Tier::as_str),
                 flag(a.and_then(|a| a.read_only_hint)),
                 flag(a.and_then(|a| a.destructive_hint)),
                 flag(a.and_then(|a| a.idempotent_hint)),

@@ -46,6 +46,10 @@ pub const TOOLSETS: &[(&str, &str)] = &[
         "kubernetes",
         "Kubernetes access: the admin kubeconfig (written to a private file).",
     ),
+    (
+        "lifecycle",
+        "Machine configuration and node lifecycle: apply config, reboot, shutdown, reset.",
+    ),
 ];
 
 /// Operator settings of the MCP server.

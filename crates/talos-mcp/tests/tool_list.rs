@@ -14,11 +14,20 @@ use std::sync::Arc;
 use talos_client::MockTalosApi;
 use talos_mcp::TalosMcp;
 
+/// A server with every tier enabled, so the snapshot covers every tool.
 fn server() -> TalosMcp {
     let dir = tempfile::tempdir().unwrap();
+    let settings = talos_mcp::ServerSettings {
+        safety: Arc::new(talos_mcp::safety::SafetySettings {
+            allow_write: true,
+            allow_destructive: true,
+            ..Default::default()
+        }),
+        ..common::settings(&dir)
+    };
     TalosMcp::new(
         common::mock_clusters(Arc::new(MockTalosApi::new()), &["10.5.0.2"]),
-        common::settings(&dir),
+        settings,
     )
     .unwrap()
 }
@@ -58,14 +67,33 @@ fn docs_tools_md_is_fresh() {
 
 #[test]
 fn every_tool_is_annotated_and_schematised() {
-    for tool in server().tools() {
+    let tools = server().tools();
+    assert_eq!(tools.len(), TalosMcp::all_tools().len());
+    for tool in tools {
         let a = tool
             .annotations
             .as_ref()
             .unwrap_or_else(|| panic!("{} has no annotations", tool.name));
         assert!(a.title.is_some(), "{} has no title", tool.name);
-        assert_eq!(a.read_only_hint, Some(true), "{}", tool.name);
-        assert_eq!(a.destructive_hint, Some(false), "{}", tool.name);
+        let tier = TalosMcp::tier_of(&tool.name).unwrap();
+        let read = tier == talos_mcp::safety::Tier::Read;
+        assert_eq!(a.read_only_hint, Some(read), "{}", tool.name);
+        assert!(a.destructive_hint.is_some(), "{}", tool.name);
+        if read {
+            assert_eq!(a.destructive_hint, Some(false), "{}", tool.name);
+        } else {
+            let props = tool
+                .input_schema
+                .get("properties")
+                .and_then(|p| p.as_object())
+                .unwrap();
+            assert!(
+                props.contains_key("node") && !props.contains_key("nodes"),
+                "{} must take one node",
+                tool.name
+            );
+            assert!(props.contains_key("confirmation_token"), "{}", tool.name);
+        }
         assert!(
             a.idempotent_hint.is_some() && a.open_world_hint.is_some(),
             "{}",
@@ -77,10 +105,11 @@ fn every_tool_is_annotated_and_schematised() {
             tool.name
         );
         assert!(tool.name.starts_with("talos_"), "{}", tool.name);
+        let set = TalosMcp::toolset_of(&tool.name)
+            .unwrap_or_else(|| panic!("{} is in no toolset", tool.name));
         assert!(
-            TalosMcp::toolset_of(&tool.name).is_some(),
-            "{} is in no toolset",
-            tool.name
+            talos_mcp::TOOLSETS.iter().any(|(name, _)| *name == set),
+            "toolset {set} is not documented in TOOLSETS"
         );
         let props = tool
             .input_schema
