@@ -29,3 +29,15 @@ pub use clusters::{ApiFactory, Cidr, Clusters, grpc_factory};
 pub use docs::tools_markdown;
 pub use error::ToolError;
 pub use server::{ServerSettings, TOOLSETS, TalosMcp, TargetArgs};
+
+/// Log filter directives for `level` that are safe at any verbosity.
+///
+/// rmcp logs whole JSON-RPC messages at debug and trace, and tool arguments can carry secrets
+/// (an inline machine config for `talos_apply_config`). Those targets are therefore always capped
+/// at `info`, after whatever the operator asked for. Use with `tracing_subscriber::EnvFilter`.
+pub fn log_directives(level: &str) -> String {
+    format!("{level},{}", LOG_CLAMPS.join(","))
+}
+
+/// Targets capped by [`log_directives`] because they log message contents.
+pub const LOG_CLAMPS: &[&str] = &["rmcp=info"];
