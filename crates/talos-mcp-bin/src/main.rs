@@ -1,13 +1,102 @@
-//! The `talos-mcp` binary. The CLI and transports are not built yet; until they are, running it
-//! says so and exits with an error rather than pretending to serve.
+//! The `talos-mcp` binary: CLI, transports (stdio, streamable HTTP), logging and wiring.
+//! Everything else lives in the library crates.
 
-fn main() -> std::process::ExitCode {
-    #[allow(clippy::print_stderr)]
-    {
-        eprintln!(
-            "talos-mcp: the MCP server is not built yet; this binary will serve MCP over stdio and HTTP \
-             and run `talos-mcp demo` once the binary issue lands"
-        );
+// Start-up failures and the HTTP listen address are reported on stderr; stdout belongs to MCP.
+#![allow(clippy::print_stderr)]
+
+mod cli;
+mod commands;
+mod demo;
+mod http;
+mod wiring;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Parser;
+use rmcp::ServiceExt;
+use talos_mcp::TalosMcp;
+
+use crate::cli::{Cli, Command, HttpOpts};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let mut cli = Cli::parse();
+    // The scripted demo prints to the terminal: keep library chatter out of it unless asked.
+    if matches!(&cli.command, Command::Demo(d) if !d.serve) && cli.global.log_level == "info" {
+        cli.global.log_level = "warn".into();
     }
-    std::process::ExitCode::FAILURE
+    wiring::init_logging(&cli.global);
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("talos-mcp: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match &cli.command {
+        Command::Serve(args) => {
+            let config = wiring::load_config(&cli.global)?;
+            let transport = if args.http.http.is_some() {
+                "http"
+            } else {
+                "stdio"
+            };
+            let server = wiring::build_server(&cli.global, &args.server, config, transport)?;
+            serve_stdio_or_http(server, &args.http).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => demo::run(&cli.global, args).await,
+        Command::Tools { json } => commands::tools(*json),
+        Command::Call(args) => commands::call(&cli.global, args).await,
+        Command::Contexts => commands::contexts(&cli.global),
+        Command::Check => commands::check(&cli.global).await,
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down");
+}
+
+/// Serves over HTTP when an address is given, else over stdio until EOF or a signal.
+pub(crate) async fn serve_stdio_or_http(server: TalosMcp, http: &HttpOpts) -> Result<()> {
+    if let Some(addr) = http.http {
+        return http::serve(addr, server, http, shutdown_signal()).await;
+    }
+    tracing::info!("serving MCP over stdio");
+    let running = server.serve(rmcp::transport::stdio()).await?;
+    let cancel = running.cancellation_token();
+    tokio::select! {
+        quit = running.waiting() => {
+            tracing::info!(reason = ?quit, "stdio session ended");
+        }
+        () = shutdown_signal() => {
+            cancel.cancel();
+            // In-flight calls get a grace period to finish.
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
 }

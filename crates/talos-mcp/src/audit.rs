@@ -8,6 +8,11 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+/// The authenticated caller of an HTTP request (the bearer token's name). Transports put it into
+/// the request's extensions; audit lines record it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller(pub String);
+
 /// Where audit lines go.
 #[derive(Debug)]
 pub enum AuditSink {

@@ -17,6 +17,7 @@ pub mod clusters;
 mod confirm;
 mod docs;
 pub mod error;
+pub mod metrics;
 pub mod output;
 mod prompts;
 mod redact;

@@ -71,6 +71,8 @@ pub struct ServerSettings {
     pub safety: Arc<SafetySettings>,
     /// Where audit lines go.
     pub audit: Arc<AuditSink>,
+    /// Call counters and durations (served on /metrics by the binary).
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Transport name recorded in audit lines (`stdio`, `http`, `in-process`).
     pub transport: String,
     /// Longest `wait` a reboot may follow a node (default 10 min).
@@ -90,6 +92,7 @@ impl Default for ServerSettings {
             fan_out_limit: talos_client::DEFAULT_FAN_OUT_LIMIT,
             safety: Arc::new(SafetySettings::default()),
             audit: Arc::new(AuditSink::Off),
+            metrics: Arc::default(),
             transport: "in-process".into(),
             max_wait: std::time::Duration::from_secs(600),
             config_allowlist: Vec::new(),
@@ -211,6 +214,23 @@ impl TalosMcp {
             tool_router: router,
             prompt_router: Self::prompt_router(),
         })
+    }
+
+    /// The server's metrics (for a /metrics endpoint).
+    pub fn metrics(&self) -> Arc<crate::metrics::Metrics> {
+        self.settings.metrics.clone()
+    }
+
+    /// Whether the default context's endpoint answers (for readiness probes).
+    pub async fn probe_endpoint(&self) -> bool {
+        match self.clusters.entry(None) {
+            Ok(entry) => entry
+                .api
+                .version(&CallOptions::endpoint().with_timeout(std::time::Duration::from_secs(5)))
+                .await
+                .is_ok(),
+            Err(_) => false,
+        }
     }
 
     /// Every enabled tool as listed to clients.
@@ -388,6 +408,11 @@ impl TalosMcp {
         let tool = request.name.to_string();
         let tier = Self::tier_of(&tool);
         let args = request.arguments.as_ref();
+        let caller = context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|p| p.extensions.get::<crate::audit::Caller>())
+            .map(|c| c.0.clone());
         let record = |phase,
                       confirmation: Option<String>,
                       result: Option<String>,
@@ -396,7 +421,7 @@ impl TalosMcp {
             phase,
             request_id: format!("{:?}", context.id),
             transport: &self.settings.transport,
-            caller: None,
+            caller: caller.as_deref(),
             tool: &tool,
             tier: tier.map_or("unknown", Tier::as_str),
             context: args
@@ -433,12 +458,17 @@ impl TalosMcp {
                 tool: tool.clone(),
                 tier,
             };
-            let _ = self.settings.audit.write(&record(
-                "finished",
-                None,
-                Some("refused".into()),
-                Some(0),
-            ));
+            self.settings
+                .metrics
+                .record_call(&tool, "refused", started.elapsed());
+            if self
+                .settings
+                .audit
+                .write(&record("finished", None, Some("refused".into()), Some(0)))
+                .is_err()
+            {
+                self.settings.metrics.audit_failed();
+            }
             return Ok(output::failure(&err).into());
         }
         // Writes fail closed: no audit line, no action.
@@ -450,6 +480,10 @@ impl TalosMcp {
                 .write(&record("started", None, None, None))
         {
             tracing::error!(error = %e, tool = %tool, "audit log write failed; refusing the call");
+            self.settings.metrics.audit_failed();
+            self.settings
+                .metrics
+                .record_call(&tool, "audit_failed", started.elapsed());
             let err = ToolError::Local(format!(
                 "the audit log cannot be written ({e}); write and destructive calls are refused until it works"
             ));
@@ -466,6 +500,9 @@ impl TalosMcp {
             Ok(_) => ("incomplete".to_owned(), None),
             Err(e) => (format!("protocol error {}", e.code.0), None),
         };
+        self.settings
+            .metrics
+            .record_call(&tool, &result_kind, started.elapsed());
         let finished = record(
             "finished",
             confirmation,
@@ -474,6 +511,7 @@ impl TalosMcp {
         );
         if let Err(e) = self.settings.audit.write(&finished) {
             tracing::error!(error = %e, tool = %tool, "audit log write failed");
+            self.settings.metrics.audit_failed();
         }
         response
     }
@@ -536,8 +574,9 @@ impl ServerHandler for TalosMcp {
         InitializeResult::new(capabilities)
             .with_server_info(Implementation::new("talos-mcp", env!("CARGO_PKG_VERSION")))
             .with_instructions(
-                "Talos Linux cluster access over the native Talos API. Tools are read-only. Each \
-                 tool takes an optional `context` (talosconfig context) and, for per-node tools, \
+                "Talos Linux cluster access over the native Talos API. Read tools are always \
+                 available; write and destructive tools appear only when the operator enables them, \
+                 target one named node and need confirmation. Each tool takes an optional `context` (talosconfig context) and, for per-node tools, \
                  `nodes` (default: the context's nodes). Results list every node with its own \
                  result or error. Start with talos_version or talos_health; see the prompts for \
                  guided workflows.",

@@ -37,7 +37,9 @@ async fn no_tool_leaks_secrets_into_results_logs_or_audit() {
     let writer = captured.clone();
     tracing_subscriber::fmt()
         // The product's own filter at its most verbose: trace everywhere, message-logging targets capped.
-        .with_env_filter(tracing_subscriber::EnvFilter::new(talos_mcp::log_directives("trace")))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            talos_mcp::log_directives("trace"),
+        ))
         .with_writer(move || writer.clone())
         .with_ansi(false)
         .init();
@@ -51,8 +53,16 @@ async fn no_tool_leaks_secrets_into_results_logs_or_audit() {
     let yaml = sim.talosconfig("os:admin").unwrap();
     let config = TalosConfig::from_yaml(&yaml, "<sim>").unwrap();
     let key_b64 = config.raw().contexts["talos-sim"].key.clone().unwrap();
-    let key_pem = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(&key_b64).unwrap()).unwrap();
-    let key_body: String = key_pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let key_pem = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(&key_b64)
+            .unwrap(),
+    )
+    .unwrap();
+    let key_body: String = key_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
 
     let dir = tempfile::tempdir().unwrap();
     let audit = Arc::new(AuditSink::memory());
@@ -68,9 +78,17 @@ async fn no_tool_leaks_secrets_into_results_logs_or_audit() {
         }),
         ..ServerSettings::default()
     };
-    let clusters = Clusters::from_talosconfig(config, None, talos_mcp::grpc_factory(talos_client::ClientSettings::default()));
+    let clusters = Clusters::from_talosconfig(
+        config,
+        None,
+        talos_mcp::grpc_factory(talos_client::ClientSettings::default()),
+    );
     let server = TalosMcp::new(clusters, settings).unwrap();
-    let all_tools: Vec<String> = server.tools().into_iter().map(|t| t.name.to_string()).collect();
+    let all_tools: Vec<String> = server
+        .tools()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
     let h = common::connect(server, Some(sim), dir).await;
 
     let (cp, w) = ("127.0.10.11", "127.0.10.14");
@@ -84,64 +102,122 @@ async fn no_tool_leaks_secrets_into_results_logs_or_audit() {
         ("talos_disks", json!({})),
         ("talos_disk_usage", json!({})),
         ("talos_mounts", json!({})),
-        ("talos_network", json!({"include": ["interfaces", "addresses", "routes", "sockets"]})),
+        (
+            "talos_network",
+            json!({"include": ["interfaces", "addresses", "routes", "sockets"]}),
+        ),
         ("talos_time", json!({})),
         ("talos_hostname", json!({})),
         ("talos_list_containers", json!({"namespace": "k8s.io"})),
         ("talos_container_stats", json!({})),
         ("talos_services", json!({})),
         ("talos_images", json!({})),
-        ("talos_service_logs", json!({"service": "etcd", "nodes": [cp]})),
+        (
+            "talos_service_logs",
+            json!({"service": "etcd", "nodes": [cp]}),
+        ),
         ("talos_dmesg", json!({})),
         ("talos_events", json!({})),
         ("talos_etcd_members", json!({})),
         ("talos_etcd_status", json!({})),
         ("talos_health", json!({})),
-        ("talos_get", json!({"resource_type": "machineconfig", "nodes": [cp]})),
-        ("talos_get", json!({"resource_type": "OSRootSecrets.secrets.talos.dev", "namespace": "secrets"})),
+        (
+            "talos_get",
+            json!({"resource_type": "machineconfig", "nodes": [cp]}),
+        ),
+        (
+            "talos_get",
+            json!({"resource_type": "OSRootSecrets.secrets.talos.dev", "namespace": "secrets"}),
+        ),
         ("talos_get", json!({"resource_type": "members"})),
         ("talos_list_files", json!({"path": "/proc"})),
         ("talos_read_file", json!({"path": "/proc/cmdline"})),
         ("talos_kubeconfig", json!({})),
-        ("talos_apply_config", json!({"node": w, "config": new_config})),
-        ("talos_apply_config", json!({"node": w, "config": new_config, "dry_run": false, "mode": "no-reboot"})),
-        ("talos_service_restart", json!({"node": w, "service": "kubelet"})),
-        ("talos_service_stop", json!({"node": w, "service": "kubelet"})),
-        ("talos_service_start", json!({"node": w, "service": "kubelet"})),
-        ("talos_image_pull", json!({"node": w, "image": "registry.k8s.io/pause:3.10"})),
+        (
+            "talos_apply_config",
+            json!({"node": w, "config": new_config}),
+        ),
+        (
+            "talos_apply_config",
+            json!({"node": w, "config": new_config, "dry_run": false, "mode": "no-reboot"}),
+        ),
+        (
+            "talos_service_restart",
+            json!({"node": w, "service": "kubelet"}),
+        ),
+        (
+            "talos_service_stop",
+            json!({"node": w, "service": "kubelet"}),
+        ),
+        (
+            "talos_service_start",
+            json!({"node": w, "service": "kubelet"}),
+        ),
+        (
+            "talos_image_pull",
+            json!({"node": w, "image": "registry.k8s.io/pause:3.10"}),
+        ),
         ("talos_etcd_defragment", json!({"node": cp})),
         ("talos_etcd_alarm_disarm", json!({"node": cp})),
         ("talos_etcd_snapshot", json!({"node": cp})),
         ("talos_etcd_forfeit_leadership", json!({"node": cp})),
-        ("talos_reboot", json!({"node": w, "wait": true, "wait_timeout_seconds": 10})),
-        ("talos_etcd_remove_member", json!({"node": cp, "member": "talos-cp-3"})),
+        (
+            "talos_reboot",
+            json!({"node": w, "wait": true, "wait_timeout_seconds": 10}),
+        ),
+        (
+            "talos_etcd_remove_member",
+            json!({"node": cp, "member": "talos-cp-3"}),
+        ),
         ("talos_etcd_leave", json!({"node": "127.0.10.12"})),
         ("talos_shutdown", json!({"node": "127.0.10.15"})),
         ("talos_reset", json!({"node": w, "reboot": true})),
     ];
     let called: std::collections::BTreeSet<&str> = calls.iter().map(|c| c.0).collect();
     for t in &all_tools {
-        assert!(called.contains(t.as_str()), "{t} is not exercised by the secrets test");
+        assert!(
+            called.contains(t.as_str()),
+            "{t} is not exercised by the secrets test"
+        );
     }
     let mut outputs = String::new();
     for (tool, args) in calls {
         let r = h.call(tool, args).await;
         outputs.push_str(&common::text(&r));
-        outputs.push_str(&r.structured_content.map(|v| v.to_string()).unwrap_or_default());
+        outputs.push_str(
+            &r.structured_content
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+        );
     }
     // Resources too, including the redacted machine config.
-    for uri in ["talos://contexts", "talos://talos-sim/nodes/127.0.10.11/machineconfig"] {
-        let r = h.client.read_resource(rmcp::model::ReadResourceRequestParams::new(uri)).await.unwrap();
+    for uri in [
+        "talos://contexts",
+        "talos://talos-sim/nodes/127.0.10.11/machineconfig",
+    ] {
+        let r = h
+            .client
+            .read_resource(rmcp::model::ReadResourceRequestParams::new(uri))
+            .await
+            .unwrap();
         outputs.push_str(&serde_json::to_string(&r).unwrap());
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let logs = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
     let audit_text = audit.lines().join("\n");
-    assert!(logs.len() > 10_000, "tracing captured output ({} bytes)", logs.len());
+    assert!(
+        logs.len() > 10_000,
+        "tracing captured output ({} bytes)",
+        logs.len()
+    );
     assert!(audit.lines().len() >= 40);
-    let kubeconfig_key_b64 = base64::engine::general_purpose::STANDARD.encode("SIM-SECRET-KUBECONFIG-KEY");
-    let mut secrets: Vec<String> = talos_sim::PLANTED_SECRETS.iter().map(|s| (*s).to_owned()).collect();
+    let kubeconfig_key_b64 =
+        base64::engine::general_purpose::STANDARD.encode("SIM-SECRET-KUBECONFIG-KEY");
+    let mut secrets: Vec<String> = talos_sim::PLANTED_SECRETS
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
     secrets.extend([
         key_b64[..60].to_owned(),
         key_body,
@@ -154,9 +230,17 @@ async fn no_tool_leaks_secrets_into_results_logs_or_audit() {
     if let Ok(path) = std::env::var("DUMP_SECRET_LOGS") {
         std::fs::write(path, &logs).unwrap();
     }
-    for (name, haystack) in [("tool output", &outputs), ("logs", &logs), ("audit", &audit_text)] {
+    for (name, haystack) in [
+        ("tool output", &outputs),
+        ("logs", &logs),
+        ("audit", &audit_text),
+    ] {
         for secret in &secrets {
-            assert!(!haystack.contains(secret.as_str()), "{name} contains a secret ({}…)", &secret[..secret.len().min(12)]);
+            assert!(
+                !haystack.contains(secret.as_str()),
+                "{name} contains a secret ({}…)",
+                &secret[..secret.len().min(12)]
+            );
         }
     }
 }

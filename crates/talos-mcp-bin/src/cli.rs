@@ -1,0 +1,219 @@
+//! Command-line interface. Every flag can also come from a `TALOS_MCP_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// An MCP server for Talos Linux: native gRPC/mTLS access to your clusters, read-only by default.
+#[derive(Debug, Parser)]
+#[command(name = "talos-mcp", version, about)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: Global,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Options every command understands.
+#[derive(Debug, Args)]
+pub(crate) struct Global {
+    /// talosconfig to use (default: $TALOSCONFIG, ~/.talos/config, /var/run/secrets/talos.dev/config).
+    #[arg(long, global = true, env = "TALOS_MCP_TALOSCONFIG")]
+    pub(crate) talosconfig: Option<PathBuf>,
+    /// Context used when a call names none (default: the talosconfig's current context).
+    #[arg(long, global = true, env = "TALOS_MCP_CONTEXT")]
+    pub(crate) context: Option<String>,
+    /// Log level (error, warn, info, debug, trace) or a tracing filter. Logs go to stderr.
+    #[arg(
+        long,
+        global = true,
+        env = "TALOS_MCP_LOG_LEVEL",
+        default_value = "info"
+    )]
+    pub(crate) log_level: String,
+    /// Log format.
+    #[arg(long, global = true, env = "TALOS_MCP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Serve MCP over stdio (default) or streamable HTTP.
+    Serve(ServeArgs),
+    /// Show the server working against an embedded simulated cluster.
+    Demo(DemoArgs),
+    /// List the tools with their tiers and toolsets.
+    Tools {
+        /// Print JSON (the MCP tool definitions with a `tier` field).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one tool without an MCP client (same safety rules as serve).
+    Call(CallArgs),
+    /// List the talosconfig's contexts and nodes (no secrets).
+    Contexts,
+    /// Validate the talosconfig and check every endpoint's connectivity.
+    Check,
+}
+
+/// What the server exposes and how it protects it.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ServerOpts {
+    /// Enable the write tier (apply config, service actions, etcd defragment, image pull).
+    #[arg(long, env = "TALOS_MCP_ALLOW_WRITE")]
+    pub(crate) allow_write: bool,
+    /// Enable the destructive tier (reboot, shutdown, reset, etcd membership, snapshots).
+    #[arg(long, env = "TALOS_MCP_ALLOW_DESTRUCTIVE")]
+    pub(crate) allow_destructive: bool,
+    /// How write/destructive calls are confirmed: elicit, token or none (automation only).
+    #[arg(long, env = "TALOS_MCP_CONFIRM", default_value = "elicit")]
+    pub(crate) confirm: String,
+    /// Also confirm write-tier calls.
+    #[arg(long, env = "TALOS_MCP_CONFIRM_WRITES")]
+    pub(crate) confirm_writes: bool,
+    /// File with the secret that signs confirmation tokens (share it between replicas).
+    #[arg(long, env = "TALOS_MCP_CONFIRM_SECRET_FILE")]
+    pub(crate) confirm_secret_file: Option<PathBuf>,
+    /// Audit log file, `-` for stderr, `off` to disable (default: $XDG_STATE_HOME/talos-mcp/audit.log).
+    #[arg(long, env = "TALOS_MCP_AUDIT_LOG")]
+    pub(crate) audit_log: Option<String>,
+    /// Largest tool output in bytes.
+    #[arg(long, env = "TALOS_MCP_OUTPUT_CAP", default_value_t = 64 * 1024)]
+    pub(crate) output_cap: usize,
+    /// Extra nodes allowed as targets, as CIDRs (repeat or comma-separate).
+    #[arg(
+        long = "allow-node-cidr",
+        env = "TALOS_MCP_ALLOW_NODE_CIDR",
+        value_delimiter = ','
+    )]
+    pub(crate) allow_node_cidr: Vec<String>,
+    /// Paths the file tools may read.
+    #[arg(long, env = "TALOS_MCP_FILE_ALLOWLIST", value_delimiter = ',', default_values_t = ["/proc".to_owned(), "/sys".to_owned(), "/var/log".to_owned()])]
+    pub(crate) file_allowlist: Vec<String>,
+    /// Local directories talos_apply_config may read config files from.
+    #[arg(long, env = "TALOS_MCP_CONFIG_ALLOWLIST", value_delimiter = ',')]
+    pub(crate) config_allowlist: Vec<String>,
+    /// Where kubeconfigs and snapshots are written (0600).
+    #[arg(long, env = "TALOS_MCP_ARTIFACT_DIR")]
+    pub(crate) artifact_dir: Option<PathBuf>,
+    /// Enabled toolsets (default: all).
+    #[arg(long, env = "TALOS_MCP_TOOLSETS", value_delimiter = ',')]
+    pub(crate) toolsets: Option<Vec<String>>,
+    /// Enabled tools (default: all in the enabled toolsets).
+    #[arg(long, env = "TALOS_MCP_TOOLS", value_delimiter = ',')]
+    pub(crate) tools: Option<Vec<String>>,
+}
+
+/// HTTP transport settings.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct HttpOpts {
+    /// Serve MCP streamable HTTP on this address (path /mcp) instead of stdio.
+    #[arg(long, env = "TALOS_MCP_HTTP")]
+    pub(crate) http: Option<SocketAddr>,
+    /// File of bearer tokens, one `name:token` per line; the name is the caller in the audit log.
+    #[arg(long, env = "TALOS_MCP_HTTP_TOKENS_FILE")]
+    pub(crate) http_tokens_file: Option<PathBuf>,
+    /// Bearer tokens as `name:token` pairs, comma-separated (prefer the file).
+    #[arg(
+        long,
+        env = "TALOS_MCP_HTTP_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub(crate) http_tokens: Vec<String>,
+    /// Allow a non-loopback bind without authentication.
+    #[arg(long, env = "TALOS_MCP_INSECURE_NO_AUTH")]
+    pub(crate) insecure_no_auth: bool,
+    /// Origins browsers may call from (DNS-rebinding protection); requests with another Origin get 403.
+    #[arg(long, env = "TALOS_MCP_ALLOWED_ORIGINS", value_delimiter = ',', default_values_t = ["http://localhost".to_owned(), "http://127.0.0.1".to_owned()])]
+    pub(crate) allowed_origins: Vec<String>,
+    /// Largest request body in bytes.
+    #[arg(long, env = "TALOS_MCP_MAX_BODY", default_value_t = 1024 * 1024)]
+    pub(crate) max_body: usize,
+    /// Requests per second allowed per caller (burst: 5 × this).
+    #[arg(long, env = "TALOS_MCP_RATE_LIMIT", default_value_t = 20)]
+    pub(crate) rate_limit: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    pub(crate) server: ServerOpts,
+    #[command(flatten)]
+    pub(crate) http: HttpOpts,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct DemoArgs {
+    /// Serve the MCP server against the simulated cluster instead of the scripted walk-through.
+    #[arg(long)]
+    pub(crate) serve: bool,
+    /// Simulated control-plane nodes.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) control_planes: usize,
+    /// Simulated worker nodes.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) workers: usize,
+    #[command(flatten)]
+    pub(crate) server: ServerOpts,
+    #[command(flatten)]
+    pub(crate) http: HttpOpts,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct CallArgs {
+    /// The tool, e.g. talos_version.
+    pub(crate) tool: String,
+    /// Arguments as a JSON object.
+    #[arg(long, default_value = "{}")]
+    pub(crate) args: String,
+    #[command(flatten)]
+    pub(crate) server: ServerOpts,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_parse_with_defaults() {
+        let cli = Cli::try_parse_from([
+            "talos-mcp",
+            "serve",
+            "--allow-write",
+            "--toolsets",
+            "info,etcd",
+            "--http",
+            "127.0.0.1:8080",
+        ])
+        .unwrap();
+        let Command::Serve(s) = cli.command else {
+            panic!("serve")
+        };
+        assert!(s.server.allow_write && !s.server.allow_destructive);
+        assert_eq!(s.server.toolsets.unwrap(), vec!["info", "etcd"]);
+        assert_eq!(s.http.http.unwrap().port(), 8080);
+        assert_eq!(s.server.output_cap, 65536);
+        assert_eq!(s.server.file_allowlist, vec!["/proc", "/sys", "/var/log"]);
+        assert_eq!(cli.global.log_level, "info");
+        let cli = Cli::try_parse_from([
+            "talos-mcp",
+            "call",
+            "talos_version",
+            "--args",
+            "{\"nodes\":[\"a\"]}",
+            "--context",
+            "prod",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.context.as_deref(), Some("prod"));
+        assert!(Cli::try_parse_from(["talos-mcp", "serve", "--http", "not-an-addr"]).is_err());
+    }
+}

@@ -1,0 +1,125 @@
+//! Building the server from the command line.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use talos_config::TalosConfig;
+use talos_mcp::audit::AuditSink;
+use talos_mcp::safety::{ConfirmMode, SafetySettings, TokenIssuer};
+use talos_mcp::{Cidr, Clusters, ServerSettings, TalosMcp};
+
+use crate::cli::{Global, LogFormat, ServerOpts};
+
+/// Logs to stderr; stdout belongs to the stdio transport.
+pub(crate) fn init_logging(global: &Global) {
+    let level = std::env::var("RUST_LOG").unwrap_or_else(|_| global.log_level.clone());
+    let filter = tracing_subscriber::EnvFilter::try_new(talos_mcp::log_directives(&level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(talos_mcp::log_directives("info")));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    let _ = match global.log_format {
+        LogFormat::Text => builder.with_ansi(false).try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// The state directory: `$XDG_STATE_HOME/talos-mcp` or `~/.local/state/talos-mcp`.
+pub(crate) fn state_dir() -> PathBuf {
+    std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("talos-mcp")
+}
+
+/// Loads the talosconfig the way talosctl does.
+pub(crate) fn load_config(global: &Global) -> Result<TalosConfig> {
+    Ok(TalosConfig::load(global.talosconfig.as_deref())?)
+}
+
+/// Builds the MCP server for a loaded talosconfig.
+pub(crate) fn build_server(
+    global: &Global,
+    opts: &ServerOpts,
+    config: TalosConfig,
+    transport: &str,
+) -> Result<TalosMcp> {
+    let cidrs = opts
+        .allow_node_cidr
+        .iter()
+        .map(|c| c.parse::<Cidr>().map_err(anyhow::Error::msg))
+        .collect::<Result<Vec<_>>>()
+        .context("--allow-node-cidr")?;
+    let clusters = Clusters::from_talosconfig(
+        config,
+        global.context.clone(),
+        talos_mcp::grpc_factory(talos_client::ClientSettings::default()),
+    )
+    .with_allowed_cidrs(cidrs);
+    build_from_clusters(opts, clusters, transport)
+}
+
+/// Builds the MCP server for given clusters.
+pub(crate) fn build_from_clusters(
+    opts: &ServerOpts,
+    clusters: Clusters,
+    transport: &str,
+) -> Result<TalosMcp> {
+    let confirm: ConfirmMode = opts
+        .confirm
+        .parse()
+        .map_err(anyhow::Error::msg)
+        .context("--confirm")?;
+    if confirm == ConfirmMode::None && (opts.allow_write || opts.allow_destructive) {
+        tracing::warn!(
+            "CONFIRMATION IS DISABLED (--confirm=none): write/destructive calls run without any human approval; use only for automation"
+        );
+    }
+    let tokens = match &opts.confirm_secret_file {
+        Some(path) => {
+            let secret =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            if secret.len() < 32 {
+                bail!("{} must hold at least 32 bytes of secret", path.display());
+            }
+            TokenIssuer::new(&secret, Duration::from_secs(300))
+        }
+        None => TokenIssuer::random(Duration::from_secs(300)),
+    };
+    let audit = match opts.audit_log.as_deref() {
+        Some("-") => AuditSink::Stderr,
+        Some("off") => {
+            tracing::warn!("the audit log is disabled (--audit-log off)");
+            AuditSink::Off
+        }
+        Some(path) => AuditSink::file(std::path::Path::new(path))
+            .with_context(|| format!("opening audit log {path}"))?,
+        None => {
+            let path = state_dir().join("audit.log");
+            AuditSink::file(&path)
+                .with_context(|| format!("opening audit log {}", path.display()))?
+        }
+    };
+    let settings = ServerSettings {
+        output_cap: opts.output_cap,
+        file_allowlist: opts.file_allowlist.clone(),
+        config_allowlist: opts.config_allowlist.clone(),
+        artifact_dir: opts.artifact_dir.clone().unwrap_or_else(state_dir),
+        toolsets: opts.toolsets.clone(),
+        tools: opts.tools.clone(),
+        safety: Arc::new(SafetySettings {
+            allow_write: opts.allow_write,
+            allow_destructive: opts.allow_destructive,
+            confirm,
+            confirm_writes: opts.confirm_writes,
+            tokens,
+        }),
+        audit: Arc::new(audit),
+        transport: transport.to_owned(),
+        ..ServerSettings::default()
+    };
+    TalosMcp::new(clusters, settings).map_err(anyhow::Error::msg)
+}
