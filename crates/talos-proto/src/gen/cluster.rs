@@ -5,6 +5,7 @@
 pub struct HealthCheckRequest {
     #[prost(message, optional, tag = "1")]
     pub wait_timeout: ::core::option::Option<::prost_types::Duration>,
+    /// Optional: the membership to expect. Left empty, the node discovers it.
     #[prost(message, optional, tag = "2")]
     pub cluster_info: ::core::option::Option<ClusterInfo>,
 }
@@ -14,6 +15,7 @@ pub struct ClusterInfo {
     pub control_plane_nodes: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
     #[prost(string, repeated, tag = "2")]
     pub worker_nodes: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Overrides the Kubernetes API endpoint used by the checks.
     #[prost(string, tag = "3")]
     pub force_endpoint: ::prost::alloc::string::String,
 }
@@ -35,7 +37,6 @@ pub mod cluster_service_client {
     )]
     use tonic::codegen::*;
     use tonic::codegen::http::Uri;
-    /// Cluster-wide checks run by a node on behalf of the client.
     #[derive(Debug, Clone)]
     pub struct ClusterServiceClient<T> {
         inner: tonic::client::Grpc<T>,
@@ -105,6 +106,8 @@ pub mod cluster_service_client {
             self.inner = self.inner.max_encoding_message_size(limit);
             self
         }
+        /// The node runs the cluster health checks itself and streams one line per
+        /// step until all pass or `wait_timeout` expires.
         pub async fn health_check(
             &mut self,
             request: impl tonic::IntoRequest<super::HealthCheckRequest>,
@@ -150,6 +153,8 @@ pub mod cluster_service_server {
             >
             + std::marker::Send
             + 'static;
+        /// The node runs the cluster health checks itself and streams one line per
+        /// step until all pass or `wait_timeout` expires.
         async fn health_check(
             &self,
             request: tonic::Request<super::HealthCheckRequest>,
@@ -158,7 +163,6 @@ pub mod cluster_service_server {
             tonic::Status,
         >;
     }
-    /// Cluster-wide checks run by a node on behalf of the client.
     #[derive(Debug)]
     pub struct ClusterServiceServer<T> {
         inner: Arc<T>,

@@ -22,6 +22,7 @@ pub struct ImageServiceListResponse {
         ::prost::alloc::string::String,
     >,
 }
+/// Note the gap: the reference is field 3, field 2 is unused.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ImageServicePullRequest {
     #[prost(message, optional, tag = "1")]
@@ -38,8 +39,10 @@ pub struct ImageServicePullResponse {
 pub mod image_service_pull_response {
     #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
     pub enum Response {
+        /// Set on the final message.
         #[prost(string, tag = "1")]
         Name(::prost::alloc::string::String),
+        /// Set on intermediate messages.
         #[prost(message, tag = "2")]
         PullProgress(super::ImageServicePullProgress),
     }
@@ -57,6 +60,7 @@ pub struct ImageServicePullLayerProgress {
     pub status: i32,
     #[prost(message, optional, tag = "2")]
     pub elapsed: ::core::option::Option<::prost_types::Duration>,
+    /// Bytes done so far and the layer's size.
     #[prost(int64, tag = "3")]
     pub offset: i64,
     #[prost(int64, tag = "4")]
@@ -139,8 +143,10 @@ pub struct ImageServiceRemoveRequest {
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ImageServiceVerifyRequest {
+    /// A tag or digest reference.
     #[prost(string, tag = "1")]
     pub image_ref: ::prost::alloc::string::String,
+    /// Extra registry credentials; optional.
     #[prost(message, optional, tag = "2")]
     pub credentials: ::core::option::Option<ImageServiceCredentials>,
 }
@@ -159,6 +165,7 @@ pub struct ImageServiceVerifyResponse {
     pub verified: bool,
     #[prost(string, tag = "2")]
     pub message: ::prost::alloc::string::String,
+    /// Only filled in when `verified` is true.
     #[prost(string, tag = "3")]
     pub digested_image_ref: ::prost::alloc::string::String,
 }
@@ -173,7 +180,6 @@ pub mod image_service_client {
     )]
     use tonic::codegen::*;
     use tonic::codegen::http::Uri;
-    /// Container image cache of a node (Talos 1.13+).
     #[derive(Debug, Clone)]
     pub struct ImageServiceClient<T> {
         inner: tonic::client::Grpc<T>,
@@ -243,6 +249,7 @@ pub mod image_service_client {
             self.inner = self.inner.max_encoding_message_size(limit);
             self
         }
+        /// Server stream: one reply per cached image.
         pub async fn list(
             &mut self,
             request: impl tonic::IntoRequest<super::ImageServiceListRequest>,
@@ -266,6 +273,7 @@ pub mod image_service_client {
             req.extensions_mut().insert(GrpcMethod::new("machine.ImageService", "List"));
             self.inner.server_streaming(req, path, codec).await
         }
+        /// Server stream: layer progress updates, then the resolved image name.
         pub async fn pull(
             &mut self,
             request: impl tonic::IntoRequest<super::ImageServicePullRequest>,
@@ -289,6 +297,7 @@ pub mod image_service_client {
             req.extensions_mut().insert(GrpcMethod::new("machine.ImageService", "Pull"));
             self.inner.server_streaming(req, path, codec).await
         }
+        /// Client stream: the containerd selector first, then tarball chunks.
         pub async fn import(
             &mut self,
             request: impl tonic::IntoStreamingRequest<
@@ -336,6 +345,7 @@ pub mod image_service_client {
                 .insert(GrpcMethod::new("machine.ImageService", "Remove"));
             self.inner.unary(req, path, codec).await
         }
+        /// Checks an image reference against the node's signature policy.
         pub async fn verify(
             &mut self,
             request: impl tonic::IntoRequest<super::ImageServiceVerifyRequest>,
@@ -384,6 +394,7 @@ pub mod image_service_server {
             >
             + std::marker::Send
             + 'static;
+        /// Server stream: one reply per cached image.
         async fn list(
             &self,
             request: tonic::Request<super::ImageServiceListRequest>,
@@ -397,10 +408,12 @@ pub mod image_service_server {
             >
             + std::marker::Send
             + 'static;
+        /// Server stream: layer progress updates, then the resolved image name.
         async fn pull(
             &self,
             request: tonic::Request<super::ImageServicePullRequest>,
         ) -> std::result::Result<tonic::Response<Self::PullStream>, tonic::Status>;
+        /// Client stream: the containerd selector first, then tarball chunks.
         async fn import(
             &self,
             request: tonic::Request<tonic::Streaming<super::ImageServiceImportRequest>>,
@@ -412,6 +425,7 @@ pub mod image_service_server {
             &self,
             request: tonic::Request<super::ImageServiceRemoveRequest>,
         ) -> std::result::Result<tonic::Response<()>, tonic::Status>;
+        /// Checks an image reference against the node's signature policy.
         async fn verify(
             &self,
             request: tonic::Request<super::ImageServiceVerifyRequest>,
@@ -420,7 +434,6 @@ pub mod image_service_server {
             tonic::Status,
         >;
     }
-    /// Container image cache of a node (Talos 1.13+).
     #[derive(Debug)]
     pub struct ImageServiceServer<T> {
         inner: Arc<T>,
@@ -769,30 +782,21 @@ pub mod image_service_server {
         const NAME: &'static str = SERVICE_NAME;
     }
 }
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct LifecycleServiceInstallRequest {
-    #[prost(message, optional, tag = "1")]
-    pub containerd: ::core::option::Option<super::common::ContainerdInstance>,
-    #[prost(message, optional, tag = "2")]
-    pub source: ::core::option::Option<InstallArtifactsSource>,
-    #[prost(message, optional, tag = "3")]
-    pub destination: ::core::option::Option<InstallDestination>,
-}
+/// Where the installer comes from: an image name already pulled via
+/// ImageService.Pull.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct InstallArtifactsSource {
     #[prost(string, tag = "1")]
     pub image_name: ::prost::alloc::string::String,
 }
+/// Target disk, e.g. a /dev path.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct InstallDestination {
     #[prost(string, tag = "1")]
     pub disk: ::prost::alloc::string::String,
 }
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct LifecycleServiceInstallResponse {
-    #[prost(message, optional, tag = "1")]
-    pub progress: ::core::option::Option<LifecycleServiceInstallProgress>,
-}
+/// One progress update: either a text line or the final exit code
+/// (non-zero means failure; the stream itself still ends cleanly).
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct LifecycleServiceInstallProgress {
     #[prost(oneof = "lifecycle_service_install_progress::Response", tags = "1, 2")]
@@ -807,6 +811,20 @@ pub mod lifecycle_service_install_progress {
         #[prost(int32, tag = "2")]
         ExitCode(i32),
     }
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct LifecycleServiceInstallRequest {
+    #[prost(message, optional, tag = "1")]
+    pub containerd: ::core::option::Option<super::common::ContainerdInstance>,
+    #[prost(message, optional, tag = "2")]
+    pub source: ::core::option::Option<InstallArtifactsSource>,
+    #[prost(message, optional, tag = "3")]
+    pub destination: ::core::option::Option<InstallDestination>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct LifecycleServiceInstallResponse {
+    #[prost(message, optional, tag = "1")]
+    pub progress: ::core::option::Option<LifecycleServiceInstallProgress>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct LifecycleServiceUpgradeRequest {
@@ -831,7 +849,6 @@ pub mod lifecycle_service_client {
     )]
     use tonic::codegen::*;
     use tonic::codegen::http::Uri;
-    /// Install and upgrade with streamed progress (Talos 1.13+).
     #[derive(Debug, Clone)]
     pub struct LifecycleServiceClient<T> {
         inner: tonic::client::Grpc<T>,
@@ -901,6 +918,7 @@ pub mod lifecycle_service_client {
             self.inner = self.inner.max_encoding_message_size(limit);
             self
         }
+        /// Server stream of progress lines ending with an exit code.
         pub async fn install(
             &mut self,
             request: impl tonic::IntoRequest<super::LifecycleServiceInstallRequest>,
@@ -927,6 +945,7 @@ pub mod lifecycle_service_client {
                 .insert(GrpcMethod::new("machine.LifecycleService", "Install"));
             self.inner.server_streaming(req, path, codec).await
         }
+        /// Same shape as Install, for a node that is already installed.
         pub async fn upgrade(
             &mut self,
             request: impl tonic::IntoRequest<super::LifecycleServiceUpgradeRequest>,
@@ -977,6 +996,7 @@ pub mod lifecycle_service_server {
             >
             + std::marker::Send
             + 'static;
+        /// Server stream of progress lines ending with an exit code.
         async fn install(
             &self,
             request: tonic::Request<super::LifecycleServiceInstallRequest>,
@@ -990,12 +1010,12 @@ pub mod lifecycle_service_server {
             >
             + std::marker::Send
             + 'static;
+        /// Same shape as Install, for a node that is already installed.
         async fn upgrade(
             &self,
             request: tonic::Request<super::LifecycleServiceUpgradeRequest>,
         ) -> std::result::Result<tonic::Response<Self::UpgradeStream>, tonic::Status>;
     }
-    /// Install and upgrade with streamed progress (Talos 1.13+).
     #[derive(Debug)]
     pub struct LifecycleServiceServer<T> {
         inner: Arc<T>,

@@ -6,6 +6,7 @@ pub struct DisksResponse {
     #[prost(message, repeated, tag = "1")]
     pub messages: ::prost::alloc::vec::Vec<Disks>,
 }
+/// One node's answer.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Disks {
     #[prost(message, optional, tag = "1")]
@@ -15,14 +16,13 @@ pub struct Disks {
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Disk {
-    #[prost(uint64, tag = "1")]
-    pub size: u64,
-    #[prost(string, tag = "2")]
-    pub model: ::prost::alloc::string::String,
+    /// Identity
     #[prost(string, tag = "3")]
     pub device_name: ::prost::alloc::string::String,
     #[prost(string, tag = "4")]
     pub name: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub model: ::prost::alloc::string::String,
     #[prost(string, tag = "5")]
     pub serial: ::prost::alloc::string::String,
     #[prost(string, tag = "6")]
@@ -31,14 +31,17 @@ pub struct Disk {
     pub uuid: ::prost::alloc::string::String,
     #[prost(string, tag = "8")]
     pub wwid: ::prost::alloc::string::String,
-    #[prost(enumeration = "disk::DiskType", tag = "9")]
-    pub r#type: i32,
     #[prost(string, tag = "10")]
     pub bus_path: ::prost::alloc::string::String,
-    #[prost(bool, tag = "11")]
-    pub system_disk: bool,
     #[prost(string, tag = "12")]
     pub subsystem: ::prost::alloc::string::String,
+    /// Shape and role
+    #[prost(uint64, tag = "1")]
+    pub size: u64,
+    #[prost(enumeration = "disk::DiskType", tag = "9")]
+    pub r#type: i32,
+    #[prost(bool, tag = "11")]
+    pub system_disk: bool,
     #[prost(bool, tag = "13")]
     pub readonly: bool,
 }
@@ -171,7 +174,6 @@ pub mod storage_service_client {
     )]
     use tonic::codegen::*;
     use tonic::codegen::http::Uri;
-    /// Block devices of a node.
     #[derive(Debug, Clone)]
     pub struct StorageServiceClient<T> {
         inner: tonic::client::Grpc<T>,
@@ -241,6 +243,7 @@ pub mod storage_service_client {
             self.inner = self.inner.max_encoding_message_size(limit);
             self
         }
+        /// Block devices seen by the node (unary).
         pub async fn disks(
             &mut self,
             request: impl tonic::IntoRequest<()>,
@@ -262,6 +265,7 @@ pub mod storage_service_client {
                 .insert(GrpcMethod::new("storage.StorageService", "Disks"));
             self.inner.unary(req, path, codec).await
         }
+        /// Destructive: wipes the named block devices (unary).
         pub async fn block_device_wipe(
             &mut self,
             request: impl tonic::IntoRequest<super::BlockDeviceWipeRequest>,
@@ -301,10 +305,12 @@ pub mod storage_service_server {
     /// Generated trait containing gRPC methods that should be implemented for use with StorageServiceServer.
     #[async_trait]
     pub trait StorageService: std::marker::Send + std::marker::Sync + 'static {
+        /// Block devices seen by the node (unary).
         async fn disks(
             &self,
             request: tonic::Request<()>,
         ) -> std::result::Result<tonic::Response<super::DisksResponse>, tonic::Status>;
+        /// Destructive: wipes the named block devices (unary).
         async fn block_device_wipe(
             &self,
             request: tonic::Request<super::BlockDeviceWipeRequest>,
@@ -313,7 +319,6 @@ pub mod storage_service_server {
             tonic::Status,
         >;
     }
-    /// Block devices of a node.
     #[derive(Debug)]
     pub struct StorageServiceServer<T> {
         inner: Arc<T>,
