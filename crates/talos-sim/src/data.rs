@@ -109,30 +109,11 @@ pub(crate) fn images(role: NodeRole) -> Vec<String> {
     images.into_iter().map(str::to_owned).collect()
 }
 
-/// A container of a node, as `Containers` and `Stats` describe it.
-#[derive(Debug, Clone)]
-pub(crate) struct ContainerSpec {
-    /// What `talosctl containers` shows and `Logs` takes: the service id in `system`, and
-    /// `<namespace>/<pod>:<container>` for Kubernetes containers (containerd's display name).
-    pub(crate) id: String,
-    /// The runtime's own id (64 hex digits for Kubernetes containers).
-    pub(crate) internal_id: String,
-    pub(crate) image: String,
-    /// `<namespace>/<pod>` for Kubernetes containers, empty for system ones.
-    pub(crate) pod_id: String,
-    pub(crate) name: String,
-    pub(crate) pid: u32,
-}
-
-impl ContainerSpec {
-    /// Whether `id` names this container by any of the forms a client may use.
-    pub(crate) fn matches(&self, id: &str) -> bool {
-        !id.is_empty() && (self.id == id || self.internal_id == id || self.pod_id == id)
-    }
-}
-
-/// Containers of a node in a containerd namespace (`system` or `k8s.io`).
-pub(crate) fn containers(node: &SimNode, namespace: &str) -> Vec<ContainerSpec> {
+/// Containers in a namespace: (id, image, pod_id, name, pid).
+pub(crate) fn containers(
+    node: &SimNode,
+    namespace: &str,
+) -> Vec<(String, String, String, String, u32)> {
     let mut r = Rng::new(&format!("{}/containers", node.hostname));
     let mut out = Vec::new();
     if namespace == "system" {
@@ -145,16 +126,15 @@ pub(crate) fn containers(node: &SimNode, namespace: &str) -> Vec<ContainerSpec> 
             ids.push(("trustd", "ghcr.io/siderolabs/trustd"));
         }
         for (id, image) in ids {
-            out.push(ContainerSpec {
-                id: id.to_owned(),
-                internal_id: id.to_owned(),
-                image: image.to_owned(),
-                pod_id: String::new(),
-                name: id.to_owned(),
-                pid: 1000 + r.below(3000) as u32,
-            });
+            out.push((
+                id.to_owned(),
+                image.to_owned(),
+                String::new(),
+                id.to_owned(),
+                1000 + r.below(3000) as u32,
+            ));
         }
-    } else if namespace == "k8s.io" {
+    } else {
         let suffix = |r: &mut Rng| format!("{:05x}", r.below(0xfffff));
         let mut pods: Vec<(String, &str, &str)> = vec![
             (
@@ -169,15 +149,16 @@ pub(crate) fn containers(node: &SimNode, namespace: &str) -> Vec<ContainerSpec> 
             ),
         ];
         if node.role == NodeRole::ControlPlane {
-            for (c, image) in [
-                ("kube-apiserver", "registry.k8s.io/kube-apiserver:v1.34.1"),
-                (
-                    "kube-controller-manager",
-                    "registry.k8s.io/kube-controller-manager:v1.34.1",
-                ),
-                ("kube-scheduler", "registry.k8s.io/kube-scheduler:v1.34.1"),
+            for c in [
+                "kube-apiserver",
+                "kube-controller-manager",
+                "kube-scheduler",
             ] {
-                pods.push((format!("kube-system/{c}-{}", node.hostname), c, image));
+                pods.push((
+                    format!("kube-system/{c}-{}", node.hostname),
+                    c,
+                    "registry.k8s.io/pause:3.10",
+                ));
             }
         } else {
             pods.push((
@@ -187,20 +168,14 @@ pub(crate) fn containers(node: &SimNode, namespace: &str) -> Vec<ContainerSpec> 
             ));
         }
         for (pod, name, image) in pods {
-            out.push(ContainerSpec {
-                id: format!("{pod}:{name}"),
-                internal_id: format!(
-                    "{:016x}{:016x}{:016x}{:016x}",
-                    r.next(),
-                    r.next(),
-                    r.next(),
-                    r.next()
-                ),
-                image: image.to_owned(),
-                pod_id: pod,
-                name: name.to_owned(),
-                pid: 2000 + r.below(30000) as u32,
-            });
+            let id = format!("{:016x}{:016x}", r.next(), r.next());
+            out.push((
+                id,
+                image.to_owned(),
+                pod,
+                name.to_owned(),
+                2000 + r.below(30000) as u32,
+            ));
         }
     }
     out

@@ -127,10 +127,6 @@ pub(crate) struct NodeState {
     pub(crate) events: Vec<EventRecord>,
     pub(crate) event_tx: broadcast::Sender<EventRecord>,
     pub(crate) etcd_member_id: Option<u64>,
-    /// The Talos version the node runs (changes with an upgrade).
-    pub(crate) version: String,
-    /// The version an upgrade staged for the next reboot.
-    pub(crate) staged_version: Option<String>,
 }
 
 impl NodeState {
@@ -231,8 +227,6 @@ impl Shared {
                 events: Vec::new(),
                 event_tx,
                 etcd_member_id: member_id,
-                version: config.talos_version.clone(),
-                staged_version: None,
                 info,
             });
         }
@@ -443,37 +437,12 @@ impl Shared {
             if let Some(staged) = n.staged_config.take() {
                 n.machine_config = staged;
             }
-            if let Some(version) = n.staged_version.take() {
-                n.version = version;
-            }
             for s in n.services.values_mut() {
                 s.state = "Running".into();
                 s.healthy = true;
             }
         });
         self.record_boot_events(idx, actor);
-    }
-
-    /// Wipes a node back to the state it was created with (configuration, images, services,
-    /// event history), as a reset does; the boot identity is left to the caller.
-    pub(crate) fn wipe(&self, idx: usize) {
-        let cluster = self.config.cluster_name.clone();
-        let version = self.config.talos_version.clone();
-        self.with_node(idx, |n| {
-            n.machine_config = crate::data::machine_config(&cluster, &n.info);
-            n.staged_config = None;
-            n.staged_version = None;
-            n.version = version;
-            n.images = crate::data::images(n.info.role);
-            n.services = crate::data::services(n.info.role);
-            n.events.clear();
-        });
-    }
-
-    /// Whether a node would answer now: up, and not cut off by an `Unavailable` fault. Long-lived
-    /// streams end when this turns false, as apid's proxied streams break when a node goes away.
-    pub(crate) fn reachable(&self, idx: usize) -> bool {
-        self.with_node(idx, |n| n.is_up() && n.fault != Fault::Unavailable)
     }
 
     /// Powers a node off until the simulator stops.
