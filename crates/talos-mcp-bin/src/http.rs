@@ -211,7 +211,7 @@ pub(crate) fn app(
     let session_metrics = metrics.clone();
     let mcp = StreamableHttpService::new(
         move || {
-            session_metrics.session(true);
+            session_metrics.session_started();
             Ok(server.clone())
         },
         Arc::new(LocalSessionManager::default()),

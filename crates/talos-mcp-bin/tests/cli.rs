@@ -476,6 +476,7 @@ async fn http_security_metrics_and_shutdown() {
 
     let (status, _, metrics) = request(addr, "GET", "/metrics", &[("Authorization", BEARER)], "");
     assert_eq!(status, 200);
+    assert!(metrics.contains("talos_mcp_sessions_total 2"), "{metrics}");
     assert!(
         metrics.contains("talos_mcp_tool_calls_total{tool=\"talos_hostname\",outcome=\"ok\"} 2"),
         "{metrics}"

@@ -22,7 +22,7 @@ pub struct Metrics {
     calls: Mutex<BTreeMap<(String, String), u64>>,
     durations: Mutex<BTreeMap<String, Histogram>>,
     audit_failures: AtomicU64,
-    active_sessions: AtomicU64,
+    sessions: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -52,15 +52,9 @@ impl Metrics {
         self.audit_failures.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A transport session started (+1) or ended (−1).
-    pub fn session(&self, started: bool) {
-        if started {
-            self.active_sessions.fetch_add(1, Ordering::Relaxed);
-        } else {
-            let _ = self
-                .active_sessions
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
-        }
+    /// A transport session started.
+    pub fn session_started(&self) {
+        self.sessions.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Total calls recorded for a tool and outcome.
@@ -112,9 +106,9 @@ impl Metrics {
         let _ = write!(
             out,
             "# HELP talos_mcp_audit_failures_total Audit lines that could not be written.\n# TYPE talos_mcp_audit_failures_total counter\ntalos_mcp_audit_failures_total {}\n\
-             # HELP talos_mcp_active_sessions Open MCP sessions.\n# TYPE talos_mcp_active_sessions gauge\ntalos_mcp_active_sessions {}\n",
+             # HELP talos_mcp_sessions_total MCP sessions started.\n# TYPE talos_mcp_sessions_total counter\ntalos_mcp_sessions_total {}\n",
             self.audit_failures.load(Ordering::Relaxed),
-            self.active_sessions.load(Ordering::Relaxed)
+            self.sessions.load(Ordering::Relaxed)
         );
         out
     }
@@ -138,7 +132,7 @@ mod tests {
         m.record_call("talos_version", "ok", Duration::from_millis(300));
         m.record_call("talos_version", "Timeout", Duration::from_secs(30));
         m.audit_failed();
-        m.session(true);
+        m.session_started();
         let text = m.render();
         assert!(
             text.contains("talos_mcp_tool_calls_total{tool=\"talos_version\",outcome=\"ok\"} 2")
@@ -152,7 +146,7 @@ mod tests {
         assert!(text.contains("le=\"0.5\"} 2\n"));
         assert!(text.contains("le=\"+Inf\"} 3\n"));
         assert!(text.contains("talos_mcp_audit_failures_total 1"));
-        assert!(text.contains("talos_mcp_active_sessions 1"));
+        assert!(text.contains("talos_mcp_sessions_total 1"));
         assert_eq!(m.calls("talos_version", "ok"), 2);
     }
 }
