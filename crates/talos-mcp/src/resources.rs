@@ -129,21 +129,14 @@ pub(crate) async fn read(server: &TalosMcp, uri: &str) -> Result<ReadResourceRes
             Ok(json_contents(uri, &json!({"node": node, "services": list})))
         }
         "machineconfig" => {
-            let r = entry
-                .api
-                .resource_get(
-                    &opts,
-                    "config",
-                    "MachineConfigs.config.talos.dev",
-                    "v1alpha1",
-                )
+            let text = crate::tools::lifecycle::redacted_machine_config(entry.api.as_ref(), &opts)
                 .await
                 .map_err(talos_error)?;
             Ok(ReadResourceResult::new(vec![
                 ResourceContents::TextResourceContents {
                     uri: uri.to_owned(),
                     mime_type: Some("application/yaml".into()),
-                    text: crate::redact::redact_yaml(&r.spec_yaml),
+                    text,
                     meta: None,
                 },
             ]))

@@ -240,6 +240,22 @@ pub(crate) async fn quorum_preflight(
     }
 }
 
+/// The node's current machine configuration with secrets redacted (needs the os:admin role).
+pub(crate) async fn redacted_machine_config(
+    api: &dyn TalosApi,
+    opts: &CallOptions,
+) -> Result<String, TalosError> {
+    let r = api
+        .resource_get(
+            opts,
+            "config",
+            "MachineConfigs.config.talos.dev",
+            "v1alpha1",
+        )
+        .await?;
+    Ok(crate::redact::redact_yaml(&r.spec_yaml))
+}
+
 /// Reads the node's boot id (admin role), if possible.
 async fn boot_id(api: &dyn TalosApi, opts: &CallOptions) -> Option<String> {
     api.read_file(opts, "/proc/sys/kernel/random/boot_id", 128)
@@ -398,16 +414,7 @@ impl TalosMcp {
                 })
             },
             |api, opts| async move {
-                let current = api
-                    .resource_get(
-                        &opts,
-                        "config",
-                        "MachineConfigs.config.talos.dev",
-                        "v1alpha1",
-                    )
-                    .await
-                    .ok()
-                    .map(|r| crate::redact::redact_yaml(&r.spec_yaml));
+                let current = redacted_machine_config(api.as_ref(), &opts).await.ok();
                 let result = api
                     .apply_configuration(&opts, &request)
                     .await
