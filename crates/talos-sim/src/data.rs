@@ -109,11 +109,30 @@ pub(crate) fn images(role: NodeRole) -> Vec<String> {
     images.into_iter().map(str::to_owned).collect()
 }
 
-/// Containers in a namespace: (id, image, pod_id, name, pid).
-pub(crate) fn containers(
-    node: &SimNode,
-    namespace: &str,
-) -> Vec<(String, String, String, String, u32)> {
+/// A container of a node, as `Containers` and `Stats` describe it.
+#[derive(Debug, Clone)]
+pub(crate) struct ContainerSpec {
+    /// What `talosctl containers` shows and `Logs` takes: the service id in `system`, and
+    /// `<namespace>/<pod>:<container>` for Kubernetes containers (containerd's display name).
+    pub(crate) id: String,
+    /// The runtime's own id (64 hex digits for Kubernetes containers).
+    pub(crate) internal_id: String,
+    pub(crate) image: String,
+    /// `<namespace>/<pod>` for Kubernetes containers, empty for system ones.
+    pub(crate) pod_id: String,
+    pub(crate) name: String,
+    pub(crate) pid: u32,
+}
+
+impl ContainerSpec {
+    /// Whether `id` names this container by any of the forms a client may use.
+    pub(crate) fn matches(&self, id: &str) -> bool {
+        !id.is_empty() && (self.id == id || self.internal_id == id || self.pod_id == id)
+    }
+}
+
+/// Containers of a node in a containerd namespace (`system` or `k8s.io`).
+pub(crate) fn containers(node: &SimNode, namespace: &str) -> Vec<ContainerSpec> {
     let mut r = Rng::new(&format!("{}/containers", node.hostname));
     let mut out = Vec::new();
     if namespace == "system" {
@@ -126,15 +145,16 @@ pub(crate) fn containers(
             ids.push(("trustd", "ghcr.io/siderolabs/trustd"));
         }
         for (id, image) in ids {
-            out.push((
-                id.to_owned(),
-                image.to_owned(),
-                String::new(),
-                id.to_owned(),
-                1000 + r.below(3000) as u32,
-            ));
+            out.push(ContainerSpec {
+                id: id.to_owned(),
+                internal_id: id.to_owned(),
+                image: image.to_owned(),
+                pod_id: String::new(),
+                name: id.to_owned(),
+                pid: 1000 + r.below(3000) as u32,
+            });
         }
-    } else {
+    } else if namespace == "k8s.io" {
         let suffix = |r: &mut Rng| format!("{:05x}", r.below(0xfffff));
         let mut pods: Vec<(String, &str, &str)> = vec![
             (
@@ -149,16 +169,15 @@ pub(crate) fn containers(
             ),
         ];
         if node.role == NodeRole::ControlPlane {
-            for c in [
-                "kube-apiserver",
-                "kube-controller-manager",
-                "kube-scheduler",
+            for (c, image) in [
+                ("kube-apiserver", "registry.k8s.io/kube-apiserver:v1.34.1"),
+                (
+                    "kube-controller-manager",
+                    "registry.k8s.io/kube-controller-manager:v1.34.1",
+                ),
+                ("kube-scheduler", "registry.k8s.io/kube-scheduler:v1.34.1"),
             ] {
-                pods.push((
-                    format!("kube-system/{c}-{}", node.hostname),
-                    c,
-                    "registry.k8s.io/pause:3.10",
-                ));
+                pods.push((format!("kube-system/{c}-{}", node.hostname), c, image));
             }
         } else {
             pods.push((
@@ -168,14 +187,20 @@ pub(crate) fn containers(
             ));
         }
         for (pod, name, image) in pods {
-            let id = format!("{:016x}{:016x}", r.next(), r.next());
-            out.push((
-                id,
-                image.to_owned(),
-                pod,
-                name.to_owned(),
-                2000 + r.below(30000) as u32,
-            ));
+            out.push(ContainerSpec {
+                id: format!("{pod}:{name}"),
+                internal_id: format!(
+                    "{:016x}{:016x}{:016x}{:016x}",
+                    r.next(),
+                    r.next(),
+                    r.next(),
+                    r.next()
+                ),
+                image: image.to_owned(),
+                pod_id: pod,
+                name: name.to_owned(),
+                pid: 2000 + r.below(30000) as u32,
+            });
         }
     }
     out
@@ -229,13 +254,13 @@ pub(crate) fn render_lines(
 }
 
 /// A machine config with the secrets a real one carries (planted values).
-pub(crate) fn machine_config(cluster: &str, node: &SimNode) -> String {
+pub(crate) fn machine_config(cluster: &str, node: &SimNode, version: &str) -> String {
     let kind = match node.role {
         NodeRole::ControlPlane => "controlplane",
         NodeRole::Worker => "worker",
     };
     format!(
-        "version: v1alpha1\ndebug: false\npersist: true\nmachine:\n  type: {kind}\n  token: SIM-SECRET-BOOTSTRAP-TOKEN\n  ca:\n    crt: LS0tLS1CRUdJTi1DRVJU\n    key: SIM-SECRET-CA-KEY\n  certSANs: []\n  kubelet:\n    image: ghcr.io/siderolabs/kubelet:v1.34.1\n  network:\n    hostname: {host}\n  install:\n    disk: /dev/sda\n    image: ghcr.io/siderolabs/installer:v1.11.5\ncluster:\n  id: {id:016x}\n  secret: SIM-SECRET-CLUSTER-SECRET\n  controlPlane:\n    endpoint: https://{cluster}.local:6443\n  clusterName: {cluster}\n  etcd:\n    ca:\n      crt: LS0tLS1CRUdJTi1DRVJU\n      key: SIM-SECRET-ETCD-KEY\n",
+        "version: v1alpha1\ndebug: false\npersist: true\nmachine:\n  type: {kind}\n  token: SIM-SECRET-BOOTSTRAP-TOKEN\n  ca:\n    crt: LS0tLS1CRUdJTi1DRVJU\n    key: SIM-SECRET-CA-KEY\n  certSANs: []\n  kubelet:\n    image: ghcr.io/siderolabs/kubelet:v1.34.1\n  network:\n    hostname: {host}\n  install:\n    disk: /dev/sda\n    image: ghcr.io/siderolabs/installer:{version}\ncluster:\n  id: {id:016x}\n  secret: SIM-SECRET-CLUSTER-SECRET\n  controlPlane:\n    endpoint: https://{cluster}.local:6443\n  clusterName: {cluster}\n  etcd:\n    ca:\n      crt: LS0tLS1CRUdJTi1DRVJU\n      key: SIM-SECRET-ETCD-KEY\n",
         host = node.hostname,
         id = seed(cluster),
     )

@@ -26,8 +26,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
-
 pub use state::{CertFault, Fault, NodeRole, SimNode};
 
 /// Errors from starting or using a simulated cluster.
@@ -107,11 +105,8 @@ impl Default for SimConfig {
 pub struct SimCluster {
     shared: Arc<state::Shared>,
     endpoint: SocketAddr,
-    stop: Arc<std::sync::Mutex<Option<ServerTask>>>,
+    stop: Arc<std::sync::Mutex<Option<tls::Running>>>,
 }
-
-/// The running server: its stop signal and its task.
-type ServerTask = (oneshot::Sender<()>, tokio::task::JoinHandle<()>);
 
 impl SimCluster {
     /// Generates the PKI, binds the listener and starts serving.
@@ -122,12 +117,12 @@ impl SimCluster {
             ));
         }
         let shared = Arc::new(state::Shared::new(config)?);
-        let (endpoint, stop, task) = tls::serve(shared.clone()).await?;
+        let (endpoint, running) = tls::serve(shared.clone()).await?;
         tracing::info!(%endpoint, nodes = shared.node_count(), "simulated Talos apid listening");
         Ok(Self {
             shared,
             endpoint,
-            stop: Arc::new(std::sync::Mutex::new(Some((stop, task)))),
+            stop: Arc::new(std::sync::Mutex::new(Some(running))),
         })
     }
 
@@ -202,12 +197,23 @@ impl SimCluster {
         self.shared.is_up(node)
     }
 
-    /// Stops serving and waits for the server task.
+    /// Stops serving: no new connections, open streams end with `Unavailable` (as when apid goes
+    /// away), stalled calls are released, and connections close once their calls are done
+    /// (forcibly after a few seconds). Clones of this handle see the same stopped server.
     pub async fn shutdown(self) {
         let taken = self.stop.lock().ok().and_then(|mut guard| guard.take());
-        if let Some((stop, task)) = taken {
-            let _ = stop.send(());
-            let _ = task.await;
+        if let Some(running) = taken {
+            self.shared.stop();
+            running.accept.abort();
+            let _ = running.stop.send(());
+            let mut task = running.task;
+            if tokio::time::timeout(Duration::from_secs(5), &mut task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("simulated apid did not stop within 5 s; aborting it");
+                task.abort();
+            }
         }
     }
 }

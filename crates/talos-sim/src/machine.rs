@@ -78,19 +78,30 @@ impl DataSink {
             .is_ok()
     }
 
+    /// Ends the stream with an error.
+    pub(crate) async fn fail(&self, status: Status) {
+        let _ = self.tx.send(Err(status)).await;
+    }
+
     /// Whether the receiving side has gone away.
     pub(crate) fn closed(&self) -> bool {
         self.tx.is_closed()
     }
 }
 
+/// The error a long-lived stream ends with when its node goes away mid-stream.
+pub(crate) fn node_lost() -> Status {
+    Status::unavailable("error reading from server: EOF (the node went away)")
+}
+
 /// Emits log-like lines `from..to`, then follows (one new line every 100 ms) if asked, in chunks
-/// whose boundaries ignore line ends.
+/// whose boundaries ignore line ends. The stream ends with `Unavailable` when `alive` turns false
+/// (the node rebooted or was cut off, or the simulator stops).
 async fn stream_lines(
     mut sink: DataSink,
-    from: usize,
-    to: usize,
+    (from, to): (usize, usize),
     follow: bool,
+    alive: impl Fn() -> bool + Send,
     line: impl Fn(usize) -> String + Send,
 ) {
     const SIZES: [usize; 4] = [1000, 4096, 1777, 3001];
@@ -98,6 +109,10 @@ async fn stream_lines(
     let mut next = from;
     let mut turn = 0;
     while next < to {
+        if !alive() {
+            sink.fail(node_lost()).await;
+            return;
+        }
         let batch_end = (next + 64).min(to);
         data::render_lines(next, batch_end, &line, &mut buf);
         next = batch_end;
@@ -114,6 +129,10 @@ async fn stream_lines(
         let mut i = to;
         while !sink.closed() {
             tokio::time::sleep(Duration::from_millis(100)).await;
+            if !alive() {
+                sink.fail(node_lost()).await;
+                return;
+            }
             let mut out = Vec::new();
             data::render_lines(i, i + 1, &line, &mut out);
             i += 1;
@@ -167,7 +186,7 @@ impl MachineApi {
 impl machine_service_server::MachineService for MachineApi {
     async fn version(&self, req: Request<()>) -> Result<Response<VersionResponse>, Status> {
         let a = self.admit(&req, "Version", Access::Read).await?;
-        let tag = self.shared.config.talos_version.clone();
+        let tag = self.shared.with_node(a.idx, |n| n.version.clone());
         Ok(Response::new(VersionResponse {
             messages: vec![Version {
                 metadata: meta(&a.hostname),
@@ -432,9 +451,9 @@ impl machine_service_server::MachineService for MachineApi {
             ("tcp6", "::", 50000, S::Listen, 1, "apid"),
             ("tcp", "127.0.0.1", 10248, S::Listen, 2, "kubelet"),
             ("tcp6", "::", 10250, S::Listen, 2, "kubelet"),
-            ("tcp", "127.0.0.1", 50001, S::Listen, 3, "trustd"),
         ];
         if node.role == NodeRole::ControlPlane {
+            records.push(("tcp6", "::", 50001, S::Listen, 3, "trustd"));
             records.push(("tcp", &*node.address, 2379, S::Listen, 4, "etcd"));
             records.push(("tcp", &*node.address, 2380, S::Listen, 4, "etcd"));
             records.push(("tcp6", "::", 6443, S::Listen, 5, "kube-apiserver"));
@@ -495,7 +514,8 @@ impl machine_service_server::MachineService for MachineApi {
         let mut names = vec![
             ("/sbin/init", "machined"),
             ("/sbin/apid", "apid"),
-            ("/sbin/trustd", "trustd"),
+            ("/sbin/syslogd", "syslogd"),
+            ("/sbin/auditd", "auditd"),
             ("/bin/containerd", "containerd"),
             ("/usr/local/bin/kubelet", "kubelet"),
             ("/sbin/udevd", "udevd"),
@@ -509,6 +529,7 @@ impl machine_service_server::MachineService for MachineApi {
         ];
         if node.role == NodeRole::ControlPlane {
             names.extend([
+                ("/sbin/trustd", "trustd"),
                 ("/usr/local/bin/etcd", "etcd"),
                 ("/usr/local/bin/kube-apiserver", "kube-apiserver"),
                 (
@@ -558,24 +579,24 @@ impl machine_service_server::MachineService for MachineApi {
         let ns = req.into_inner().namespace;
         let containers = data::containers(&node, &ns)
             .into_iter()
-            .map(|(id, image, pod, name, pid)| ContainerInfo {
+            .map(|c| ContainerInfo {
                 namespace: ns.clone(),
-                uid: if pod.is_empty() {
+                uid: if c.pod_id.is_empty() {
                     String::new()
                 } else {
-                    format!("{:x}", data::seed(&pod))
+                    format!("{:x}", data::seed(&c.pod_id))
                 },
-                internal_id: id.clone(),
-                id,
-                image,
-                pid,
+                internal_id: c.internal_id,
+                id: c.id,
+                image: c.image,
+                pid: c.pid,
                 status: if ns == "system" {
                     "RUNNING".into()
                 } else {
                     "CONTAINER_RUNNING".into()
                 },
-                pod_id: pod,
-                name,
+                pod_id: c.pod_id,
+                name: c.name,
                 network_namespace: String::new(),
             })
             .collect();
@@ -594,13 +615,13 @@ impl machine_service_server::MachineService for MachineApi {
         let mut r = Rng::new(&format!("{}/stats", a.hostname));
         let stats = data::containers(&node, &ns)
             .into_iter()
-            .map(|(id, _, pod, name, _)| Stat {
+            .map(|c| Stat {
                 namespace: ns.clone(),
-                id,
+                id: c.id,
                 memory_usage: (20 << 20) + r.below(600 << 20),
                 cpu_usage: r.below(900_000_000_000),
-                pod_id: pod,
-                name,
+                pod_id: c.pod_id,
+                name: c.name,
             })
             .collect();
         Ok(Response::new(StatsResponse {
@@ -707,7 +728,7 @@ impl machine_service_server::MachineService for MachineApi {
         } else {
             data::containers(&node, &r.namespace)
                 .iter()
-                .any(|c| c.0 == r.id || c.2 == r.id)
+                .any(|c| c.matches(&r.id))
         };
         if !known {
             return Err(Status::not_found(format!(
@@ -724,9 +745,14 @@ impl machine_service_server::MachineService for MachineApi {
         let (tx, stream) = channel();
         let sink = DataSink::new(tx, &a);
         let (id, host) = (r.id, a.hostname.clone());
-        tokio::spawn(stream_lines(sink, from, total, r.follow, move |i| {
-            data::log_line(&id, &host, i)
-        }));
+        let (shared, idx) = (self.shared.clone(), a.idx);
+        tokio::spawn(stream_lines(
+            sink,
+            (from, total),
+            r.follow,
+            move || shared.reachable(idx),
+            move |i| data::log_line(&id, &host, i),
+        ));
         Ok(Response::new(stream))
     }
 
@@ -739,7 +765,7 @@ impl machine_service_server::MachineService for MachineApi {
         let mut ids: Vec<String> = self
             .shared
             .with_node(a.idx, |n| n.services.keys().cloned().collect());
-        ids.extend(data::containers(&node, "k8s.io").into_iter().map(|c| c.0));
+        ids.extend(data::containers(&node, "k8s.io").into_iter().map(|c| c.id));
         Ok(Response::new(LogsContainersResponse {
             messages: vec![LogsContainer {
                 metadata: meta(&a.hostname),
@@ -761,9 +787,14 @@ impl machine_service_server::MachineService for MachineApi {
         let (tx, stream) = channel();
         let sink = DataSink::new(tx, &a);
         let host = a.hostname.clone();
-        tokio::spawn(stream_lines(sink, from, total, r.follow, move |i| {
-            data::dmesg_line(&host, i)
-        }));
+        let (shared, idx) = (self.shared.clone(), a.idx);
+        tokio::spawn(stream_lines(
+            sink,
+            (from, total),
+            r.follow,
+            move || shared.reachable(idx),
+            move |i| data::dmesg_line(&host, i),
+        ));
         Ok(Response::new(stream))
     }
 
@@ -782,14 +813,24 @@ impl machine_service_server::MachineService for MachineApi {
             .into_iter()
             .filter(|e| r.with_actor_id.is_empty() || e.actor_id == r.with_actor_id)
             .collect();
-        let skip = match r.tail_events {
-            n if n < 0 => 0,
-            0 if r.tail_seconds > 0 => 0,
-            n => history.len().saturating_sub(n as usize),
+        // Past events: all (negative), the newest n, those after a known id, or (with
+        // tail_seconds) everything kept; none by default.
+        let skip = if !r.tail_id.is_empty() {
+            history
+                .iter()
+                .position(|e| e.id == r.tail_id)
+                .map_or(0, |i| i + 1)
+        } else {
+            match r.tail_events {
+                n if n < 0 => 0,
+                0 if r.tail_seconds > 0 => 0,
+                n => history.len().saturating_sub(n as usize),
+            }
         };
         let (tx, stream) = channel();
         let host = a.hostname.clone();
         let actor_filter = r.with_actor_id;
+        let (shared, idx) = (self.shared.clone(), a.idx);
         tokio::spawn(async move {
             let to_event = |e: crate::state::EventRecord| Event {
                 metadata: meta(&host),
@@ -805,9 +846,17 @@ impl machine_service_server::MachineService for MachineApi {
                     return;
                 }
             }
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
             loop {
                 tokio::select! {
                     () = tx.closed() => return,
+                    _ = tick.tick() => {
+                        // The node went down: its events stream breaks, as apid's proxy does.
+                        if !shared.reachable(idx) {
+                            let _ = tx.send(Err(node_lost())).await;
+                            return;
+                        }
+                    }
                     next = live.recv() => match next {
                         Ok(e) if actor_filter.is_empty() || e.actor_id == actor_filter => {
                             if tx.send(Ok(to_event(e))).await.is_err() {
@@ -1197,20 +1246,29 @@ impl machine_service_server::MachineService for MachineApi {
                     "Staged configuration to be applied after a reboot".to_owned()
                 }
                 Mode::Reboot => {
-                    self.shared.with_node(a.idx, |n| n.machine_config = text);
+                    self.shared.with_node(a.idx, |n| {
+                        n.machine_config = text;
+                        n.staged_config = None;
+                    });
                     let actor = self.shared.next_actor_id();
                     self.shared.reboot(a.idx, &actor);
                     "Applied configuration with a reboot".to_owned()
                 }
                 Mode::Try => {
-                    self.shared.with_node(a.idx, |n| n.machine_config = text);
+                    self.shared.with_node(a.idx, |n| {
+                        n.machine_config = text;
+                        n.staged_config = None;
+                    });
                     let timeout = r.try_mode_timeout.map_or(60, |d| d.seconds);
                     format!(
                         "Applied configuration without a reboot; it will be rolled back in {timeout}s unless applied again"
                     )
                 }
                 Mode::Auto | Mode::NoReboot => {
-                    self.shared.with_node(a.idx, |n| n.machine_config = text);
+                    self.shared.with_node(a.idx, |n| {
+                        n.machine_config = text;
+                        n.staged_config = None;
+                    });
                     "Applied configuration without a reboot".to_owned()
                 }
             }
@@ -1296,6 +1354,7 @@ impl machine_service_server::MachineService for MachineApi {
             }
         }
         if r.reboot {
+            self.shared.wipe(a.idx);
             self.shared.reboot(a.idx, &actor);
         } else {
             self.shared.power_off(a.idx);
@@ -1318,9 +1377,7 @@ impl machine_service_server::MachineService for MachineApi {
             return Err(Status::invalid_argument("installer image is required"));
         }
         let actor = self.shared.next_actor_id();
-        if !r.stage {
-            self.shared.reboot(a.idx, &actor);
-        }
+        upgrade_to(&self.shared, a.idx, &r.image, &actor, r.stage);
         Ok(Response::new(UpgradeResponse {
             messages: vec![Upgrade {
                 metadata: meta(&a.hostname),
@@ -1415,15 +1472,15 @@ impl MachineApi {
 
     /// The node's tiny virtual filesystem: (path, content).
     fn files(&self, idx: usize) -> Vec<(String, String)> {
-        let (node, boot_id) = self
-            .shared
-            .with_node(idx, |n| (n.info.clone(), n.boot_id.clone()));
+        let (node, boot_id, version) = self.shared.with_node(idx, |n| {
+            (n.info.clone(), n.boot_id.clone(), n.version.clone())
+        });
         vec![
             ("/proc/sys/kernel/random/boot_id".into(), format!("{boot_id}\n")),
             ("/proc/loadavg".into(), "0.42 0.37 0.30 2/612 4211\n".into()),
             ("/proc/meminfo".into(), "MemTotal:        8388608 kB\nMemFree:         2097152 kB\nMemAvailable:    4194304 kB\n".into()),
             ("/proc/cmdline".into(), "talos.platform=metal console=ttyS0 init_on_alloc=1\n".into()),
-            ("/etc/os-release".into(), format!("NAME=\"Talos\"\nID=talos\nVERSION_ID={}\n", self.shared.config.talos_version)),
+            ("/etc/os-release".into(), format!("NAME=\"Talos\"\nID=talos\nVERSION_ID={version}\nPRETTY_NAME=\"Talos ({version})\"\n")),
             ("/etc/hostname".into(), format!("{}\n", node.hostname)),
             ("/var/log/audit/kube/kube-apiserver.log".into(), "{\"kind\":\"Event\",\"level\":\"Metadata\"}\n".into()),
             ("/var/log/containers/kube-proxy.log".into(), (0..20).map(|i| data::log_line("kube-proxy", &node.hostname, i) + "\n").collect()),
@@ -1431,6 +1488,25 @@ impl MachineApi {
             ("/sys/class/net/eth0/mtu".into(), "1500\n".into()),
             ("/system/state/config.yaml".into(), self.shared.with_node(idx, |n| n.machine_config.clone())),
         ]
+    }
+}
+
+/// The Talos version an installer image reference carries (`…/installer:v1.12.0` → `v1.12.0`).
+pub(crate) fn installer_version(image: &str) -> Option<String> {
+    let name = image.rsplit('/').next()?;
+    let tag = name.split('@').next()?.rsplit_once(':')?.1;
+    (tag.starts_with('v') && tag[1..].starts_with(|c: char| c.is_ascii_digit()))
+        .then(|| tag.to_owned())
+}
+
+/// Upgrades a node: the installer's version becomes the node's at the next boot, which happens
+/// now unless the upgrade is only staged.
+pub(crate) fn upgrade_to(shared: &Shared, idx: usize, image: &str, actor: &str, stage: bool) {
+    if let Some(version) = installer_version(image) {
+        shared.with_node(idx, |n| n.staged_version = Some(version));
+    }
+    if !stage {
+        shared.reboot(idx, actor);
     }
 }
 

@@ -207,7 +207,7 @@ impl m::lifecycle_service_server::LifecycleService for Api {
             }
             let _ = tx.send(Ok(step(R::ExitCode(0)))).await;
             let actor = shared.next_actor_id();
-            shared.reboot(a.idx, &actor);
+            crate::machine::upgrade_to(&shared, a.idx, &image, &actor, false);
         });
         Ok(Response::new(stream))
     }
@@ -382,16 +382,21 @@ fn sensitive(namespace: &str, resource_type: &str) -> bool {
 impl Api {
     /// All resources a node exposes.
     fn resources(&self, idx: usize) -> Vec<cosi::Resource> {
-        let all = self.0.nodes();
-        let (node, boot_id, config, booted) = self.0.with_node(idx, |n| {
+        let all: Vec<(crate::SimNode, String)> = self.0.with_nodes(|ns| {
+            ns.iter()
+                .map(|n| (n.info.clone(), n.version.clone()))
+                .collect()
+        });
+        let (node, boot_id, config, booted, version, member_id) = self.0.with_node(idx, |n| {
             (
                 n.info.clone(),
                 n.boot_id.clone(),
                 n.machine_config.clone(),
                 n.booted_at,
+                n.version.clone(),
+                n.etcd_member_id,
             )
         });
-        let version = self.0.config.talos_version.clone();
         let res = |ns: &str, ty: &str, id: &str, spec: String| cosi::Resource {
             metadata: Some(cosi::Metadata {
                 namespace: ns.into(),
@@ -412,7 +417,7 @@ impl Api {
             }),
         };
         let mut out = Vec::new();
-        for n in &all {
+        for (n, version) in &all {
             let machine_type = match n.role {
                 NodeRole::ControlPlane => "controlplane",
                 NodeRole::Worker => "worker",
@@ -481,6 +486,14 @@ impl Api {
             "boot-id",
             format!("bootId: {boot_id}\n"),
         ));
+        if let Some(id) = member_id {
+            out.push(res(
+                "etcd",
+                "EtcdMembers.etcd.talos.dev",
+                "local",
+                format!("memberID: {id:016x}\n"),
+            ));
+        }
         out.push(res(
             "config",
             "MachineConfigs.config.talos.dev",
@@ -532,6 +545,7 @@ impl Api {
                 false,
             ),
             ("BootIDs.runtime.talos.dev", "bootid", "runtime", false),
+            ("EtcdMembers.etcd.talos.dev", "etcdmember", "etcd", false),
             (
                 "MachineConfigs.config.talos.dev",
                 "machineconfig, mc",
@@ -676,6 +690,16 @@ impl cosi::state_server::State for Api {
             req.get_ref().id.clone(),
         );
         let a = self.admit_resource(&req, "State.Watch", &ns, &ty).await?;
+        let shared = self.0.clone();
+        // A watch of one resource starts with its current state; a watch of a whole type sends
+        // the current contents (then `Bootstrapped`) only when asked to.
+        let bootstrap = id.is_none()
+            && req
+                .get_ref()
+                .options
+                .as_ref()
+                .is_some_and(|o| o.bootstrap_contents);
+        let initial = id.is_some() || bootstrap;
         let items: Vec<_> = self
             .resources(a.idx)
             .into_iter()
@@ -684,6 +708,7 @@ impl cosi::state_server::State for Api {
                     m.namespace == ns && m.r#type == ty && id.as_ref().is_none_or(|id| *id == m.id)
                 })
             })
+            .filter(|_| initial)
             .collect();
         let (tx, stream) = channel();
         tokio::spawn(async move {
@@ -706,15 +731,26 @@ impl cosi::state_server::State for Api {
                     return;
                 }
             }
-            if tx
-                .send(Ok(event(None, cosi::EventType::Bootstrapped)))
-                .await
-                .is_err()
+            if bootstrap
+                && tx
+                    .send(Ok(event(None, cosi::EventType::Bootstrapped)))
+                    .await
+                    .is_err()
             {
                 return;
             }
-            // Nothing changes afterwards: hold the watch open until the client leaves.
-            tx.closed().await;
+            // Nothing changes afterwards: hold the watch open until the client leaves, or break it
+            // when the node goes away.
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tokio::select! {
+                    () = tx.closed() => return,
+                    _ = tick.tick() => if !shared.reachable(a.idx) {
+                        let _ = tx.send(Err(crate::machine::node_lost())).await;
+                        return;
+                    }
+                }
+            }
         });
         Ok(Response::new(stream))
     }

@@ -127,6 +127,10 @@ pub(crate) struct NodeState {
     pub(crate) events: Vec<EventRecord>,
     pub(crate) event_tx: broadcast::Sender<EventRecord>,
     pub(crate) etcd_member_id: Option<u64>,
+    /// The Talos version the node runs (changes with an upgrade).
+    pub(crate) version: String,
+    /// The version an upgrade staged for the next reboot.
+    pub(crate) staged_version: Option<String>,
 }
 
 impl NodeState {
@@ -162,6 +166,8 @@ pub(crate) struct Shared {
     nodes: Mutex<Vec<NodeState>>,
     pub(crate) etcd: Mutex<EtcdState>,
     event_seq: std::sync::atomic::AtomicU64,
+    /// Set when the simulator shuts down: long-lived streams and stalled calls end.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// Locks a mutex, recovering from poisoning (a panicked handler must not take the server down).
@@ -221,12 +227,18 @@ impl Shared {
                 fault: Fault::None,
                 calls: HashMap::new(),
                 services: crate::data::services(role),
-                machine_config: crate::data::machine_config(&config.cluster_name, &info),
+                machine_config: crate::data::machine_config(
+                    &config.cluster_name,
+                    &info,
+                    &config.talos_version,
+                ),
                 staged_config: None,
                 images: crate::data::images(role),
                 events: Vec::new(),
                 event_tx,
                 etcd_member_id: member_id,
+                version: config.talos_version.clone(),
+                staged_version: None,
                 info,
             });
         }
@@ -244,6 +256,7 @@ impl Shared {
                 raft_term: 2,
             }),
             event_seq: std::sync::atomic::AtomicU64::new(1),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         };
         for idx in 0..total {
             shared.record_boot_events(idx, "boot");
@@ -375,7 +388,14 @@ impl Shared {
                 )));
             }
             Fault::Latency(d) => tokio::time::sleep(d).await,
-            Fault::Stall => std::future::pending::<()>().await,
+            Fault::Stall => {
+                // Never answers: the call ends when the client gives up (its future is dropped)
+                // or the simulator stops.
+                while !self.stopping() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                return Err(Status::unavailable("the simulated apid is shutting down"));
+            }
             Fault::Status { code, message } => return Err(Status::new(code, message)),
             Fault::AbortStreamAfter { bytes } => abort_after = Some(bytes),
         }
@@ -394,6 +414,18 @@ impl Shared {
 
     /// Appends an event to a node's history and to its live subscribers.
     pub(crate) fn push_event(&self, idx: usize, actor_id: &str, type_name: &str, payload: Vec<u8>) {
+        self.record_event(idx, actor_id, type_name, payload, true);
+    }
+
+    /// Appends an event to a node's history, and to its live subscribers if `live`.
+    fn record_event(
+        &self,
+        idx: usize,
+        actor_id: &str,
+        type_name: &str,
+        payload: Vec<u8>,
+        live: bool,
+    ) {
         let seq = self
             .event_seq
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -408,15 +440,19 @@ impl Shared {
             if n.events.len() > 1000 {
                 n.events.remove(0);
             }
-            let _ = n.event_tx.send(record);
+            if live {
+                let _ = n.event_tx.send(record);
+            }
         });
     }
 
+    /// Records the events of a boot. They go to the history only: a node that boots has no live
+    /// event streams (they broke when it went down); clients see them when they reconnect.
     fn record_boot_events(&self, idx: usize, actor: &str) {
         for (type_name, payload) in crate::data::boot_events(
             &self.with_node(idx, |n| n.services.keys().cloned().collect::<Vec<_>>()),
         ) {
-            self.push_event(idx, actor, type_name, payload);
+            self.record_event(idx, actor, type_name, payload, false);
         }
     }
 
@@ -437,12 +473,48 @@ impl Shared {
             if let Some(staged) = n.staged_config.take() {
                 n.machine_config = staged;
             }
+            if let Some(version) = n.staged_version.take() {
+                n.version = version;
+            }
             for s in n.services.values_mut() {
                 s.state = "Running".into();
                 s.healthy = true;
             }
         });
         self.record_boot_events(idx, actor);
+    }
+
+    /// Wipes a node back to the state it was created with (configuration, images, services,
+    /// event history), as a reset does; the boot identity is left to the caller.
+    pub(crate) fn wipe(&self, idx: usize) {
+        let cluster = self.config.cluster_name.clone();
+        let version = self.config.talos_version.clone();
+        self.with_node(idx, |n| {
+            n.machine_config = crate::data::machine_config(&cluster, &n.info, &version);
+            n.staged_config = None;
+            n.staged_version = None;
+            n.version = version;
+            n.images = crate::data::images(n.info.role);
+            n.services = crate::data::services(n.info.role);
+            n.events.clear();
+        });
+    }
+
+    /// Whether a node would answer now: up, and not cut off by an `Unavailable` fault. Long-lived
+    /// streams end when this turns false, as apid's proxied streams break when a node goes away.
+    pub(crate) fn reachable(&self, idx: usize) -> bool {
+        !self.stopping() && self.with_node(idx, |n| n.is_up() && n.fault != Fault::Unavailable)
+    }
+
+    /// Marks the simulator as stopping.
+    pub(crate) fn stop(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether the simulator is stopping.
+    pub(crate) fn stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Powers a node off until the simulator stops.

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, StoresServerSessions, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -94,6 +94,34 @@ impl ResolvesServerCert for CertSwitch {
     }
 }
 
+/// TLS session resumption that stands aside while a [`CertFault`] is set: a resumed session
+/// skips the certificate, so the fault would not reach clients that connected before.
+#[derive(Debug)]
+struct FaultAwareSessions {
+    shared: Arc<Shared>,
+    inner: Arc<dyn StoresServerSessions>,
+}
+
+impl StoresServerSessions for FaultAwareSessions {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        self.inner.put(key, value)
+    }
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        if self.shared.cert_fault() == CertFault::None {
+            self.inner.get(key)
+        } else {
+            None
+        }
+    }
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let value = self.inner.take(key);
+        value.filter(|_| self.shared.cert_fault() == CertFault::None)
+    }
+    fn can_cache(&self) -> bool {
+        self.inner.can_cache()
+    }
+}
+
 fn certified(
     provider: &rustls::crypto::CryptoProvider,
     cert: &pki::IssuedCert,
@@ -140,13 +168,23 @@ fn server_config(shared: &Arc<Shared>) -> Result<rustls::ServerConfig, SimError>
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = vec![b"h2".to_vec()];
+    config.session_storage = Arc::new(FaultAwareSessions {
+        shared: shared.clone(),
+        inner: config.session_storage.clone(),
+    });
     Ok(config)
 }
 
-/// Binds the listener and serves every service until the returned sender fires.
-pub(crate) async fn serve(
-    shared: Arc<Shared>,
-) -> Result<(SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>), SimError> {
+/// A running server: the stop signal, the serving task and the accept loop.
+#[derive(Debug)]
+pub(crate) struct Running {
+    pub(crate) stop: oneshot::Sender<()>,
+    pub(crate) task: tokio::task::JoinHandle<()>,
+    pub(crate) accept: tokio::task::AbortHandle,
+}
+
+/// Binds the listener and serves every service until the stop signal fires.
+pub(crate) async fn serve(shared: Arc<Shared>) -> Result<(SocketAddr, Running), SimError> {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config(&shared)?));
     let bind = shared.config.bind;
     let listener = TcpListener::bind(bind)
@@ -190,6 +228,7 @@ pub(crate) async fn serve(
         }
     });
 
+    let accept = accept_task.abort_handle();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let router = crate::services::router(shared);
     let task = tokio::spawn(async move {
@@ -204,5 +243,12 @@ pub(crate) async fn serve(
             tracing::warn!(error = %e, "simulated apid stopped with an error");
         }
     });
-    Ok((endpoint, stop_tx, task))
+    Ok((
+        endpoint,
+        Running {
+            stop: stop_tx,
+            task,
+            accept,
+        },
+    ))
 }

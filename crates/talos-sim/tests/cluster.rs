@@ -1,4 +1,4 @@
-//! The simulator's own surface (its RPC behaviour is exercised over mTLS by talos-client's tests).
+//! The simulator's own surface and the standalone binary (RPC behaviour over mTLS is in `grpc.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -100,4 +100,73 @@ fn planted_secrets_are_distinctive() {
     for s in talos_sim::PLANTED_SECRETS {
         assert!(s.starts_with("SIM-SECRET-") && s.len() > 15);
     }
+}
+
+#[test]
+fn standalone_binary_writes_a_private_talosconfig_and_serves() {
+    use std::io::Read as _;
+    let dir = std::env::temp_dir().join(format!(
+        "talos-sim-bin-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("talosconfig.yaml");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_talos-sim"))
+        .args([
+            "--nodes",
+            "1",
+            "--workers",
+            "1",
+            "--role",
+            "os:reader",
+            "--talosconfig",
+        ])
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !path.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Give the writer a moment to finish the file.
+    std::thread::sleep(Duration::from_millis(100));
+    let yaml = std::fs::read_to_string(&path);
+    let mode = std::fs::metadata(&path).map(|m| {
+        use std::os::unix::fs::PermissionsExt as _;
+        m.permissions().mode() & 0o777
+    });
+    let reachable = yaml.as_ref().ok().and_then(|y| {
+        let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(y).ok()?;
+        let endpoint = doc["contexts"]["talos-sim"]["endpoints"][0]
+            .as_str()?
+            .to_owned();
+        let nodes = doc["contexts"]["talos-sim"]["nodes"].as_sequence()?.len();
+        std::net::TcpStream::connect(&endpoint).ok()?;
+        Some((endpoint, nodes))
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    assert_eq!(mode.unwrap(), 0o600);
+    let (endpoint, nodes) = reachable.expect("talosconfig names a listening endpoint");
+    assert_eq!(nodes, 2);
+    assert!(
+        stderr.contains(&endpoint),
+        "endpoint logged to stderr: {stderr}"
+    );
 }
