@@ -140,6 +140,12 @@ pub(crate) struct HttpOpts {
     /// Requests per second allowed per caller (burst: 5 × this).
     #[arg(long, env = "TALOS_MCP_RATE_LIMIT", default_value_t = 20)]
     pub(crate) rate_limit: u32,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "TALOS_MCP_TLS_CERT", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for --tls-cert.
+    #[arg(long, env = "TALOS_MCP_TLS_KEY", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

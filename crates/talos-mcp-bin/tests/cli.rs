@@ -302,7 +302,11 @@ fn http_server(tc: &str, extra: &[&str]) -> (Child, SocketAddr) {
             stderr.read_line(&mut line).unwrap() > 0,
             "server exited before listening"
         );
-        if let Some(rest) = line.trim().strip_prefix("listening on http://") {
+        if let Some(rest) = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .or_else(|| line.trim().strip_prefix("listening on https://"))
+        {
             let addr = rest.trim_end_matches("/mcp").parse().unwrap();
             std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
             return (child, addr);
@@ -515,4 +519,62 @@ async fn non_loopback_without_auth_is_refused() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_listener_serves_with_the_given_certificate() {
+    use rustls_pki_types::pem::PemObject as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (_sim, dir, tc) = sim().await;
+    let ca = talos_sim::pki::CertificateAuthority::generate("listener-ca").unwrap();
+    let cert = ca
+        .server_cert(&["127.0.0.1"], talos_sim::pki::Validity::Current)
+        .unwrap();
+    let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert_path, &cert.cert_pem).unwrap();
+    std::fs::write(&key_path, &cert.key_pem).unwrap();
+    let (mut child, addr) = http_server(
+        &tc,
+        &[
+            "--tls-cert",
+            cert_path.to_str().unwrap(),
+            "--tls-key",
+            key_path.to_str().unwrap(),
+        ],
+    );
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut tls = connector
+        .connect(
+            rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    tls.write_all(
+        format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut response = String::new();
+    let _ = tls.read_to_string(&mut response).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    // Plain HTTP on the TLS port gets nothing useful.
+    assert_ne!(request(addr, "GET", "/healthz", &[], "").0, 200);
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(wait_timeout(&mut child, Duration::from_secs(10)).is_some());
 }
