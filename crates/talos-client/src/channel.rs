@@ -19,6 +19,12 @@ use tonic::transport::Channel;
 use crate::error::{Result, TalosError, Target};
 use crate::options::CallOptions;
 
+/// Receives the outcome of every RPC attempt (for metrics).
+pub trait RpcObserver: Send + Sync + std::fmt::Debug {
+    /// One RPC (or stream opening) finished after `took`, failing with `error` if set.
+    fn observe(&self, took: Duration, error: Option<crate::ErrorKind>);
+}
+
 /// Tunables of a client; `Default` gives the documented defaults.
 #[derive(Debug, Clone)]
 pub struct ClientSettings {
@@ -38,6 +44,8 @@ pub struct ClientSettings {
     pub max_decoding_message_size: usize,
     /// Nodes called at once by fan-out helpers (default 16).
     pub fan_out_limit: usize,
+    /// Told about every RPC attempt (default: none).
+    pub observer: Option<Arc<dyn RpcObserver>>,
 }
 
 impl Default for ClientSettings {
@@ -51,6 +59,7 @@ impl Default for ClientSettings {
             backoff_max: Duration::from_secs(2),
             max_decoding_message_size: 64 * 1024 * 1024,
             fan_out_limit: crate::fanout::DEFAULT_FAN_OUT_LIMIT,
+            observer: None,
         }
     }
 }
@@ -274,8 +283,19 @@ impl Pipeline {
                 self.counters.failovers.fetch_add(1, Ordering::Relaxed);
             }
             self.counters.attempts.fetch_add(1, Ordering::Relaxed);
+            let started = std::time::Instant::now();
             let outcome =
                 tokio::time::timeout(timeout, call(endpoint.channel.clone(), request)).await;
+            if let Some(observer) = &self.settings.observer {
+                let error = match &outcome {
+                    Err(_) => Some(crate::ErrorKind::Timeout),
+                    Ok(Ok(_)) => None,
+                    Ok(Err(status)) => {
+                        Some(TalosError::from_status(status, Target::default(), timeout).kind())
+                    }
+                };
+                observer.observe(started.elapsed(), error);
+            }
             match outcome {
                 Err(_) => {
                     return Err(TalosError::Timeout {

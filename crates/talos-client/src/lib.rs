@@ -30,7 +30,7 @@ pub mod types;
 #[cfg(any(test, feature = "mock"))]
 pub use api::MockTalosApi;
 pub use api::TalosApi;
-pub use channel::{ClientSettings, ClientStats};
+pub use channel::{ClientSettings, ClientStats, RpcObserver};
 pub use error::{ErrorKind, Result, TalosError, Target};
 pub use fanout::{DEFAULT_FAN_OUT_LIMIT, NodeResult, fan_out};
 pub use grpc::{GrpcTalosClient, ProtoClients};

@@ -55,12 +55,13 @@ fn server_for(sim: &Sim, opts: &ServerOpts, transport: &str) -> Result<TalosMcp>
     opts.artifact_dir
         .get_or_insert_with(|| sim.dir.path().join("artifacts"));
     let config = TalosConfig::from_file(&sim.talosconfig)?;
+    let metrics = std::sync::Arc::new(talos_mcp::metrics::Metrics::default());
     let clusters = Clusters::from_talosconfig(
         config,
         None,
-        talos_mcp::grpc_factory(talos_client::ClientSettings::default()),
+        talos_mcp::grpc_factory(wiring::client_settings(&metrics)),
     );
-    wiring::build_from_clusters(&opts, clusters, transport)
+    wiring::build_from_clusters(&opts, clusters, transport, metrics)
 }
 
 pub(crate) async fn run(global: &Global, args: &DemoArgs) -> Result<ExitCode> {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use talos_config::TalosConfig;
 use talos_mcp::audit::AuditSink;
+use talos_mcp::metrics::Metrics;
 use talos_mcp::safety::{ConfirmMode, SafetySettings, TokenIssuer};
 use talos_mcp::{Cidr, Clusters, ServerSettings, TalosMcp};
 
@@ -53,20 +54,30 @@ pub(crate) fn build_server(
         .map(|c| c.parse::<Cidr>().map_err(anyhow::Error::msg))
         .collect::<Result<Vec<_>>>()
         .context("--allow-node-cidr")?;
+    let metrics = Arc::new(Metrics::default());
     let clusters = Clusters::from_talosconfig(
         config,
         global.context.clone(),
-        talos_mcp::grpc_factory(talos_client::ClientSettings::default()),
+        talos_mcp::grpc_factory(client_settings(&metrics)),
     )
     .with_allowed_cidrs(cidrs);
-    build_from_clusters(opts, clusters, transport)
+    build_from_clusters(opts, clusters, transport, metrics)
 }
 
-/// Builds the MCP server for given clusters.
+/// Talos client settings that report every RPC to `metrics`.
+pub(crate) fn client_settings(metrics: &Arc<Metrics>) -> talos_client::ClientSettings {
+    talos_client::ClientSettings {
+        observer: Some(metrics.clone()),
+        ..talos_client::ClientSettings::default()
+    }
+}
+
+/// Builds the MCP server for given clusters; `metrics` should also observe their clients.
 pub(crate) fn build_from_clusters(
     opts: &ServerOpts,
     clusters: Clusters,
     transport: &str,
+    metrics: Arc<Metrics>,
 ) -> Result<TalosMcp> {
     let confirm: ConfirmMode = opts
         .confirm
@@ -119,6 +130,7 @@ pub(crate) fn build_from_clusters(
         }),
         audit: Arc::new(audit),
         transport: transport.to_owned(),
+        metrics,
         ..ServerSettings::default()
     };
     TalosMcp::new(clusters, settings).map_err(anyhow::Error::msg)

@@ -481,6 +481,12 @@ async fn http_security_metrics_and_shutdown() {
     let (status, _, metrics) = request(addr, "GET", "/metrics", &[("Authorization", BEARER)], "");
     assert_eq!(status, 200);
     assert!(metrics.contains("talos_mcp_sessions_total 2"), "{metrics}");
+    let rpcs = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("talos_mcp_talos_rpc_duration_seconds_count "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(rpcs >= 2, "Talos RPCs are measured: {metrics}");
     assert!(
         metrics.contains("talos_mcp_tool_calls_total{tool=\"talos_hostname\",outcome=\"ok\"} 2"),
         "{metrics}"

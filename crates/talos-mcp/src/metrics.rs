@@ -23,6 +23,55 @@ pub struct Metrics {
     durations: Mutex<BTreeMap<String, Histogram>>,
     audit_failures: AtomicU64,
     sessions: AtomicU64,
+    rpc: Mutex<Histogram>,
+    rpc_errors: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Histogram {
+    fn record(&mut self, took: Duration) {
+        let secs = took.as_secs_f64();
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                self.counts[i] += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += secs;
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {}",
+                self.counts[i]
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
+        let braces = |s: &str| {
+            if s.is_empty() {
+                String::new()
+            } else {
+                format!("{{{s}}}")
+            }
+        };
+        let _ = writeln!(out, "{name}_sum{} {}", braces(labels), self.sum);
+        let _ = writeln!(out, "{name}_count{} {}", braces(labels), self.count);
+    }
+}
+
+impl talos_client::RpcObserver for Metrics {
+    fn observe(&self, took: Duration, error: Option<talos_client::ErrorKind>) {
+        lock(&self.rpc).record(took);
+        if let Some(kind) = error {
+            *lock(&self.rpc_errors).entry(kind.to_string()).or_default() += 1;
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -79,28 +128,20 @@ impl Metrics {
         }
         out.push_str("# HELP talos_mcp_tool_call_duration_seconds Tool call durations.\n# TYPE talos_mcp_tool_call_duration_seconds histogram\n");
         for (tool, h) in lock(&self.durations).iter() {
-            let tool = escape(tool);
-            for (i, bound) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "talos_mcp_tool_call_duration_seconds_bucket{{tool=\"{tool}\",le=\"{bound}\"}} {}",
-                    h.counts[i]
-                );
-            }
-            let _ = writeln!(
-                out,
-                "talos_mcp_tool_call_duration_seconds_bucket{{tool=\"{tool}\",le=\"+Inf\"}} {}",
-                h.count
+            h.render(
+                &mut out,
+                "talos_mcp_tool_call_duration_seconds",
+                &format!("tool=\"{}\"", escape(tool)),
             );
+        }
+        out.push_str("# HELP talos_mcp_talos_rpc_duration_seconds Talos API call durations (each attempt).\n# TYPE talos_mcp_talos_rpc_duration_seconds histogram\n");
+        lock(&self.rpc).render(&mut out, "talos_mcp_talos_rpc_duration_seconds", "");
+        out.push_str("# HELP talos_mcp_talos_rpc_errors_total Failed Talos API calls by error kind.\n# TYPE talos_mcp_talos_rpc_errors_total counter\n");
+        for (kind, n) in lock(&self.rpc_errors).iter() {
             let _ = writeln!(
                 out,
-                "talos_mcp_tool_call_duration_seconds_sum{{tool=\"{tool}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "talos_mcp_tool_call_duration_seconds_count{{tool=\"{tool}\"}} {}",
-                h.count
+                "talos_mcp_talos_rpc_errors_total{{kind=\"{}\"}} {n}",
+                escape(kind)
             );
         }
         let _ = write!(
@@ -133,7 +174,25 @@ mod tests {
         m.record_call("talos_version", "Timeout", Duration::from_secs(30));
         m.audit_failed();
         m.session_started();
+        use talos_client::RpcObserver as _;
+        m.observe(Duration::from_millis(5), None);
+        m.observe(
+            Duration::from_secs(3),
+            Some(talos_client::ErrorKind::Connection),
+        );
         let text = m.render();
+        assert!(
+            text.contains("talos_mcp_talos_rpc_duration_seconds_count 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("talos_mcp_talos_rpc_duration_seconds_bucket{le=\"0.01\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("talos_mcp_talos_rpc_errors_total{kind=\"Connection\"} 1"),
+            "{text}"
+        );
         assert!(
             text.contains("talos_mcp_tool_calls_total{tool=\"talos_version\",outcome=\"ok\"} 2")
         );
