@@ -18,6 +18,10 @@ pub(crate) struct Cli {
 /// Options every command understands.
 #[derive(Debug, Args)]
 pub(crate) struct Global {
+    /// TOML file of default flags (`allow-write = true`, `toolsets = ["info"]`, …); command-line
+    /// flags and TALOS_MCP_* variables take precedence over it.
+    #[arg(long, global = true, env = "TALOS_MCP_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
     /// talosconfig to use (default: $TALOSCONFIG, ~/.talos/config, /var/run/secrets/talos.dev/config).
     #[arg(long, global = true, env = "TALOS_MCP_TALOSCONFIG")]
     pub(crate) talosconfig: Option<PathBuf>,
@@ -184,9 +188,161 @@ pub(crate) struct CallArgs {
     pub(crate) server: ServerOpts,
 }
 
+/// Command-line arguments with the config file's settings added where neither the command line
+/// nor the environment sets them (precedence: flags, then `TALOS_MCP_*`, then the file).
+pub(crate) fn args_with_config_file(
+    args: Vec<std::ffi::OsString>,
+    env: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<Vec<std::ffi::OsString>, String> {
+    use clap::CommandFactory as _;
+    let strings: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let path = strings
+        .iter()
+        .position(|a| a == "--config")
+        .and_then(|i| strings.get(i + 1).cloned())
+        .or_else(|| {
+            strings
+                .iter()
+                .find_map(|a| a.strip_prefix("--config=").map(str::to_owned))
+        })
+        .or_else(|| env("TALOS_MCP_CONFIG").map(|p| p.to_string_lossy().into_owned()));
+    let Some(path) = path else { return Ok(args) };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read config file {path}: {e}"))?;
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|e| format!("config file {path} is not valid TOML: {e}"))?;
+
+    // Flags the chosen subcommand accepts (its own and the global ones).
+    let command = Cli::command();
+    let sub = strings
+        .iter()
+        .skip(1)
+        .find_map(|a| command.find_subcommand(a));
+    let accepted: Vec<String> = command
+        .get_arguments()
+        .chain(sub.into_iter().flat_map(|s| s.get_arguments()))
+        .filter_map(|a| a.get_long().map(str::to_owned))
+        .collect();
+    let mut out = args;
+    for (key, value) in table {
+        if !accepted.contains(&key) {
+            if command.get_subcommands().any(|s| {
+                s.get_arguments()
+                    .any(|a| a.get_long() == Some(key.as_str()))
+            }) {
+                continue; // an option of another command
+            }
+            return Err(format!("config file {path}: unknown setting `{key}`"));
+        }
+        let env_name = format!("TALOS_MCP_{}", key.to_uppercase().replace('-', "_"));
+        let on_command_line = strings
+            .iter()
+            .any(|a| *a == format!("--{key}") || a.starts_with(&format!("--{key}=")));
+        if on_command_line || env(&env_name).is_some() {
+            continue;
+        }
+        let flag = format!("--{key}");
+        match value {
+            toml::Value::Boolean(true) => out.push(flag.into()),
+            toml::Value::Boolean(false) => {}
+            toml::Value::String(s) => out.extend([flag.into(), s.into()]),
+            toml::Value::Integer(i) => out.extend([flag.into(), i.to_string().into()]),
+            toml::Value::Array(items) => {
+                let parts: Vec<String> = items
+                    .iter()
+                    .map(|i| match i {
+                        toml::Value::String(s) => Ok(s.clone()),
+                        toml::Value::Integer(n) => Ok(n.to_string()),
+                        _ => Err(format!(
+                            "config file {path}: `{key}` must be a list of strings"
+                        )),
+                    })
+                    .collect::<Result<_, _>>()?;
+                out.extend([flag.into(), parts.join(",").into()]);
+            }
+            _ => {
+                return Err(format!(
+                    "config file {path}: `{key}` has an unsupported value"
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_file_fills_in_below_env_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("talos-mcp.toml");
+        std::fs::write(
+            &file,
+            "allow-write = true\ntoolsets = [\"info\", \"etcd\"]\noutput-cap = 1000\nconfirm = \"token\"\nlog-level = \"debug\"\nhttp = \"127.0.0.1:9000\"\n",
+        )
+        .unwrap();
+        let args = |a: &[&str]| a.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        let no_env = |_: &str| None;
+        let merged = args_with_config_file(
+            args(&[
+                "talos-mcp",
+                "serve",
+                "--config",
+                file.to_str().unwrap(),
+                "--confirm",
+                "elicit",
+            ]),
+            no_env,
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from(merged).unwrap();
+        let Command::Serve(s) = cli.command else {
+            panic!("serve")
+        };
+        assert!(s.server.allow_write);
+        assert_eq!(s.server.toolsets.unwrap(), vec!["info", "etcd"]);
+        assert_eq!(s.server.output_cap, 1000);
+        assert_eq!(s.server.confirm, "elicit", "the command line wins");
+        assert_eq!(cli.global.log_level, "debug");
+        assert_eq!(s.http.http.unwrap().port(), 9000);
+
+        // The environment wins over the file.
+        let env = |k: &str| (k == "TALOS_MCP_OUTPUT_CAP").then(|| std::ffi::OsString::from("5"));
+        let merged = args_with_config_file(
+            args(&["talos-mcp", "serve", "--config", file.to_str().unwrap()]),
+            env,
+        )
+        .unwrap();
+        assert!(!merged.iter().any(|a| a == "1000"));
+
+        // Settings of other commands are skipped; unknown ones are errors.
+        let merged = args_with_config_file(
+            args(&["talos-mcp", "tools", "--config", file.to_str().unwrap()]),
+            no_env,
+        )
+        .unwrap();
+        assert!(Cli::try_parse_from(merged).is_ok());
+        std::fs::write(&file, "no-such-flag = 1\n").unwrap();
+        let err = args_with_config_file(
+            args(&["talos-mcp", "serve", "--config", file.to_str().unwrap()]),
+            no_env,
+        )
+        .unwrap_err();
+        assert!(err.contains("unknown setting `no-such-flag`"), "{err}");
+        std::fs::write(&file, "not toml [").unwrap();
+        assert!(
+            args_with_config_file(
+                args(&["talos-mcp", "serve", "--config", file.to_str().unwrap()]),
+                no_env
+            )
+            .is_err()
+        );
+    }
 
     #[test]
     fn flags_parse_with_defaults() {

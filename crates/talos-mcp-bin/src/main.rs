@@ -21,7 +21,15 @@ use crate::cli::{Cli, Command, HttpOpts};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let mut cli = Cli::parse();
+    let args =
+        match cli::args_with_config_file(std::env::args_os().collect(), |k| std::env::var_os(k)) {
+            Ok(args) => args,
+            Err(e) => {
+                eprintln!("talos-mcp: {e}");
+                return ExitCode::from(2);
+            }
+        };
+    let mut cli = Cli::parse_from(args);
     // The scripted demo prints to the terminal: keep library chatter out of it unless asked.
     if matches!(&cli.command, Command::Demo(d) if !d.serve) && cli.global.log_level == "info" {
         cli.global.log_level = "warn".into();
