@@ -413,8 +413,19 @@ fn session(addr: SocketAddr) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_security_metrics_and_shutdown() {
-    let (_sim, _dir, tc) = sim().await;
-    let (mut child, addr) = http_server(&tc, &["--http-tokens", TOKEN, "--rate-limit", "2"]);
+    let (_sim, dir, tc) = sim().await;
+    let audit_path = dir.path().join("audit.log");
+    let (mut child, addr) = http_server(
+        &tc,
+        &[
+            "--http-tokens",
+            TOKEN,
+            "--rate-limit",
+            "2",
+            "--audit-log",
+            audit_path.to_str().unwrap(),
+        ],
+    );
 
     assert_eq!(request(addr, "GET", "/healthz", &[], "").0, 200);
     let ready = Instant::now();
@@ -498,6 +509,16 @@ async fn http_security_metrics_and_shutdown() {
         let value = line.rsplit(' ').next().unwrap();
         assert!(value.parse::<f64>().is_ok(), "not Prometheus text: {line}");
     }
+
+    // The token's name is the caller in the audit log.
+    let audit = std::fs::read_to_string(&audit_path).unwrap();
+    let line = audit
+        .lines()
+        .find(|l| l.contains("talos_hostname"))
+        .expect("audited");
+    let record: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(record["caller"], "alice", "{line}");
+    assert_eq!(record["transport"], "http");
 
     // Rate limit: burst of 10 at 2/s; a quick burst beyond it is refused.
     let codes: Vec<u16> = (0..15)
