@@ -88,22 +88,32 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// How long in-flight tool calls may take to finish after a shutdown signal.
+pub(crate) const GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves over HTTP when an address is given, else over stdio until EOF or a signal.
 pub(crate) async fn serve_stdio_or_http(server: TalosMcp, http: &HttpOpts) -> Result<()> {
     if let Some(addr) = http.http {
-        return http::serve(addr, server, http, shutdown_signal()).await;
+        let draining = server.clone();
+        let result = http::serve(addr, server, http, shutdown_signal()).await;
+        if draining.drain(GRACE).await {
+            tracing::warn!("tool calls were still running after the grace period");
+        }
+        return result;
     }
     tracing::info!("serving MCP over stdio");
-    let running = server.serve(rmcp::transport::stdio()).await?;
+    let running = server.clone().serve(rmcp::transport::stdio()).await?;
     let cancel = running.cancellation_token();
     tokio::select! {
         quit = running.waiting() => {
             tracing::info!(reason = ?quit, "stdio session ended");
         }
         () = shutdown_signal() => {
+            // In-flight calls get a grace period to finish before the session is cancelled.
+            if server.drain(GRACE).await {
+                tracing::warn!("tool calls were still running after the grace period");
+            }
             cancel.cancel();
-            // In-flight calls get a grace period to finish.
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
     }
     Ok(())

@@ -129,6 +129,7 @@ pub struct TalosMcp {
     pub(crate) settings: Arc<ServerSettings>,
     pub(crate) tool_router: ToolRouter<Self>,
     pub(crate) prompt_router: PromptRouter<Self>,
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for TalosMcp {
@@ -213,7 +214,22 @@ impl TalosMcp {
             settings: Arc::new(settings),
             tool_router: router,
             prompt_router: Self::prompt_router(),
+            in_flight: Arc::default(),
         })
+    }
+
+    /// Tool calls running now (across every session served by clones of this server).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until no tool call is running, or `grace` has passed; returns whether calls remain.
+    pub async fn drain(&self, grace: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        self.in_flight() > 0
     }
 
     /// The server's metrics (for a /metrics endpoint).
@@ -494,7 +510,10 @@ impl TalosMcp {
             request.clone(),
             context.clone(),
         );
-        let response = self.tool_router.call(tcc).await;
+        let response = {
+            let _running = InFlight::enter(&self.in_flight);
+            self.tool_router.call(tcc).await
+        };
         let (result_kind, confirmation) = match &response {
             Ok(rmcp::model::CallToolResponse::Complete(r)) => outcome_of(r),
             Ok(_) => ("incomplete".to_owned(), None),
@@ -514,6 +533,22 @@ impl TalosMcp {
             self.settings.metrics.audit_failed();
         }
         response
+    }
+}
+
+/// Counts a running call for as long as it lives.
+struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a std::sync::atomic::AtomicUsize) -> Self {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

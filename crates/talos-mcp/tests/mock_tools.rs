@@ -711,3 +711,36 @@ async fn kubeconfig_content_never_reaches_the_model() {
         "{all}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_waits_for_running_calls() {
+    let mut m = MockTalosApi::new();
+    m.expect_hostname().returning(|_| Ok("h".into()));
+    m.expect_version().returning(|_| {
+        std::thread::sleep(Duration::from_millis(400));
+        Ok(VersionInfo::default())
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let server = TalosMcp::new(mock_clusters(Arc::new(m), &["10.5.0.2"]), settings(&dir)).unwrap();
+    let watcher = server.clone();
+    let h = connect(server, None, dir).await;
+    let call = tokio::spawn(async move { h.call("talos_version", json!({})).await });
+    let start = std::time::Instant::now();
+    while watcher.in_flight() == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the call never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        watcher.drain(Duration::from_millis(10)).await,
+        "still running after a short grace"
+    );
+    assert!(
+        !watcher.drain(Duration::from_secs(5)).await,
+        "finished within the grace period"
+    );
+    assert_ne!(call.await.unwrap().is_error, Some(true));
+    assert_eq!(watcher.in_flight(), 0);
+}
