@@ -208,12 +208,8 @@ pub(crate) fn app(
     readiness: Arc<Readiness>,
 ) -> Router {
     let metrics = server.metrics();
-    let session_metrics = metrics.clone();
     let mcp = StreamableHttpService::new(
-        move || {
-            session_metrics.session_started();
-            Ok(server.clone())
-        },
+        move || Ok(server.for_session()),
         Arc::new(LocalSessionManager::default()),
         StreamableHttpServerConfig::default().disable_allowed_origins(),
     );

@@ -492,6 +492,7 @@ async fn http_security_metrics_and_shutdown() {
     let (status, _, metrics) = request(addr, "GET", "/metrics", &[("Authorization", BEARER)], "");
     assert_eq!(status, 200);
     assert!(metrics.contains("talos_mcp_sessions_total 2"), "{metrics}");
+    assert!(metrics.contains("talos_mcp_active_sessions 2"), "{metrics}");
     let rpcs = metrics
         .lines()
         .find_map(|l| l.strip_prefix("talos_mcp_talos_rpc_duration_seconds_count "))

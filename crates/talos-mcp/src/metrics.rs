@@ -23,6 +23,7 @@ pub struct Metrics {
     durations: Mutex<BTreeMap<String, Histogram>>,
     audit_failures: AtomicU64,
     sessions: AtomicU64,
+    active_sessions: AtomicU64,
     rpc: Mutex<Histogram>,
     rpc_errors: Mutex<BTreeMap<String, u64>>,
 }
@@ -106,6 +107,13 @@ impl Metrics {
         self.sessions.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A session is open for as long as the returned guard lives.
+    pub fn open_session(self: &std::sync::Arc<Self>) -> SessionGuard {
+        self.session_started();
+        self.active_sessions.fetch_add(1, Ordering::Relaxed);
+        SessionGuard(self.clone())
+    }
+
     /// Total calls recorded for a tool and outcome.
     pub fn calls(&self, tool: &str, outcome: &str) -> u64 {
         lock(&self.calls)
@@ -147,11 +155,26 @@ impl Metrics {
         let _ = write!(
             out,
             "# HELP talos_mcp_audit_failures_total Audit lines that could not be written.\n# TYPE talos_mcp_audit_failures_total counter\ntalos_mcp_audit_failures_total {}\n\
-             # HELP talos_mcp_sessions_total MCP sessions started.\n# TYPE talos_mcp_sessions_total counter\ntalos_mcp_sessions_total {}\n",
+             # HELP talos_mcp_sessions_total MCP sessions started.\n# TYPE talos_mcp_sessions_total counter\ntalos_mcp_sessions_total {}\n\
+             # HELP talos_mcp_active_sessions MCP sessions open now.\n# TYPE talos_mcp_active_sessions gauge\ntalos_mcp_active_sessions {}\n",
             self.audit_failures.load(Ordering::Relaxed),
-            self.sessions.load(Ordering::Relaxed)
+            self.sessions.load(Ordering::Relaxed),
+            self.active_sessions.load(Ordering::Relaxed)
         );
         out
+    }
+}
+
+/// Marks a session open until dropped (see [`Metrics::open_session`]).
+#[derive(Debug)]
+pub struct SessionGuard(std::sync::Arc<Metrics>);
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let _ = self
+            .0
+            .active_sessions
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
     }
 }
 
@@ -206,6 +229,12 @@ mod tests {
         assert!(text.contains("le=\"+Inf\"} 3\n"));
         assert!(text.contains("talos_mcp_audit_failures_total 1"));
         assert!(text.contains("talos_mcp_sessions_total 1"));
+        let m = std::sync::Arc::new(m);
+        let guard = m.open_session();
+        assert!(m.render().contains("talos_mcp_active_sessions 1"));
+        drop(guard);
+        assert!(m.render().contains("talos_mcp_active_sessions 0"));
+        assert!(m.render().contains("talos_mcp_sessions_total 2"));
         assert_eq!(m.calls("talos_version", "ok"), 2);
     }
 }

@@ -130,6 +130,8 @@ pub struct TalosMcp {
     pub(crate) tool_router: ToolRouter<Self>,
     pub(crate) prompt_router: PromptRouter<Self>,
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// Held by the server instance of one transport session (see [`TalosMcp::for_session`]).
+    session: Option<Arc<crate::metrics::SessionGuard>>,
 }
 
 impl std::fmt::Debug for TalosMcp {
@@ -215,7 +217,16 @@ impl TalosMcp {
             tool_router: router,
             prompt_router: Self::prompt_router(),
             in_flight: Arc::default(),
+            session: None,
         })
+    }
+
+    /// A copy of the server for one transport session: the session counts as open in the
+    /// metrics until the transport drops this copy (and its clones).
+    pub fn for_session(&self) -> Self {
+        let mut s = self.clone();
+        s.session = Some(Arc::new(self.settings.metrics.open_session()));
+        s
     }
 
     /// Tool calls running now (across every session served by clones of this server).
