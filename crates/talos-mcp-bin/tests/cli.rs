@@ -478,7 +478,7 @@ async fn http_security_metrics_and_shutdown() {
     let a = session(addr);
     let b = session(addr);
     assert_ne!(a, b);
-    for (i, s) in [a, b].into_iter().enumerate() {
+    for (i, s) in [a.clone(), b].into_iter().enumerate() {
         let call = json!({"jsonrpc": "2.0", "id": 10 + i, "method": "tools/call", "params": {"name": "talos_hostname", "arguments": {"nodes": ["127.0.10.11"]}}});
         let (status, _, body) = post(addr, &mcp_headers(&[("Mcp-Session-Id", s)]), &call);
         assert_eq!(status, 200, "{body}");
@@ -509,6 +509,31 @@ async fn http_security_metrics_and_shutdown() {
     {
         let value = line.rsplit(' ').next().unwrap();
         assert!(value.parse::<f64>().is_ok(), "not Prometheus text: {line}");
+    }
+
+    // Ending a session closes it in the metrics too.
+    let (status, _, _) = request(
+        addr,
+        "DELETE",
+        "/mcp",
+        &[("Authorization", BEARER), ("Mcp-Session-Id", a.as_str())],
+        "",
+    );
+    assert!(
+        status == 200 || status == 202 || status == 204,
+        "DELETE answered {status}"
+    );
+    let closing = Instant::now();
+    loop {
+        let (_, _, metrics) = request(addr, "GET", "/metrics", &[("Authorization", BEARER)], "");
+        if metrics.contains("talos_mcp_active_sessions 1") {
+            break;
+        }
+        assert!(
+            closing.elapsed() < Duration::from_secs(5),
+            "session never closed: {metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 
     // The token's name is the caller in the audit log.
