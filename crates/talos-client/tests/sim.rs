@@ -212,8 +212,9 @@ async fn workload_and_log_methods() {
         )
         .await
         .unwrap();
+    // One new line every 100 ms for 450 ms; loose bounds keep a loaded CI machine from flaking.
     assert!(
-        (2..=6).contains(&followed.lines.len()),
+        (1..=10).contains(&followed.lines.len()),
         "followed new lines: {}",
         followed.lines.len()
     );
@@ -366,7 +367,7 @@ async fn etcd_methods_and_snapshot() {
 #[tokio::test]
 async fn lifecycle_methods() {
     let sim = start(SimConfig {
-        reboot_downtime: Duration::from_millis(300),
+        reboot_downtime: Duration::from_millis(1500),
         ..SimConfig::default()
     })
     .await;
@@ -451,7 +452,7 @@ async fn lifecycle_methods() {
     assert!(!ack.actor_id.is_empty());
     let down = c.version(&node).await.unwrap_err();
     assert_eq!(down.kind(), ErrorKind::Connection, "{down}");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1700)).await;
     c.version(&node).await.unwrap();
     assert_ne!(sim.boot_id(&target).unwrap(), before);
 
