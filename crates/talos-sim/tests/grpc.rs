@@ -251,7 +251,7 @@ async fn reboot_takes_the_node_away_and_back_with_a_new_boot_id() {
 
     assert!(!sim.is_up(&node));
     expect_code(m.version(to(&node, ())).await, Code::Unavailable);
-    assert!(wait_until(Duration::from_secs(3), || sim.is_up(&node)).await);
+    assert!(wait_until(Duration::from_secs(10), || sim.is_up(&node)).await);
     m.version(to(&node, ())).await.unwrap();
     let after = read_file(&mut m, &node, "/proc/sys/kernel/random/boot_id")
         .await
@@ -345,7 +345,7 @@ async fn upgrade_reboots_into_the_installer_version() {
         .into_inner();
     assert!(ack.messages[0].ack.contains("installer:v1.12.0"));
     assert!(!sim.is_up(&node));
-    assert!(wait_until(Duration::from_secs(3), || sim.is_up(&node)).await);
+    assert!(wait_until(Duration::from_secs(10), || sim.is_up(&node)).await);
     let v = m.version(to(&node, ())).await.unwrap().into_inner();
     assert_eq!(v.messages[0].version.as_ref().unwrap().tag, "v1.12.0");
     let other = m.version(to("talos-cp-1", ())).await.unwrap().into_inner();
@@ -700,7 +700,7 @@ async fn apply_configuration_dry_run_then_for_real() {
         .await
         .unwrap();
     assert!(!sim.is_up(&node), "REBOOT mode reboots");
-    assert!(wait_until(Duration::from_secs(3), || sim.is_up(&node)).await);
+    assert!(wait_until(Duration::from_secs(10), || sim.is_up(&node)).await);
     assert_ne!(sim.boot_id(&node).unwrap(), before);
     assert_eq!(current(&mut st).await, staged);
     sim.shutdown().await;
