@@ -1,6 +1,5 @@
 //! Building the server from the command line.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,15 +24,6 @@ pub(crate) fn init_logging(global: &Global) {
         LogFormat::Text => builder.with_ansi(false).try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
-}
-
-/// The state directory: `$XDG_STATE_HOME/talos-mcp` or `~/.local/state/talos-mcp`.
-pub(crate) fn state_dir() -> PathBuf {
-    std::env::var_os("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("talos-mcp")
 }
 
 /// Loads the talosconfig the way talosctl does.
@@ -109,7 +99,7 @@ pub(crate) fn build_from_clusters(
         Some(path) => AuditSink::file(std::path::Path::new(path))
             .with_context(|| format!("opening audit log {path}"))?,
         None => {
-            let path = state_dir().join("audit.log");
+            let path = talos_mcp::state_dir().join("audit.log");
             AuditSink::file(&path)
                 .with_context(|| format!("opening audit log {}", path.display()))?
         }
@@ -118,7 +108,10 @@ pub(crate) fn build_from_clusters(
         output_cap: opts.output_cap,
         file_allowlist: opts.file_allowlist.clone(),
         config_allowlist: opts.config_allowlist.clone(),
-        artifact_dir: opts.artifact_dir.clone().unwrap_or_else(state_dir),
+        artifact_dir: opts
+            .artifact_dir
+            .clone()
+            .unwrap_or_else(talos_mcp::state_dir),
         toolsets: opts.toolsets.clone(),
         tools: opts.tools.clone(),
         safety: Arc::new(SafetySettings {

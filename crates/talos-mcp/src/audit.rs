@@ -30,14 +30,7 @@ impl AuditSink {
     /// Opens (creating 0600, parents 0700) a file for appending.
     pub fn file(path: &Path) -> std::io::Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            let mut builder = std::fs::DirBuilder::new();
-            builder.recursive(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::DirBuilderExt as _;
-                builder.mode(0o700);
-            }
-            builder.create(dir)?;
+            crate::files::private_dir(dir)?;
         }
         let mut options = OpenOptions::new();
         options.append(true).create(true);

@@ -184,7 +184,8 @@ impl ContextEntry {
     }
 }
 
-fn url_host(url: &str) -> Option<String> {
+/// The host part of a URL such as `https://10.5.0.2:2380` or `https://[fd00::2]:2379`.
+pub(crate) fn url_host(url: &str) -> Option<String> {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let hostport = rest.split('/').next()?;
     let host = if let Some(v6) = hostport.strip_prefix('[') {

@@ -17,6 +17,7 @@ pub mod clusters;
 mod confirm;
 mod docs;
 pub mod error;
+mod files;
 pub mod metrics;
 pub mod output;
 mod prompts;
@@ -29,7 +30,7 @@ pub mod tools;
 pub use clusters::{ApiFactory, Cidr, Clusters, grpc_factory};
 pub use docs::tools_markdown;
 pub use error::ToolError;
-pub use server::{ServerSettings, TOOLSETS, TalosMcp, TargetArgs};
+pub use server::{ServerSettings, TOOLSETS, TalosMcp, TargetArgs, state_dir};
 
 /// Log filter directives for `level` that are safe at any verbosity.
 ///

@@ -86,7 +86,7 @@ impl Default for ServerSettings {
         Self {
             output_cap: 64 * 1024,
             file_allowlist: vec!["/proc".into(), "/sys".into(), "/var/log".into()],
-            artifact_dir: default_artifact_dir(),
+            artifact_dir: state_dir(),
             toolsets: None,
             tools: None,
             fan_out_limit: talos_client::DEFAULT_FAN_OUT_LIMIT,
@@ -100,8 +100,9 @@ impl Default for ServerSettings {
     }
 }
 
-/// `$XDG_STATE_HOME/talos-mcp`, else `~/.local/state/talos-mcp`, else a temp directory.
-fn default_artifact_dir() -> PathBuf {
+/// The server's state directory (default artifact and audit location): `$XDG_STATE_HOME/talos-mcp`,
+/// else `~/.local/state/talos-mcp`, else a temp directory.
+pub fn state_dir() -> PathBuf {
     std::env::var_os("XDG_STATE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
@@ -338,7 +339,7 @@ impl TalosMcp {
     }
 
     /// Fetches hostnames of nodes not seen before, so results can name them.
-    async fn learn_hostnames(&self, targets: &Targets) {
+    pub(crate) async fn learn_hostnames(&self, targets: &Targets) {
         let unknown: Vec<String> = targets
             .nodes
             .iter()

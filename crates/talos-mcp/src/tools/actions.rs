@@ -94,15 +94,13 @@ impl TalosMcp {
             Err(e) => return Ok(failure(&e)),
         };
         let opts = CallOptions::node(node.clone());
-        let hostname = match entry.hostname(&node) {
-            Some(h) => Some(h),
-            None => entry
-                .api
-                .hostname(&opts)
-                .await
-                .ok()
-                .inspect(|h| entry.remember_hostname(&node, h)),
+        let targets = crate::clusters::Targets {
+            entry,
+            nodes: vec![node.clone()],
         };
+        self.learn_hostnames(&targets).await;
+        let entry = targets.entry;
+        let hostname = entry.hostname(&node);
         let prepared = match prepare(entry.api.clone(), opts.clone()).await {
             Ok(p) => p,
             Err(e) => return Ok(failure(&e)),

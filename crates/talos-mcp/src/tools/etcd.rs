@@ -81,17 +81,7 @@ pub(crate) fn member_out(m: &EtcdMember) -> MemberOut {
 fn member_node(m: &EtcdMember) -> String {
     m.peer_urls
         .first()
-        .and_then(|u| {
-            let rest = u.split_once("://").map_or(u.as_str(), |(_, r)| r);
-            let hostport = rest.split('/').next()?;
-            Some(match hostport.strip_prefix('[') {
-                Some(v6) => v6.split(']').next().unwrap_or(v6).to_owned(),
-                None => hostport
-                    .rsplit_once(':')
-                    .map_or(hostport, |(h, _)| h)
-                    .to_owned(),
-            })
-        })
+        .and_then(|u| crate::clusters::url_host(u))
         .unwrap_or_else(|| m.hostname.clone())
 }
 
@@ -621,7 +611,7 @@ impl TalosMcp {
                 ))
             },
             |api, opts| async move {
-                crate::tools::kubernetes::private_dir(&dir).map_err(|e| ToolError::Local(format!("cannot create {}: {e}", dir.display())))?;
+                crate::files::private_dir(&dir).map_err(|e| ToolError::Local(format!("cannot create {}: {e}", dir.display())))?;
                 let stamp = std::time::SystemTime::now()
                     .duration_since(std::time::SystemTime::UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos());

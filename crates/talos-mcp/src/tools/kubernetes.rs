@@ -38,22 +38,10 @@ pub struct KubeconfigArgs {
     pub target: TargetArgs,
 }
 
-/// Creates `dir` (and parents) with mode 0700 if missing.
-pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt as _;
-        builder.mode(0o700);
-    }
-    builder.create(dir)
-}
-
 /// Writes `data` to a file in `dir` (0700) with mode 0600.
 fn write_private(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<PathBuf> {
     use std::io::Write as _;
-    private_dir(dir)?;
+    crate::files::private_dir(dir)?;
     let path = dir.join(name);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
