@@ -174,6 +174,17 @@ async fn guard(State(g): State<Guard>, mut request: Request, next: Next) -> Resp
     next.run(request).await
 }
 
+/// rmcp answers a session's DELETE with 202 Accepted. The session is gone by then, and clients
+/// expect 200 or 204 (the Python SDK logs a failed termination otherwise): answer 204.
+async fn session_deleted(request: Request, next: Next) -> Response {
+    let delete = request.method() == axum::http::Method::DELETE;
+    let mut response = next.run(request).await;
+    if delete && response.status() == StatusCode::ACCEPTED {
+        *response.status_mut() = StatusCode::NO_CONTENT;
+    }
+    response
+}
+
 /// Readiness: the talosconfig loaded and an endpoint answered recently (checked in the background).
 #[derive(Debug, Default)]
 pub(crate) struct Readiness {
@@ -234,6 +245,7 @@ pub(crate) fn app(
                 )
             }),
         )
+        .layer(middleware::from_fn(session_deleted))
         .layer(middleware::from_fn_with_state(guard_state, guard));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

@@ -35,11 +35,40 @@ pub use server::{ServerSettings, TOOLSETS, TalosMcp, TargetArgs, state_dir};
 /// Log filter directives for `level` that are safe at any verbosity.
 ///
 /// rmcp logs whole JSON-RPC messages at debug and trace, and tool arguments can carry secrets
-/// (an inline machine config for `talos_apply_config`). Those targets are therefore always capped
-/// at `info`, after whatever the operator asked for. Use with `tracing_subscriber::EnvFilter`.
+/// (an inline machine config for `talos_apply_config`). Those targets are therefore capped at
+/// `info`, after whatever the operator asked for; a quieter default level (`warn`, `error`,
+/// `off`) quiets them too. Use with `tracing_subscriber::EnvFilter`.
 pub fn log_directives(level: &str) -> String {
-    format!("{level},{}", LOG_CLAMPS.join(","))
+    let default = level
+        .split(',')
+        .map(str::trim)
+        .find(|d| !d.contains('='))
+        .unwrap_or("info")
+        .to_ascii_lowercase();
+    let cap = match default.as_str() {
+        "off" | "error" | "warn" => default.as_str(),
+        _ => "info",
+    };
+    let clamps: Vec<String> = LOG_CLAMPS.iter().map(|t| format!("{t}={cap}")).collect();
+    format!("{level},{}", clamps.join(","))
 }
 
 /// Targets capped by [`log_directives`] because they log message contents.
-pub const LOG_CLAMPS: &[&str] = &["rmcp=info"];
+pub const LOG_CLAMPS: &[&str] = &["rmcp"];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn message_logging_targets_are_capped_at_info_and_follow_quieter_levels() {
+        assert_eq!(super::log_directives("trace"), "trace,rmcp=info");
+        assert_eq!(
+            super::log_directives("debug,talos_client=trace"),
+            "debug,talos_client=trace,rmcp=info"
+        );
+        assert_eq!(super::log_directives("warn"), "warn,rmcp=warn");
+        assert_eq!(
+            super::log_directives("talos_mcp=debug,ERROR"),
+            "talos_mcp=debug,ERROR,rmcp=error"
+        );
+    }
+}

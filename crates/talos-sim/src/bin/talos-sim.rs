@@ -30,6 +30,12 @@ struct Args {
     /// Talos version the nodes report.
     #[arg(long, default_value = "v1.11.5")]
     talos_version: String,
+    /// Lines in each service or container log (generated lazily, so millions are fine).
+    #[arg(long, default_value_t = SimConfig::default().log_lines)]
+    log_lines: usize,
+    /// How long a rebooting node stays unreachable, in milliseconds.
+    #[arg(long, default_value_t = SimConfig::default().reboot_downtime.as_millis() as u64)]
+    reboot_downtime_ms: u64,
 }
 
 #[tokio::main]
@@ -46,6 +52,8 @@ async fn main() -> ExitCode {
         workers: args.workers,
         talos_version: args.talos_version,
         bind: args.listen,
+        log_lines: args.log_lines,
+        reboot_downtime: std::time::Duration::from_millis(args.reboot_downtime_ms),
         ..SimConfig::default()
     };
     let cluster = match SimCluster::start(config).await {
