@@ -24,6 +24,7 @@ mod prompts;
 mod redact;
 mod resources;
 pub mod safety;
+mod schema;
 mod server;
 pub mod tools;
 

@@ -65,6 +65,17 @@ pub(crate) fn yaml_to_json(text: &str) -> serde_json::Value {
     }
 }
 
+/// A COSI resource spec as a JSON object with secrets redacted. Specs are mappings; an empty
+/// spec becomes `{}`, and anything else (a scalar, or a document that cannot be parsed) is kept
+/// under `value`.
+pub(crate) fn spec_object(text: &str) -> serde_json::Map<String, serde_json::Value> {
+    match yaml_to_json(text) {
+        serde_json::Value::Object(map) => map,
+        serde_json::Value::Null => serde_json::Map::new(),
+        other => serde_json::Map::from_iter([("value".to_owned(), other)]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -145,8 +145,19 @@ impl std::fmt::Debug for TalosMcp {
 }
 
 impl TalosMcp {
-    /// Every toolset's routers by tier.
+    /// Every toolset's routers by tier, with their schemas in the portable dialect.
     fn routers() -> Vec<(&'static str, Tier, ToolRouter<Self>)> {
+        let mut routers = Self::derived_routers();
+        for (_, _, router) in &mut routers {
+            for route in router.map.values_mut() {
+                crate::schema::make_portable(&mut route.attr);
+            }
+        }
+        routers
+    }
+
+    /// Every toolset's routers by tier, as the tool macros derive them.
+    fn derived_routers() -> Vec<(&'static str, Tier, ToolRouter<Self>)> {
         vec![
             ("info", Tier::Read, Self::info_router()),
             ("workloads", Tier::Read, Self::workloads_router()),
@@ -276,7 +287,7 @@ impl TalosMcp {
 
     /// The toolset a tool belongs to.
     pub fn toolset_of(tool: &str) -> Option<&'static str> {
-        Self::routers()
+        Self::derived_routers()
             .into_iter()
             .find(|(_, _, r)| r.has_route(tool))
             .map(|(n, _, _)| n)
@@ -284,7 +295,7 @@ impl TalosMcp {
 
     /// The tier of a tool.
     pub fn tier_of(tool: &str) -> Option<Tier> {
-        Self::routers()
+        Self::derived_routers()
             .into_iter()
             .find(|(_, _, r)| r.has_route(tool))
             .map(|(_, t, _)| t)

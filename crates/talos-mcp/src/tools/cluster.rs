@@ -77,7 +77,7 @@ pub struct ResourceOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub updated: Option<String>,
     /// The spec (secret-looking values redacted).
-    pub spec: serde_json::Value,
+    pub spec: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Arguments of talos_list_files.
@@ -367,7 +367,7 @@ impl TalosMcp {
                     Ok(resources
                         .into_iter()
                         .map(|r| ResourceOut {
-                            spec: crate::redact::yaml_to_json(&r.spec_yaml),
+                            spec: crate::redact::spec_object(&r.spec_yaml),
                             updated: r.updated.map(rfc3339),
                             namespace: r.namespace,
                             resource_type: r.resource_type,

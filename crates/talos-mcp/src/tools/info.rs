@@ -223,10 +223,10 @@ pub struct NetworkOut {
     pub interfaces: Option<Vec<InterfaceOut>>,
     /// Address statuses (COSI AddressStatuses.net.talos.dev specs).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub addresses: Option<Vec<serde_json::Value>>,
+    pub addresses: Option<Vec<serde_json::Map<String, serde_json::Value>>>,
     /// Route statuses (COSI RouteStatuses.net.talos.dev specs).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub routes: Option<Vec<serde_json::Value>>,
+    pub routes: Option<Vec<serde_json::Map<String, serde_json::Value>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sockets: Option<Vec<SocketOut>>,
 }
@@ -820,7 +820,7 @@ async fn network(
                 .resource_list(opts, "network", ty, 500)
                 .await?
                 .into_iter()
-                .map(|r| crate::redact::yaml_to_json(&r.spec_yaml))
+                .map(|r| crate::redact::spec_object(&r.spec_yaml))
                 .collect();
             if section == "addresses" {
                 out.addresses = Some(specs);
