@@ -1,20 +1,33 @@
 //! Server-enforced confirmation of write and destructive calls.
 //!
-//! With a client that supports elicitation (and mode `elicit`), the human is asked through a form
-//! naming the tool, node, context and effect. Otherwise the first call only returns the plan and
-//! a single-use token bound to the tool, context, node and arguments; the call runs when repeated
-//! with that token.
+//! With a client that supports form elicitation (and mode `elicit`), the human is asked through a
+//! form naming the tool, node, context and effect: as an `elicitation/create` request on
+//! handshake-era protocols, or, on 2026-07-28 (which forbids server-to-client requests), as an
+//! `input_required` result that the client answers by repeating the call with the human's answer
+//! (the multi-round-trip flow). The round trip's `requestState` is sealed like a confirmation
+//! token: bound to the call, expiring, single use, verifiable by any replica with the secret.
+//! Otherwise the first call only returns the plan and a single-use token bound to the tool,
+//! context, node and arguments; the call runs when repeated with that token.
 
-use rmcp::model::{CallToolResult, ContentBlock};
+use rmcp::handler::server::common::FromContextPart;
+use rmcp::handler::server::tool::ToolCallContext;
+use rmcp::model::{
+    CallToolResult, ContentBlock, ElicitRequest, ElicitRequestParams, ElicitResult,
+    ElicitationAction, ElicitationSchema, InputRequest, InputRequests, InputRequiredResult,
+    InputResponses,
+};
 use rmcp::service::ElicitationError;
-use rmcp::{Peer, RoleServer};
+use rmcp::{ErrorData, Peer, RoleServer};
 use serde::Serialize;
 use serde_json::json;
 
 use crate::error::ToolError;
 use crate::output::failure;
-use crate::safety::{ConfirmForm, ConfirmMode, Tier};
+use crate::safety::{ConfirmForm, ConfirmMode, Tier, TokenError};
 use crate::server::TalosMcp;
+
+/// The key of the confirmation form among a round trip's input requests.
+const CONFIRM_INPUT: &str = "confirm";
 
 /// What a call is about to do.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
@@ -35,6 +48,42 @@ pub struct Plan {
     pub preflight: Vec<String>,
 }
 
+/// How a tool call can reach the human: the peer, the protocol era, whether the client fills
+/// in forms, and the answers of a multi-round-trip retry. Extracted from the tool call.
+#[derive(Debug, Clone)]
+pub(crate) struct Ask {
+    /// The client (also used for progress notifications).
+    pub(crate) peer: Peer<RoleServer>,
+    /// The request's protocol forbids server-to-client requests (2026-07-28 and later).
+    round_trip: bool,
+    /// The client declared form elicitation (in the handshake or the request's metadata).
+    forms: bool,
+    /// The answers of a multi-round-trip retry.
+    responses: Option<InputResponses>,
+    /// The sealed state of a multi-round-trip retry.
+    state: Option<String>,
+}
+
+impl<S> FromContextPart<ToolCallContext<'_, S>> for Ask {
+    fn from_context_part(context: &mut ToolCallContext<'_, S>) -> Result<Self, ErrorData> {
+        let request = &context.request_context;
+        let round_trip = request
+            .protocol_version()
+            .is_some_and(|v| !v.has_initialize());
+        let forms = request
+            .client_capabilities()
+            .and_then(|c| c.elicitation)
+            .is_some_and(|e| e.form.is_some() || e.url.is_none());
+        Ok(Self {
+            peer: request.peer.clone(),
+            round_trip,
+            forms,
+            responses: context.input_responses.take(),
+            state: context.request_state.take(),
+        })
+    }
+}
+
 /// Whether to go ahead.
 #[derive(Debug)]
 pub(crate) enum Gate {
@@ -42,13 +91,73 @@ pub(crate) enum Gate {
     Proceed(String),
     /// Stop and answer with this result (a plan with a token, or a refusal).
     Stop(Box<CallToolResult>),
+    /// Ask the human first: answer with this and wait for the client's retry.
+    Ask(Box<InputRequiredResult>),
+    /// The retry carries state that is not this server's or not for this call.
+    Reject(ErrorData),
+}
+
+/// What the human answered in the confirmation form.
+enum Answer {
+    Accepted,
+    NotTicked,
+    Declined,
+    Cancelled,
+    Failed(String),
+}
+
+impl Answer {
+    fn gate(self) -> Gate {
+        match self {
+            Self::Accepted => Gate::Proceed("elicitation: accepted".into()),
+            Self::NotTicked => stop(
+                ToolError::NotConfirmed("the human did not tick confirm; nothing was done".into()),
+                "elicitation: not confirmed",
+            ),
+            Self::Declined => stop(
+                ToolError::NotConfirmed(
+                    "the human declined; nothing was done. Do not retry unless they ask.".into(),
+                ),
+                "elicitation: declined",
+            ),
+            Self::Cancelled => stop(
+                ToolError::NotConfirmed(
+                    "the human cancelled the confirmation; nothing was done".into(),
+                ),
+                "elicitation: cancelled",
+            ),
+            Self::Failed(why) => stop(
+                ToolError::NotConfirmed(format!(
+                    "the confirmation could not be asked ({why}); nothing was done"
+                )),
+                "elicitation: failed",
+            ),
+        }
+    }
+
+    /// Reads an `elicitation/create` result as returned in a round trip's input responses.
+    fn from_result(result: ElicitResult) -> Self {
+        match result.action {
+            ElicitationAction::Accept => {
+                match result.content.map(serde_json::from_value::<ConfirmForm>) {
+                    Some(Ok(ConfirmForm { confirm: true })) => Self::Accepted,
+                    Some(Ok(_)) => Self::NotTicked,
+                    Some(Err(e)) => Self::Failed(format!("the form answer does not fit: {e}")),
+                    None => Self::Failed("the form was accepted without content".into()),
+                }
+            }
+            ElicitationAction::Decline => Self::Declined,
+            // Cancel, and any action a later protocol adds: nothing is done.
+            _ => Self::Cancelled,
+        }
+    }
 }
 
 impl TalosMcp {
     /// Decides whether a write/destructive call may run now.
     pub(crate) async fn confirm<A: Serialize>(
         &self,
-        peer: &Peer<RoleServer>,
+        ask: &Ask,
         plan: &Plan,
         args: &A,
         token: Option<&str>,
@@ -69,15 +178,8 @@ impl TalosMcp {
             Some(h) => format!("{h} ({})", plan.node),
             None => plan.node.clone(),
         };
-        // Protocol 2026-07-28 forbids server-to-client requests (elicitation moves into the
-        // multi-round-trip flow, not implemented yet): such clients get the token flow.
-        let legacy_protocol = peer
-            .peer_info()
-            .is_some_and(|info| info.protocol_version < rmcp::model::ProtocolVersion::V_2026_07_28);
-        if safety.confirm == ConfirmMode::Elicit
-            && legacy_protocol
-            && !peer.supported_elicitation_modes().is_empty()
-        {
+        let binding = binding(plan, args);
+        if safety.confirm == ConfirmMode::Elicit && ask.forms {
             let mut message = format!(
                 "Allow {tool} on node {who} in context {ctx}?\n\nEffect: {effect}",
                 tool = plan.tool,
@@ -89,38 +191,18 @@ impl TalosMcp {
                 message.push_str(&plan.preflight.join("\n- "));
             }
             message.push_str("\n\nSet confirm to true to proceed.");
-            return match peer.elicit::<ConfirmForm>(message).await {
-                Ok(Some(ConfirmForm { confirm: true })) => {
-                    Gate::Proceed("elicitation: accepted".into())
-                }
-                Ok(_) => stop(
-                    ToolError::NotConfirmed(
-                        "the human did not tick confirm; nothing was done".into(),
-                    ),
-                    "elicitation: not confirmed",
-                ),
-                Err(ElicitationError::UserDeclined) => stop(
-                    ToolError::NotConfirmed(
-                        "the human declined; nothing was done. Do not retry unless they ask."
-                            .into(),
-                    ),
-                    "elicitation: declined",
-                ),
-                Err(ElicitationError::UserCancelled) => stop(
-                    ToolError::NotConfirmed(
-                        "the human cancelled the confirmation; nothing was done".into(),
-                    ),
-                    "elicitation: cancelled",
-                ),
-                Err(e) => stop(
-                    ToolError::NotConfirmed(format!(
-                        "the confirmation could not be asked ({e}); nothing was done"
-                    )),
-                    "elicitation: failed",
-                ),
+            if ask.round_trip {
+                return self.confirm_round_trip(ask, &binding, message);
+            }
+            let answer = match ask.peer.elicit::<ConfirmForm>(message).await {
+                Ok(Some(ConfirmForm { confirm: true })) => Answer::Accepted,
+                Ok(_) => Answer::NotTicked,
+                Err(ElicitationError::UserDeclined) => Answer::Declined,
+                Err(ElicitationError::UserCancelled) => Answer::Cancelled,
+                Err(e) => Answer::Failed(e.to_string()),
             };
+            return answer.gate();
         }
-        let binding = binding(plan, args);
         match token {
             Some(t) => match safety.tokens.redeem(t, &binding) {
                 Ok(()) => Gate::Proceed("token: redeemed".into()),
@@ -156,13 +238,70 @@ impl TalosMcp {
             }
         }
     }
+
+    /// The multi-round-trip confirmation (protocol 2026-07-28): the first call answers with the
+    /// form as an input request and sealed state; the retry carries the human's answer and the
+    /// state, which must be this server's, for this very call, unexpired and unused.
+    fn confirm_round_trip(&self, ask: &Ask, binding: &str, message: String) -> Gate {
+        let tokens = &self.settings.safety.tokens;
+        // Domain-separated from confirmation tokens: one can never stand in for the other.
+        let binding = format!("round-trip|{binding}");
+        let answer = ask
+            .responses
+            .as_ref()
+            .and_then(|r| r.get(CONFIRM_INPUT))
+            .cloned();
+        if let (Some(state), Some(answer)) = (&ask.state, answer) {
+            return match tokens.redeem(state, &binding) {
+                Ok(()) => match serde_json::from_value::<ElicitResult>(answer) {
+                    Ok(result) => Answer::from_result(result).gate(),
+                    Err(e) => Gate::Reject(ErrorData::invalid_params(
+                        format!("inputResponses.{CONFIRM_INPUT} is not an elicitation result: {e}"),
+                        None,
+                    )),
+                },
+                Err(TokenError::Expired) => stop(
+                    ToolError::NotConfirmed(
+                        "the confirmation form expired before it was answered; nothing was done. Call again to be asked anew.".into(),
+                    ),
+                    "elicitation: expired",
+                ),
+                Err(TokenError::Replayed) => stop(
+                    ToolError::NotConfirmed(
+                        "this confirmation was already used; nothing was done. Call again to be asked anew.".into(),
+                    ),
+                    "elicitation: replayed",
+                ),
+                Err(TokenError::Mismatch | TokenError::Malformed) => {
+                    Gate::Reject(ErrorData::invalid_params(
+                        "requestState failed its integrity check or belongs to another call (tool, context, node and arguments must not change between rounds); call again without it",
+                        None,
+                    ))
+                }
+            };
+        }
+        // First round (or a retry without an answer): ask.
+        let schema = match ElicitationSchema::from_type::<ConfirmForm>() {
+            Ok(s) => s,
+            Err(e) => return Answer::Failed(format!("no form schema: {e}")).gate(),
+        };
+        let form = ElicitRequest::new(ElicitRequestParams::FormElicitationParams {
+            meta: None,
+            message,
+            requested_schema: schema,
+        });
+        let requests =
+            InputRequests::from([(CONFIRM_INPUT.to_owned(), InputRequest::Elicitation(form))]);
+        Gate::Ask(Box::new(InputRequiredResult::new(
+            Some(requests),
+            Some(tokens.issue(&binding)),
+        )))
+    }
 }
 
 fn stop(err: ToolError, outcome: &str) -> Gate {
     let mut result = failure(&err);
-    if let Some(serde_json::Value::Object(map)) = result.structured_content.as_mut() {
-        map.insert("confirmation".into(), json!(outcome));
-    }
+    crate::output::annotate_error(&mut result, "confirmation", json!(outcome));
     Gate::Stop(Box::new(result))
 }
 

@@ -107,13 +107,38 @@ pub(crate) fn finish<T: Serialize>(
     result
 }
 
-/// A tool-level failure as an `isError` result, with the kind in text and structure.
+/// The `_meta` key of an error result's machine-readable details (`kind`, `message`, and for
+/// a refused change `confirmation`).
+pub const ERROR_META: &str = "talos-mcp/error";
+
+/// A tool-level failure as an `isError` result: the kind leads the text, and `_meta` repeats it
+/// for programs. There is no structured content: it would have to match the tool's output
+/// schema, which describes a success (clients such as the Inspector validate error results too).
 pub(crate) fn failure(err: &ToolError) -> CallToolResult {
     let mut result = CallToolResult::error(vec![ContentBlock::text(err.to_string())]);
-    result.structured_content = Some(serde_json::json!({
-        "error": { "kind": err.kind(), "message": err.to_string() }
-    }));
+    let mut meta = rmcp::model::MetaObject::new();
+    meta.insert(
+        ERROR_META.into(),
+        serde_json::json!({ "kind": err.kind(), "message": err.to_string() }),
+    );
+    result.meta = Some(meta);
     result
+}
+
+/// The error details [`failure`] put into a result's `_meta`.
+pub fn error_meta(result: &CallToolResult) -> Option<&serde_json::Map<String, Value>> {
+    result
+        .meta
+        .as_ref()
+        .and_then(|m| m.get(ERROR_META))
+        .and_then(Value::as_object)
+}
+
+/// Adds a note to the error details of a [`failure`] result.
+pub(crate) fn annotate_error(result: &mut CallToolResult, key: &str, value: Value) {
+    if let Some(Value::Object(details)) = result.meta.as_mut().and_then(|m| m.get_mut(ERROR_META)) {
+        details.insert(key.into(), value);
+    }
 }
 
 /// Cuts the longest arrays in `value` until its JSON fits in `cap` bytes. Returns whether it cut.

@@ -535,12 +535,18 @@ impl TalosMcp {
         );
         let response = {
             let _running = InFlight::enter(&self.in_flight);
-            self.tool_router.call(tcc).await
+            self.run_cancellable(&tool, tcc, context.ct.cancelled())
+                .await
         };
         let (result_kind, confirmation) = match &response {
-            Ok(rmcp::model::CallToolResponse::Complete(r)) => outcome_of(r),
-            Ok(_) => ("incomplete".to_owned(), None),
-            Err(e) => (format!("protocol error {}", e.code.0), None),
+            Some(Ok(rmcp::model::CallToolResponse::Complete(r))) => outcome_of(r),
+            Some(Ok(rmcp::model::CallToolResponse::InputRequired(_))) => (
+                "confirmation_required".to_owned(),
+                Some("elicitation: asked (multi-round-trip)".to_owned()),
+            ),
+            Some(Ok(_)) => ("incomplete".to_owned(), None),
+            Some(Err(e)) => (format!("protocol error {}", e.code.0), None),
+            None => ("cancelled".to_owned(), None),
         };
         self.settings
             .metrics
@@ -555,8 +561,54 @@ impl TalosMcp {
             tracing::error!(error = %e, tool = %tool, "audit log write failed");
             self.settings.metrics.audit_failed();
         }
-        response
+        // rmcp drops the answer to a cancelled request; this error only fills the slot.
+        response.unwrap_or_else(|| {
+            Err(ErrorData::new(
+                rmcp::model::ErrorCode::INTERNAL_ERROR,
+                "the client cancelled the call",
+                None,
+            ))
+        })
     }
+
+    /// Runs a tool call until it finishes or the client cancels it (`None`).
+    ///
+    /// A call that has not changed anything yet (every read, and a change still being planned or
+    /// confirmed) stops at once: its Talos RPCs are dropped. A change that has started
+    /// ([`commit`]) runs to completion, so the audit log records what really happened.
+    async fn run_cancellable(
+        &self,
+        tool: &str,
+        call: rmcp::handler::server::tool::ToolCallContext<'_, Self>,
+        cancelled: impl Future<Output = ()>,
+    ) -> Option<Result<rmcp::model::CallToolResponse, ErrorData>> {
+        let committed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let running = COMMITTED.scope(committed.clone(), self.tool_router.call(call));
+        tokio::pin!(running);
+        tokio::select! {
+            result = &mut running => Some(result),
+            () = cancelled => {
+                if committed.load(std::sync::atomic::Ordering::SeqCst) {
+                    tracing::warn!(tool, "the client cancelled a change that has started; letting it finish");
+                    Some(running.await)
+                } else {
+                    tracing::info!(tool, "the client cancelled the call; stopped");
+                    None
+                }
+            }
+        }
+    }
+}
+
+tokio::task_local! {
+    /// Set once the running call has begun changing the cluster (see [`commit`]).
+    static COMMITTED: Arc<std::sync::atomic::AtomicBool>;
+}
+
+/// Marks the running tool call as having begun a change: from here on a cancellation by the
+/// client no longer stops it.
+pub(crate) fn commit() {
+    let _ = COMMITTED.try_with(|c| c.store(true, std::sync::atomic::Ordering::SeqCst));
 }
 
 /// Counts a running call for as long as it lives.
@@ -577,18 +629,22 @@ impl Drop for InFlight<'_> {
 
 /// The result kind and confirmation outcome of a tool result, for the audit log.
 fn outcome_of(result: &CallToolResult) -> (String, Option<String>) {
+    if let Some(error) = output::error_meta(result) {
+        let field = |k: &str| error.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+        return (
+            field("kind").unwrap_or_else(|| "error".to_owned()),
+            field("confirmation"),
+        );
+    }
+    if result.is_error == Some(true) {
+        return ("error".to_owned(), None);
+    }
     let structured = result.structured_content.as_ref();
     let confirmation = structured
         .and_then(|s| s.get("confirmation"))
         .and_then(|c| c.as_str())
         .map(str::to_owned);
-    let kind = if result.is_error == Some(true) {
-        structured
-            .and_then(|s| s.pointer("/error/kind"))
-            .and_then(|k| k.as_str())
-            .unwrap_or("error")
-            .to_owned()
-    } else if structured
+    let kind = if structured
         .and_then(|s| s.get("failed_nodes"))
         .and_then(|f| f.as_array())
         .is_some_and(|f| !f.is_empty())

@@ -86,6 +86,7 @@ impl ClientHandler for TestClient {
 
 struct Setup {
     sim: SimCluster,
+    server: TalosMcp,
     client: RunningService<RoleClient, TestClient>,
     handler: TestClient,
     audit: Arc<AuditSink>,
@@ -96,6 +97,23 @@ async fn setup(
     sim_config: SimConfig,
     handler: TestClient,
     tweak: impl FnOnce(&mut ServerSettings),
+) -> Setup {
+    setup_with(sim_config, handler, tweak, None).await
+}
+
+/// Like [`setup`], with the client speaking 2026-07-28 (no handshake, per-request metadata).
+async fn setup_round_trip(handler: TestClient, tweak: impl FnOnce(&mut ServerSettings)) -> Setup {
+    let lifecycle = rmcp::ClientLifecycleMode::Discover {
+        preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+    };
+    setup_with(SimConfig::default(), handler, tweak, Some(lifecycle)).await
+}
+
+async fn setup_with(
+    sim_config: SimConfig,
+    handler: TestClient,
+    tweak: impl FnOnce(&mut ServerSettings),
+    lifecycle: Option<rmcp::ClientLifecycleMode>,
 ) -> Setup {
     let sim = SimCluster::start(sim_config).await.unwrap();
     let yaml = sim.talosconfig("os:admin").unwrap();
@@ -121,15 +139,28 @@ async fn setup(
     };
     tweak(&mut settings);
     let server = TalosMcp::new(clusters, settings).unwrap();
+    let serving = server.clone();
     let (server_io, client_io) = tokio::io::duplex(1 << 20);
     tokio::spawn(async move {
+        let server = serving;
         if let Ok(running) = server.serve(server_io).await {
             let _ = running.waiting().await;
         }
     });
-    let client = handler.clone().serve(client_io).await.unwrap();
+    let client = match lifecycle {
+        None => handler.clone().serve(client_io).await.unwrap(),
+        Some(mode) => {
+            use rmcp::ClientServiceExt as _;
+            handler
+                .clone()
+                .serve_with_lifecycle(client_io, mode)
+                .await
+                .unwrap()
+        }
+    };
     Setup {
         sim,
+        server,
         client,
         handler,
         audit,
@@ -400,6 +431,219 @@ async fn elicitation_accept_decline_cancel() {
             text(&r)
         );
     }
+}
+
+fn elicit_mode(st: &mut ServerSettings) {
+    st.safety = Arc::new(SafetySettings {
+        allow_write: true,
+        allow_destructive: true,
+        confirm: ConfirmMode::Elicit,
+        confirm_writes: false,
+        tokens: TokenIssuer::random(Duration::from_secs(300)),
+    });
+}
+
+/// On 2026-07-28 the form travels in an `input_required` result and the client's retry; the
+/// sealed state must come back unchanged, for the same call, once.
+#[tokio::test]
+async fn round_trip_confirmation_on_the_stateless_protocol() {
+    // The client's helper drives the rounds: accept runs the change, decline does not.
+    for (answer, expect_done, expect_text) in [
+        (ElicitationAction::Accept, true, "elicitation: accepted"),
+        (ElicitationAction::Decline, false, "declined"),
+    ] {
+        let s = setup_round_trip(TestClient::new(Some(answer.clone())), elicit_mode).await;
+        let r = call(&s.client, "talos_shutdown", json!({"node": W1})).await;
+        let asked = s.handler.elicited.lock().unwrap().clone();
+        assert_eq!(asked.len(), 1, "{answer:?}: one form per call");
+        assert!(asked[0].contains("talos_shutdown") && asked[0].contains("talos-worker-1"));
+        assert_eq!(
+            s.sim.calls(W1, "Shutdown"),
+            u64::from(expect_done),
+            "{answer:?}"
+        );
+        assert!(
+            text(&r).contains(expect_text) || sc(&r)["confirmation"] == expect_text,
+            "{answer:?}: {} {}",
+            text(&r),
+            sc(&r)
+        );
+        let lines = s.audit.lines();
+        let finished: Vec<Value> = lines
+            .iter()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|l| l["phase"] == "finished")
+            .collect();
+        assert_eq!(finished[0]["result"], "confirmation_required");
+        assert_eq!(
+            finished[1]["confirmation"],
+            if expect_done {
+                "elicitation: accepted"
+            } else {
+                "elicitation: declined"
+            }
+        );
+    }
+
+    // Driving the rounds by hand: tampered, rebound and replayed state.
+    let s = setup_round_trip(
+        TestClient::new(Some(ElicitationAction::Accept)),
+        elicit_mode,
+    )
+    .await;
+    let params = |node: &str| {
+        CallToolRequestParams::new("talos_shutdown")
+            .with_arguments(json!({"node": node}).as_object().cloned().unwrap())
+    };
+    let first = s.client.call_tool_once(params(W1)).await.unwrap();
+    let rmcp::model::CallToolResponse::InputRequired(first) = first else {
+        panic!("expected input_required, got {first:?}")
+    };
+    let state = first.request_state.clone().unwrap();
+    let form = serde_json::to_value(&first.input_requests).unwrap();
+    assert_eq!(form["confirm"]["method"], "elicitation/create", "{form}");
+    let accept: rmcp::model::InputResponses = serde_json::from_value(
+        json!({"confirm": {"action": "accept", "content": {"confirm": true}}}),
+    )
+    .unwrap();
+    let retry = |node: &str, state: String| {
+        params(node)
+            .with_input_responses(accept.clone())
+            .with_request_state(state)
+    };
+    let mut tampered = state.clone();
+    tampered.replace_range(tampered.len() - 2.., "00");
+    let refused = s.client.call_tool_once(retry(W1, tampered)).await;
+    assert!(
+        matches!(&refused, Err(rmcp::ServiceError::McpError(e)) if e.code == rmcp::model::ErrorCode::INVALID_PARAMS),
+        "tampered state: {refused:?}"
+    );
+    let rebound = s
+        .client
+        .call_tool_once(retry("127.0.10.15", state.clone()))
+        .await;
+    assert!(
+        matches!(&rebound, Err(rmcp::ServiceError::McpError(e)) if e.code == rmcp::model::ErrorCode::INVALID_PARAMS),
+        "state of another call: {rebound:?}"
+    );
+    assert_eq!(
+        s.sim.calls(W1, "Shutdown") + s.sim.calls("127.0.10.15", "Shutdown"),
+        0
+    );
+    let done = s
+        .client
+        .call_tool_once(retry(W1, state.clone()))
+        .await
+        .unwrap();
+    let rmcp::model::CallToolResponse::Complete(done) = done else {
+        panic!("expected a result")
+    };
+    assert_eq!(sc(&done)["status"], "done", "{}", text(&done));
+    let replay = s.client.call_tool_once(retry(W1, state)).await.unwrap();
+    let rmcp::model::CallToolResponse::Complete(replay) = replay else {
+        panic!("expected a result")
+    };
+    assert!(text(&replay).contains("already used"), "{}", text(&replay));
+    assert_eq!(s.sim.calls(W1, "Shutdown"), 1);
+}
+
+/// The audit lines of finished calls, waiting up to 10 s for `count` of them.
+async fn finished_lines(s: &Setup, count: usize) -> Vec<Value> {
+    for _ in 0..200 {
+        let finished: Vec<Value> = s
+            .audit
+            .lines()
+            .iter()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|l| l["phase"] == "finished")
+            .collect();
+        if finished.len() >= count {
+            return finished;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "fewer than {count} finished calls in the audit log: {:?}",
+        s.audit.lines()
+    )
+}
+
+/// A cancelled read stops at once (its Talos stream is dropped); a change that has started runs
+/// to completion and is audited as it really ended.
+#[tokio::test]
+async fn cancellation_stops_reads_but_not_started_changes() {
+    let config = SimConfig {
+        log_lines: 50_000_000,
+        reboot_downtime: Duration::from_millis(800),
+        ..SimConfig::default()
+    };
+    let s = setup(config, TestClient::new(None), |st| {
+        st.safety = Arc::new(SafetySettings {
+            allow_write: true,
+            allow_destructive: true,
+            confirm: ConfirmMode::None,
+            confirm_writes: false,
+            tokens: TokenIssuer::random(Duration::from_secs(300)),
+        });
+    })
+    .await;
+
+    // Scanning 50 million lines for text that is not there takes far longer than this.
+    let logs = CallToolRequestParams::new("talos_service_logs").with_arguments(
+        json!({"service": "etcd", "grep": "no-such-text", "nodes": [CP1]})
+            .as_object()
+            .cloned()
+            .unwrap(),
+    );
+    let started = std::time::Instant::now();
+    let abandoned =
+        tokio::time::timeout(Duration::from_millis(500), s.client.call_tool(logs)).await;
+    assert!(
+        abandoned.is_err(),
+        "the scan finished before it was cancelled"
+    );
+    let finished = finished_lines(&s, 1).await;
+    assert_eq!(finished[0]["tool"], "talos_service_logs");
+    assert_eq!(finished[0]["result"], "cancelled", "{:?}", finished[0]);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "cancellation took {:?}",
+        started.elapsed()
+    );
+    for _ in 0..100 {
+        if s.server.in_flight() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        s.server.in_flight(),
+        0,
+        "the cancelled call is still running"
+    );
+    // The session is still good.
+    let r = call(&s.client, "talos_hostname", json!({"nodes": [CP1]})).await;
+    assert_ne!(r.is_error, Some(true), "{}", text(&r));
+
+    // A reboot that has been sent is followed to the end even when the client gives up.
+    let reboot = CallToolRequestParams::new("talos_reboot").with_arguments(
+        json!({"node": W1, "wait": true})
+            .as_object()
+            .cloned()
+            .unwrap(),
+    );
+    let boot_before = s.sim.boot_id(W1);
+    let abandoned =
+        tokio::time::timeout(Duration::from_millis(300), s.client.call_tool(reboot)).await;
+    assert!(
+        abandoned.is_err(),
+        "the reboot wait finished before it was cancelled"
+    );
+    let finished = finished_lines(&s, 3).await;
+    assert_eq!(finished[2]["tool"], "talos_reboot");
+    assert_eq!(finished[2]["result"], "ok", "{:?}", finished[2]);
+    assert_eq!(s.sim.calls(W1, "Reboot"), 1);
+    assert_ne!(s.sim.boot_id(W1), boot_before, "the node rebooted");
 }
 
 #[tokio::test]

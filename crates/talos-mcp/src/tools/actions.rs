@@ -4,13 +4,13 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use rmcp::model::{CallToolResult, ContentBlock};
-use rmcp::{ErrorData, Peer, RoleServer};
+use rmcp::ErrorData;
+use rmcp::model::{CallToolResponse, CallToolResult, ContentBlock};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use talos_client::{CallOptions, TalosApi};
 
-use crate::confirm::{Gate, Plan};
+use crate::confirm::{Ask, Gate, Plan};
 use crate::error::ToolError;
 use crate::output::failure;
 use crate::safety::Tier;
@@ -67,7 +67,7 @@ impl TalosMcp {
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn action<A, P, PF, T, R, RF>(
         &self,
-        peer: &Peer<RoleServer>,
+        ask: &Ask,
         tool: &'static str,
         tier: Tier,
         args: &A,
@@ -76,7 +76,7 @@ impl TalosMcp {
         prepare: P,
         run: R,
         summary: impl Fn(&T) -> String,
-    ) -> Result<CallToolResult, ErrorData>
+    ) -> Result<CallToolResponse, ErrorData>
     where
         A: Serialize,
         P: FnOnce(Arc<dyn TalosApi>, CallOptions) -> PF,
@@ -91,7 +91,7 @@ impl TalosMcp {
             .await;
         let (entry, node) = match resolved {
             Ok(v) => v,
-            Err(e) => return Ok(failure(&e)),
+            Err(e) => return Ok(failure(&e).into()),
         };
         let opts = CallOptions::node(node.clone());
         let targets = crate::clusters::Targets {
@@ -103,14 +103,15 @@ impl TalosMcp {
         let hostname = entry.hostname(&node);
         let prepared = match prepare(entry.api.clone(), opts.clone()).await {
             Ok(p) => p,
-            Err(e) => return Ok(failure(&e)),
+            Err(e) => return Ok(failure(&e).into()),
         };
         let mut preflight = prepared.preflight;
         if let Some(blocker) = prepared.blocker {
             if !force {
                 return Ok(failure(&ToolError::Preflight(format!(
                     "{blocker}. Nothing was done. Fix the cluster first, or repeat with force=true (which needs its own confirmation) if you accept the risk."
-                ))));
+                )))
+                .into());
             }
             preflight.push(format!("FORCED despite: {blocker}"));
         }
@@ -124,12 +125,16 @@ impl TalosMcp {
             preflight,
         };
         let confirmation = match self
-            .confirm(peer, &plan, args, target.confirmation_token.as_deref())
+            .confirm(ask, &plan, args, target.confirmation_token.as_deref())
             .await
         {
             Gate::Proceed(how) => how,
-            Gate::Stop(result) => return Ok(*result),
+            Gate::Stop(result) => return Ok((*result).into()),
+            Gate::Ask(input) => return Ok((*input).into()),
+            Gate::Reject(e) => return Err(e),
         };
+        // From here on the call changes the cluster: a cancellation no longer stops it.
+        crate::server::commit();
         tracing::info!(tool, node = %node, context = %entry.name, confirmation = %confirmation, "running a state-changing call");
         match run(entry.api.clone(), opts).await {
             Ok(outcome) => {
@@ -151,14 +156,16 @@ impl TalosMcp {
                 };
                 let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
                 result.structured_content = Some(serde_json::to_value(&out).unwrap_or_default());
-                Ok(result)
+                Ok(result.into())
             }
             Err(e) => {
                 let mut result = failure(&e);
-                if let Some(serde_json::Value::Object(map)) = result.structured_content.as_mut() {
-                    map.insert("confirmation".into(), serde_json::json!(confirmation));
-                }
-                Ok(result)
+                crate::output::annotate_error(
+                    &mut result,
+                    "confirmation",
+                    serde_json::json!(confirmation),
+                );
+                Ok(result.into())
             }
         }
     }

@@ -321,12 +321,12 @@ impl TalosMcp {
     )]
     pub(crate) async fn talos_etcd_defragment(
         &self,
-        peer: rmcp::Peer<rmcp::RoleServer>,
+        ask: crate::confirm::Ask,
         Parameters(args): Parameters<super::actions::NodeTarget>,
-    ) -> Result<CallToolResult, ErrorData> {
+    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
         let target = args.clone();
         self.action(
-            &peer,
+            &ask,
             "talos_etcd_defragment",
             crate::safety::Tier::Write,
             &args,
@@ -369,12 +369,12 @@ impl TalosMcp {
     )]
     pub(crate) async fn talos_etcd_alarm_disarm(
         &self,
-        peer: rmcp::Peer<rmcp::RoleServer>,
+        ask: crate::confirm::Ask,
         Parameters(args): Parameters<super::actions::NodeTarget>,
-    ) -> Result<CallToolResult, ErrorData> {
+    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
         let target = args.clone();
         self.action(
-            &peer,
+            &ask,
             "talos_etcd_alarm_disarm",
             crate::safety::Tier::Write,
             &args,
@@ -417,12 +417,12 @@ impl TalosMcp {
     )]
     pub(crate) async fn talos_etcd_forfeit_leadership(
         &self,
-        peer: rmcp::Peer<rmcp::RoleServer>,
+        ask: crate::confirm::Ask,
         Parameters(args): Parameters<super::actions::NodeTarget>,
-    ) -> Result<CallToolResult, ErrorData> {
+    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
         let target = args.clone();
         self.action(
-            &peer,
+            &ask,
             "talos_etcd_forfeit_leadership",
             crate::safety::Tier::Destructive,
             &args,
@@ -464,13 +464,13 @@ impl TalosMcp {
     )]
     pub(crate) async fn talos_etcd_leave(
         &self,
-        peer: rmcp::Peer<rmcp::RoleServer>,
+        ask: crate::confirm::Ask,
         Parameters(args): Parameters<super::actions::NodeTarget>,
-    ) -> Result<CallToolResult, ErrorData> {
+    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
         let askable = self.askable(args.context.as_deref());
         let target = args.clone();
         self.action(
-            &peer,
+            &ask,
             "talos_etcd_leave",
             crate::safety::Tier::Destructive,
             &args,
@@ -510,15 +510,15 @@ impl TalosMcp {
     )]
     pub(crate) async fn talos_etcd_remove_member(
         &self,
-        peer: rmcp::Peer<rmcp::RoleServer>,
+        ask: crate::confirm::Ask,
         Parameters(args): Parameters<RemoveMemberArgs>,
-    ) -> Result<CallToolResult, ErrorData> {
+    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
         let target = args.target.clone();
         let wanted = args.member.trim().to_owned();
         let chosen = std::sync::Arc::new(std::sync::Mutex::new(None::<(u64, String)>));
         let (chosen_in, chosen_out) = (chosen.clone(), chosen);
         self.action(
-            &peer,
+            &ask,
             "talos_etcd_remove_member",
             crate::safety::Tier::Destructive,
             &args,
@@ -591,13 +591,13 @@ impl TalosMcp {
     )]
     pub(crate) async fn talos_etcd_snapshot(
         &self,
-        peer: rmcp::Peer<rmcp::RoleServer>,
+        ask: crate::confirm::Ask,
         Parameters(args): Parameters<super::actions::NodeTarget>,
-    ) -> Result<CallToolResult, ErrorData> {
+    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
         let target = args.clone();
         let dir = self.settings.artifact_dir.clone();
         self.action(
-            &peer,
+            &ask,
             "talos_etcd_snapshot",
             crate::safety::Tier::Destructive,
             &args,

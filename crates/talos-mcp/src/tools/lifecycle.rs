@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use rmcp::handler::server::common::schema_for_output;
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{CallToolResult, ProgressNotificationParam, RequestMetaObject};
-use rmcp::{ErrorData, Peer, RoleServer, tool, tool_router};
+use rmcp::model::{ProgressNotificationParam, RequestMetaObject};
+use rmcp::{ErrorData, tool, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use talos_client::{
@@ -330,9 +330,9 @@ impl TalosMcp {
     )]
     pub(crate) async fn talos_apply_config(
         &self,
-        peer: Peer<RoleServer>,
+        ask: crate::confirm::Ask,
         Parameters(args): Parameters<ApplyConfigArgs>,
-    ) -> Result<CallToolResult, ErrorData> {
+    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
         let mode = match args.mode.as_deref() {
             None | Some("auto") => ApplyMode::Auto,
             Some("no-reboot") => ApplyMode::NoReboot,
@@ -343,7 +343,8 @@ impl TalosMcp {
                 return Ok(failure(&ToolError::invalid(
                     "mode",
                     format!("must be auto, no-reboot, reboot, staged or try, got `{other}`"),
-                )));
+                ))
+                .into());
             }
         };
         let config = match (&args.config, &args.config_file) {
@@ -360,14 +361,15 @@ impl TalosMcp {
                     });
                 match checked {
                     Ok(bytes) => bytes,
-                    Err(e) => return Ok(failure(&e)),
+                    Err(e) => return Ok(failure(&e).into()),
                 }
             }
             _ => {
                 return Ok(failure(&ToolError::invalid(
                     "config",
                     "give exactly one of `config` (inline YAML) or `config_file`",
-                )));
+                ))
+                .into());
             }
         };
         let dry_run = args.dry_run.unwrap_or(true);
@@ -400,7 +402,7 @@ impl TalosMcp {
         let target = args.target.clone();
         let config_text = String::from_utf8_lossy(&request.config).into_owned();
         self.action(
-            &peer,
+            &ask,
             "talos_apply_config",
             tier,
             &args,
@@ -458,10 +460,10 @@ impl TalosMcp {
     )]
     pub(crate) async fn talos_reboot(
         &self,
-        peer: Peer<RoleServer>,
+        ask: crate::confirm::Ask,
         meta: RequestMetaObject,
         Parameters(args): Parameters<RebootArgs>,
-    ) -> Result<CallToolResult, ErrorData> {
+    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
         let mode = match args.mode.as_deref() {
             None | Some("default") => RebootMode::Default,
             Some("powercycle") => RebootMode::Powercycle,
@@ -469,7 +471,8 @@ impl TalosMcp {
                 return Ok(failure(&ToolError::invalid(
                     "mode",
                     format!("must be default or powercycle, got `{other}`"),
-                )));
+                ))
+                .into());
             }
         };
         let wait = args.wait.unwrap_or(false);
@@ -478,9 +481,9 @@ impl TalosMcp {
         let askable = self.askable(args.target.context.as_deref());
         let target = args.target.clone();
         let progress_token = meta.get_progress_token();
-        let progress_peer = peer.clone();
+        let progress_peer = ask.peer.clone();
         self.action(
-            &peer,
+            &ask,
             "talos_reboot",
             Tier::Destructive,
             &args,
@@ -560,14 +563,14 @@ impl TalosMcp {
     )]
     pub(crate) async fn talos_shutdown(
         &self,
-        peer: Peer<RoleServer>,
+        ask: crate::confirm::Ask,
         Parameters(args): Parameters<ShutdownArgs>,
-    ) -> Result<CallToolResult, ErrorData> {
+    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
         let askable = self.askable(args.target.context.as_deref());
         let force = args.force.unwrap_or(false);
         let target = args.target.clone();
         self.action(
-            &peer,
+            &ask,
             "talos_shutdown",
             Tier::Destructive,
             &args,
@@ -606,9 +609,9 @@ impl TalosMcp {
     )]
     pub(crate) async fn talos_reset(
         &self,
-        peer: Peer<RoleServer>,
+        ask: crate::confirm::Ask,
         Parameters(args): Parameters<ResetArgs>,
-    ) -> Result<CallToolResult, ErrorData> {
+    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
         let askable = self.askable(args.target.context.as_deref());
         let request = ResetRequest {
             graceful: args.graceful.unwrap_or(true),
@@ -636,7 +639,7 @@ impl TalosMcp {
             }
         );
         self.action(
-            &peer,
+            &ask,
             "talos_reset",
             Tier::Destructive,
             &args,

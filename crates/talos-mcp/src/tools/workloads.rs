@@ -456,23 +456,24 @@ pub struct MessageOut {
 impl TalosMcp {
     async fn service_action(
         &self,
-        peer: rmcp::Peer<rmcp::RoleServer>,
+        ask: crate::confirm::Ask,
         tool: &'static str,
         args: ServiceActionArgs,
         action: talos_client::ServiceAction,
-    ) -> Result<CallToolResult, ErrorData> {
+    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
         let service = args.service.trim().to_owned();
         if service.is_empty() {
             return Ok(failure(&ToolError::invalid(
                 "service",
                 "is required, e.g. `kubelet`",
-            )));
+            ))
+            .into());
         }
         let verb = format!("{action:?}").to_lowercase();
         let target = args.target.clone();
         let svc = service.clone();
         self.action(
-            &peer,
+            &ask,
             tool,
             crate::safety::Tier::Write,
             &args,
@@ -521,11 +522,11 @@ impl TalosMcp {
     )]
     pub(crate) async fn talos_service_start(
         &self,
-        peer: rmcp::Peer<rmcp::RoleServer>,
+        ask: crate::confirm::Ask,
         Parameters(args): Parameters<ServiceActionArgs>,
-    ) -> Result<CallToolResult, ErrorData> {
+    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
         self.service_action(
-            peer,
+            ask,
             "talos_service_start",
             args,
             talos_client::ServiceAction::Start,
@@ -542,11 +543,11 @@ impl TalosMcp {
     )]
     pub(crate) async fn talos_service_stop(
         &self,
-        peer: rmcp::Peer<rmcp::RoleServer>,
+        ask: crate::confirm::Ask,
         Parameters(args): Parameters<ServiceActionArgs>,
-    ) -> Result<CallToolResult, ErrorData> {
+    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
         self.service_action(
-            peer,
+            ask,
             "talos_service_stop",
             args,
             talos_client::ServiceAction::Stop,
@@ -563,11 +564,11 @@ impl TalosMcp {
     )]
     pub(crate) async fn talos_service_restart(
         &self,
-        peer: rmcp::Peer<rmcp::RoleServer>,
+        ask: crate::confirm::Ask,
         Parameters(args): Parameters<ServiceActionArgs>,
-    ) -> Result<CallToolResult, ErrorData> {
+    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
         self.service_action(
-            peer,
+            ask,
             "talos_service_restart",
             args,
             talos_client::ServiceAction::Restart,
@@ -584,24 +585,25 @@ impl TalosMcp {
     )]
     pub(crate) async fn talos_image_pull(
         &self,
-        peer: rmcp::Peer<rmcp::RoleServer>,
+        ask: crate::confirm::Ask,
         Parameters(args): Parameters<ImagePullArgs>,
-    ) -> Result<CallToolResult, ErrorData> {
+    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
         let ns = match namespace(args.namespace.as_deref(), ContainerNamespace::Cri) {
             Ok(ns) => ns,
-            Err(e) => return Ok(failure(&e)),
+            Err(e) => return Ok(failure(&e).into()),
         };
         let image = args.image.trim().to_owned();
         if image.is_empty() || image.contains(char::is_whitespace) {
             return Ok(failure(&ToolError::invalid(
                 "image",
                 "must be an image reference such as registry.k8s.io/pause:3.10",
-            )));
+            ))
+            .into());
         }
         let target = args.target.clone();
         let effect = format!("pull {image} into the {} image cache", ns.as_str());
         self.action(
-            &peer,
+            &ask,
             "talos_image_pull",
             crate::safety::Tier::Write,
             &args,
