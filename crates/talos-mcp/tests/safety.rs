@@ -725,13 +725,16 @@ async fn reboot_wait_follows_the_node_with_progress() {
         out["outcome"]["boot_id_after"],
         s.sim.boot_id(W1).unwrap().as_str()
     );
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Every step is sent before the result (the client may still be handling the last one).
+    for _ in 0..50 {
+        if s.handler.progress.lock().unwrap().len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let progress = s.handler.progress.lock().unwrap().clone();
     let steps: Vec<f64> = progress.iter().map(|p| p.0).collect();
-    assert!(
-        steps.contains(&1.0) && steps.contains(&2.0) && steps.contains(&3.0),
-        "{progress:?}"
-    );
+    assert_eq!(steps, [1.0, 2.0, 3.0], "{progress:?}");
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! Machine configuration and node lifecycle: apply config (write tier); reboot, shutdown, reset
 //! (destructive tier). Every call targets one named node, is confirmed, and is audited.
 
+use futures_util::future::BoxFuture;
 use std::time::{Duration, Instant};
 
 use rmcp::handler::server::common::schema_for_output;
@@ -265,24 +266,28 @@ async fn boot_id(api: &dyn TalosApi, opts: &CallOptions) -> Option<String> {
         .filter(|b| !b.is_empty())
 }
 
+/// Reports one step of a long call; resolves once the notification is sent, so every step
+/// reaches the client before the result does.
+type Progress<'a> = &'a (dyn Fn(f64, &'static str) -> BoxFuture<'static, ()> + Send + Sync);
+
 /// Follows a rebooting node: down, then up with a different boot id. Reports progress.
 async fn follow_reboot(
     api: &dyn TalosApi,
     opts: &CallOptions,
     before: Option<String>,
     timeout: Duration,
-    progress: &(dyn Fn(f64, &str) + Send + Sync),
+    progress: Progress<'_>,
 ) -> RebootOut {
     let started = Instant::now();
     let poll = Duration::from_millis(250);
     let quick = opts.clone().with_timeout(Duration::from_secs(2));
     let mut went_down = false;
-    progress(1.0, "reboot requested; waiting for the node to go down");
+    progress(1.0, "reboot requested; waiting for the node to go down").await;
     while started.elapsed() < timeout {
         let up = api.version(&quick).await.is_ok();
         if !up && !went_down {
             went_down = true;
-            progress(2.0, "node is down; waiting for it to come back");
+            progress(2.0, "node is down; waiting for it to come back").await;
         }
         if up {
             let now = boot_id(api, &quick).await;
@@ -291,7 +296,7 @@ async fn follow_reboot(
                 _ => went_down,
             };
             if changed {
-                progress(3.0, "node is back with a new boot id");
+                progress(3.0, "node is back with a new boot id").await;
                 return RebootOut {
                     actor_id: String::new(),
                     waited: true,
@@ -304,7 +309,7 @@ async fn follow_reboot(
         }
         tokio::time::sleep(poll).await;
     }
-    progress(3.0, "gave up waiting");
+    progress(3.0, "gave up waiting").await;
     RebootOut {
         actor_id: String::new(),
         waited: true,
@@ -521,16 +526,17 @@ impl TalosMcp {
                         waited_seconds: None,
                     });
                 }
-                let notify = |progress: f64, message: &str| {
-                    if let Some(token) = progress_token.clone() {
-                        let peer = progress_peer.clone();
-                        let param = ProgressNotificationParam::new(token, progress)
-                            .with_total(3.0)
-                            .with_message(message);
-                        tokio::spawn(async move {
+                let notify = |progress: f64, message: &'static str| -> BoxFuture<'static, ()> {
+                    let token = progress_token.clone();
+                    let peer = progress_peer.clone();
+                    Box::pin(async move {
+                        if let Some(token) = token {
+                            let param = ProgressNotificationParam::new(token, progress)
+                                .with_total(3.0)
+                                .with_message(message);
                             let _ = peer.notify_progress(param).await;
-                        });
-                    }
+                        }
+                    })
                 };
                 let mut out = follow_reboot(api.as_ref(), &opts, before, timeout, &notify).await;
                 out.actor_id = ack.actor_id;
