@@ -67,6 +67,36 @@ impl<T> PerNode<T> {
             note: None,
         }
     }
+
+    /// The same outcomes with each answering node's result mapped.
+    pub(crate) fn map<U>(self, f: impl Fn(T) -> U) -> PerNode<U> {
+        PerNode {
+            context: self.context,
+            nodes: self
+                .nodes
+                .into_iter()
+                .map(|n| NodeOutcome {
+                    node: n.node,
+                    hostname: n.hostname,
+                    ok: n.ok,
+                    result: n.result.map(&f),
+                    error: n.error,
+                })
+                .collect(),
+            failed_nodes: self.failed_nodes,
+            truncated: self.truncated,
+            note: self.note,
+        }
+    }
+}
+
+impl<T, E> PerNode<Result<T, E>> {
+    /// The first node result that is an `Err`: a verdict of this server that ends the whole call.
+    pub(crate) fn first_err(&self) -> Option<&E> {
+        self.nodes
+            .iter()
+            .find_map(|n| n.result.as_ref().and_then(|r| r.as_ref().err()))
+    }
 }
 
 /// Which end of a list to keep when cutting.

@@ -351,20 +351,16 @@ impl TalosMcp {
                         },
                         message: format!("unknown resource type `{wanted}`; pass its full name and `namespace`"),
                     })?;
+                    // A secret type is this server's refusal, not the node's: it ends the
+                    // whole call below (Err here would read as the node denying the role).
                     if info.sensitive || is_sensitive(&namespace, &info.full) {
-                        return Err(talos_client::TalosError::PermissionDenied {
-                            target: talos_client::Target {
-                                endpoint: None,
-                                node: opts.node.clone(),
-                            },
-                            message: refusal(&info.full).to_string(),
-                        });
+                        return Ok(Err(info.full));
                     }
                     let resources = match id {
                         Some(id) => vec![api.resource_get(&opts, &namespace, &info.full, &id).await?],
                         None => api.resource_list(&opts, &namespace, &info.full, limit).await?,
                     };
-                    Ok(resources
+                    Ok(Ok(resources
                         .into_iter()
                         .map(|r| ResourceOut {
                             spec: crate::redact::spec_object(&r.spec_yaml),
@@ -375,10 +371,17 @@ impl TalosMcp {
                             version: r.version,
                             phase: r.phase,
                         })
-                        .collect::<Vec<_>>())
+                        .collect::<Vec<_>>()))
                 }
             })
             .await;
+        let result = match result {
+            Ok(per_node) => match per_node.first_err() {
+                Some(full) => Err(refusal(full)),
+                None => Ok(per_node.map(|r| r.unwrap_or_default())),
+            },
+            Err(e) => Err(e),
+        };
         self.respond(
             "talos_get",
             result,
