@@ -96,7 +96,7 @@ pub(crate) async fn read(server: &TalosMcp, uri: &str) -> Result<ReadResourceRes
     let not_found = || {
         ErrorData::resource_not_found(
             format!("no resource {uri}; see resources/templates/list"),
-            None,
+            Some(json!({ "uri": uri })),
         )
     };
     let rest = uri.strip_prefix("talos://").ok_or_else(not_found)?;

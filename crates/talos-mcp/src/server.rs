@@ -458,7 +458,7 @@ impl TalosMcp {
                       duration: Option<u128>| AuditRecord {
             timestamp: crate::audit::now(),
             phase,
-            request_id: format!("{:?}", context.id),
+            request_id: context.id.to_string(),
             transport: &self.settings.transport,
             caller: caller.as_deref(),
             tool: &tool,
