@@ -1,0 +1,122 @@
+"""The same checks through the MCP Inspector's CLI (`@modelcontextprotocol/inspector --cli`),
+a client written in TypeScript against the official TypeScript SDK."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+import harness
+from harness import CP1, ServerConfig
+
+pytestmark = pytest.mark.node
+
+NODE_BIN = harness.E2E / "node_modules" / ".bin"
+INSPECTOR = harness.E2E / "node_modules" / "@modelcontextprotocol" / "inspector" / "clients" / "launcher" / "build" / "index.js"
+
+
+def node() -> str:
+    path = NODE_BIN / "node"
+    if not path.exists():
+        pytest.fail("Node 22 is not installed here: run tests/e2e/setup.sh")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def inspector_target(readonly):
+    """How the Inspector reaches talos-mcp: a URL (streamable HTTP) or a command (stdio)."""
+    workdir = harness.workdir("inspector")
+    stdio = ["--", harness.binary("talos-mcp"), "serve", *ServerConfig().args(readonly.sim, workdir)]
+    return {"http": [readonly.http().url], "stdio": stdio, "workdir": workdir}
+
+
+def inspect(target: list[str], workdir, *args: str, era: str = "legacy") -> tuple[int, dict | None, str]:
+    """Runs one Inspector CLI call; returns its exit code, the JSON result and stderr."""
+    # --cli comes first; the server command goes last, after `--`.
+    cmd = [node(), str(INSPECTOR), "--cli", "-q", "--format", "json", "--protocol-era", era, *args]
+    if target[0] == "--":
+        cmd += target
+    else:
+        cmd[3:3] = [target[0]]
+    env = {
+        **harness.server_env(),
+        "PATH": f"{NODE_BIN}:{os.environ.get('PATH', '')}",
+        "MCP_STORAGE_DIR": str(workdir / "inspector-storage"),
+        "NO_COLOR": "1",
+    }
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    out = done.stdout.strip()
+    return done.returncode, (json.loads(out.splitlines()[-1]) if out else None), done.stderr
+
+
+@pytest.mark.parametrize("era", ["legacy", "modern"])
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+def test_inspector_cli(inspector_target, snapshot, transport, era):
+    target, wd = inspector_target[transport], inspector_target["workdir"]
+
+    # tools/list passes the Inspector's strict schema-portability check.
+    rc, out, err = inspect(target, wd, "--strict", "--method", "tools/list", era=era)
+    assert rc == 0, err
+    tools = {t["name"]: t for t in out["result"]["tools"]}
+    assert "talos_version" in tools and "talos_reboot" not in tools
+    for name, tool in tools.items():
+        assert tool["inputSchema"] == snapshot[name]["inputSchema"], name
+        assert tool.get("outputSchema") == snapshot[name]["outputSchema"], name
+
+    rc, out, err = inspect(target, wd, "--method", "tools/call", "--tool-name", "talos_version", era=era)
+    assert rc == 0, err
+    result = out["result"]
+    assert result["isError"] is False
+    assert [n["result"]["tag"] for n in result["structuredContent"]["nodes"]] == ["v1.11.5"] * 5
+
+    # Typed arguments: an array and an integer.
+    rc, out, err = inspect(
+        target,
+        wd,
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "talos_dmesg",
+        "--tool-arg",
+        f'nodes=["{CP1}"]',
+        "tail=2",
+        era=era,
+    )
+    assert rc == 0, err
+    [only] = out["result"]["structuredContent"]["nodes"]
+    assert only["node"] == CP1 and len(only["result"]["lines"]) == 2
+
+    # A tool error is reported as such, with the server's own words.
+    rc, out, err = inspect(
+        target, wd, "--method", "tools/call", "--tool-name", "talos_version", "--tool-arg", 'nodes=["10.99.0.1"]', era=era
+    )
+    assert rc == 5, (rc, out, err)
+    assert out["result"]["isError"] is True
+    assert out["result"]["content"][0]["text"].startswith("NodeNotAllowed:")
+
+    rc, out, err = inspect(target, wd, "--method", "prompts/list", era=era)
+    assert rc == 0, err
+    assert {p["name"] for p in out["result"]["prompts"]} >= {"diagnose_node", "etcd_troubleshooting"}
+    rc, out, err = inspect(
+        target, wd, "--method", "prompts/get", "--prompt-name", "diagnose_node", "--prompt-args", "node=talos-cp-1", era=era
+    )
+    assert rc == 0, err
+    assert "talos-cp-1" in out["result"]["messages"][0]["content"]["text"]
+
+    rc, out, err = inspect(target, wd, "--method", "resources/list", era=era)
+    assert rc == 0, err
+    assert "talos://contexts" in {r["uri"] for r in out["result"]["resources"]}
+    rc, out, err = inspect(target, wd, "--method", "resources/read", "--uri", "talos://contexts", era=era)
+    assert rc == 0, err
+    assert json.loads(out["result"]["contents"][0]["text"])["contexts"][0]["name"] == "talos-sim"
+    rc, out, err = inspect(target, wd, "--method", "resources/templates/list", era=era)
+    assert rc == 0, err
+    assert len(out["result"]["resourceTemplates"]) == 3
+
+    # A protocol error (unknown prompt) fails the call with the server's message.
+    rc, out, err = inspect(target, wd, "--method", "prompts/get", "--prompt-name", "no_such_prompt", era=era)
+    assert rc == 1 and out is None, (rc, out)
+    assert "no_such_prompt" in err and "not found" in err
