@@ -84,6 +84,26 @@ impl ClientHandler for TestClient {
     }
 }
 
+/// Safety settings with the write and destructive tiers on.
+fn all_tiers(
+    confirm: ConfirmMode,
+    confirm_writes: bool,
+    token_ttl_secs: u64,
+) -> Arc<SafetySettings> {
+    Arc::new(SafetySettings {
+        allow_write: true,
+        allow_destructive: true,
+        confirm,
+        confirm_writes,
+        tokens: TokenIssuer::random(Duration::from_secs(token_ttl_secs)),
+    })
+}
+
+/// Both tiers on, confirmed through elicitation.
+fn elicit_mode(st: &mut ServerSettings) {
+    st.safety = all_tiers(ConfirmMode::Elicit, false, 300);
+}
+
 struct Setup {
     sim: SimCluster,
     server: TalosMcp,
@@ -128,13 +148,7 @@ async fn setup_with(
     let mut settings = ServerSettings {
         artifact_dir: dir.path().join("artifacts"),
         audit: audit.clone(),
-        safety: Arc::new(SafetySettings {
-            allow_write: true,
-            allow_destructive: true,
-            confirm: ConfirmMode::Token,
-            confirm_writes: false,
-            tokens: TokenIssuer::random(Duration::from_secs(300)),
-        }),
+        safety: all_tiers(ConfirmMode::Token, false, 300),
         ..ServerSettings::default()
     };
     tweak(&mut settings);
@@ -363,13 +377,7 @@ async fn token_flow_plans_then_runs_once() {
 #[tokio::test]
 async fn expired_tokens_are_refused() {
     let s = setup(SimConfig::default(), TestClient::new(None), |st| {
-        st.safety = Arc::new(SafetySettings {
-            allow_write: true,
-            allow_destructive: true,
-            confirm: ConfirmMode::Token,
-            confirm_writes: true,
-            tokens: TokenIssuer::random(Duration::from_secs(0)),
-        });
+        st.safety = all_tiers(ConfirmMode::Token, true, 0);
     })
     .await;
     let plan = call(&s.client, "talos_etcd_defragment", json!({"node": CP1})).await;
@@ -387,15 +395,6 @@ async fn expired_tokens_are_refused() {
 
 #[tokio::test]
 async fn elicitation_accept_decline_cancel() {
-    let elicit = |st: &mut ServerSettings| {
-        st.safety = Arc::new(SafetySettings {
-            allow_write: true,
-            allow_destructive: true,
-            confirm: ConfirmMode::Elicit,
-            confirm_writes: false,
-            tokens: TokenIssuer::random(Duration::from_secs(300)),
-        });
-    };
     for (answer, confirm, expect_done, expect_text) in [
         (ElicitationAction::Accept, true, true, "done"),
         (
@@ -409,7 +408,7 @@ async fn elicitation_accept_decline_cancel() {
     ] {
         let mut handler = TestClient::new(Some(answer.clone()));
         handler.confirm = confirm;
-        let s = setup(SimConfig::default(), handler, elicit).await;
+        let s = setup(SimConfig::default(), handler, elicit_mode).await;
         let r = call(&s.client, "talos_shutdown", json!({"node": W1})).await;
         let asked = s.handler.elicited.lock().unwrap().clone();
         assert_eq!(asked.len(), 1, "one elicitation per call");
@@ -431,16 +430,6 @@ async fn elicitation_accept_decline_cancel() {
             text(&r)
         );
     }
-}
-
-fn elicit_mode(st: &mut ServerSettings) {
-    st.safety = Arc::new(SafetySettings {
-        allow_write: true,
-        allow_destructive: true,
-        confirm: ConfirmMode::Elicit,
-        confirm_writes: false,
-        tokens: TokenIssuer::random(Duration::from_secs(300)),
-    });
 }
 
 /// On 2026-07-28 the form travels in an `input_required` result and the client's retry; the
@@ -578,13 +567,7 @@ async fn cancellation_stops_reads_but_not_started_changes() {
         ..SimConfig::default()
     };
     let s = setup(config, TestClient::new(None), |st| {
-        st.safety = Arc::new(SafetySettings {
-            allow_write: true,
-            allow_destructive: true,
-            confirm: ConfirmMode::None,
-            confirm_writes: false,
-            tokens: TokenIssuer::random(Duration::from_secs(300)),
-        });
+        st.safety = all_tiers(ConfirmMode::None, false, 300);
     })
     .await;
 
@@ -695,13 +678,7 @@ async fn reboot_wait_follows_the_node_with_progress() {
         },
         TestClient::new(None),
         |st| {
-            st.safety = Arc::new(SafetySettings {
-                allow_write: true,
-                allow_destructive: true,
-                confirm: ConfirmMode::None,
-                confirm_writes: false,
-                tokens: TokenIssuer::random(Duration::from_secs(300)),
-            });
+            st.safety = all_tiers(ConfirmMode::None, false, 300);
         },
     )
     .await;
@@ -876,13 +853,7 @@ async fn writes_fail_closed_when_the_audit_log_breaks() {
 #[tokio::test]
 async fn etcd_and_image_actions() {
     let s = setup(SimConfig::default(), TestClient::new(None), |st| {
-        st.safety = Arc::new(SafetySettings {
-            allow_write: true,
-            allow_destructive: true,
-            confirm: ConfirmMode::None,
-            confirm_writes: false,
-            tokens: TokenIssuer::random(Duration::from_secs(300)),
-        });
+        st.safety = all_tiers(ConfirmMode::None, false, 300);
     })
     .await;
     for (tool, args, needle) in [
