@@ -107,6 +107,11 @@ pub(crate) async fn serve_stdio_or_http(server: TalosMcp, http: &HttpOpts) -> Re
     tokio::select! {
         quit = running.waiting() => {
             tracing::info!(reason = ?quit, "stdio session ended");
+            // Reads stopped with the session; a change that had started gets the grace period
+            // to finish and be audited.
+            if server.drain(GRACE).await {
+                tracing::warn!("tool calls were still running after the grace period");
+            }
         }
         () = shutdown_signal() => {
             // In-flight calls get a grace period to finish before the session is cancelled.
