@@ -557,6 +557,15 @@ async fn finished_lines(s: &Setup, count: usize) -> Vec<Value> {
     )
 }
 
+/// Calls a tool and gives up on it after `after`, as a client cancelling the call does (the
+/// dropped request sends `notifications/cancelled`).
+async fn abandon(s: &Setup, tool: &str, args: Value, after: Duration) {
+    let params = CallToolRequestParams::new(tool.to_owned())
+        .with_arguments(args.as_object().cloned().unwrap());
+    let gave_up = tokio::time::timeout(after, s.client.call_tool(params)).await;
+    assert!(gave_up.is_err(), "{tool} finished before it was cancelled");
+}
+
 /// A cancelled read stops at once (its Talos stream is dropped); a change that has started runs
 /// to completion and is audited as it really ended.
 #[tokio::test]
@@ -572,19 +581,14 @@ async fn cancellation_stops_reads_but_not_started_changes() {
     .await;
 
     // Scanning 50 million lines for text that is not there takes far longer than this.
-    let logs = CallToolRequestParams::new("talos_service_logs").with_arguments(
-        json!({"service": "etcd", "grep": "no-such-text", "nodes": [CP1]})
-            .as_object()
-            .cloned()
-            .unwrap(),
-    );
     let started = std::time::Instant::now();
-    let abandoned =
-        tokio::time::timeout(Duration::from_millis(500), s.client.call_tool(logs)).await;
-    assert!(
-        abandoned.is_err(),
-        "the scan finished before it was cancelled"
-    );
+    abandon(
+        &s,
+        "talos_service_logs",
+        json!({"service": "etcd", "grep": "no-such-text", "nodes": [CP1]}),
+        Duration::from_millis(500),
+    )
+    .await;
     let finished = finished_lines(&s, 1).await;
     assert_eq!(finished[0]["tool"], "talos_service_logs");
     assert_eq!(finished[0]["result"], "cancelled", "{:?}", finished[0]);
@@ -609,19 +613,14 @@ async fn cancellation_stops_reads_but_not_started_changes() {
     assert_ne!(r.is_error, Some(true), "{}", text(&r));
 
     // A reboot that has been sent is followed to the end even when the client gives up.
-    let reboot = CallToolRequestParams::new("talos_reboot").with_arguments(
-        json!({"node": W1, "wait": true})
-            .as_object()
-            .cloned()
-            .unwrap(),
-    );
     let boot_before = s.sim.boot_id(W1);
-    let abandoned =
-        tokio::time::timeout(Duration::from_millis(300), s.client.call_tool(reboot)).await;
-    assert!(
-        abandoned.is_err(),
-        "the reboot wait finished before it was cancelled"
-    );
+    abandon(
+        &s,
+        "talos_reboot",
+        json!({"node": W1, "wait": true}),
+        Duration::from_millis(300),
+    )
+    .await;
     let finished = finished_lines(&s, 3).await;
     assert_eq!(finished[2]["tool"], "talos_reboot");
     assert_eq!(finished[2]["result"], "ok", "{:?}", finished[2]);
