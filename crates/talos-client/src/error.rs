@@ -198,6 +198,12 @@ impl TalosError {
                 message: tls,
             };
         }
+        if is_deadline(status) {
+            return Self::Timeout {
+                target,
+                after: timeout,
+            };
+        }
         let message = status.message().to_owned();
         match status.code() {
             Code::Unavailable => Self::Connection {
@@ -225,6 +231,15 @@ impl TalosError {
             },
         }
     }
+}
+
+/// tonic enforces the deadline a request carries (`grpc-timeout`) itself and ends the call with
+/// `Cancelled: Timeout expired`: that is the call's deadline passing on a live connection, not a
+/// broken one (and, unlike a connection failure, not worth a retry).
+fn is_deadline(status: &tonic::Status) -> bool {
+    error_chain(status).any(|e| e.is::<tonic::TimeoutExpired>())
+        || (status.code() == tonic::Code::Cancelled
+            && status.message() == tonic::TimeoutExpired(()).to_string())
 }
 
 /// The status came from the client's transport rather than from the server.
@@ -325,3 +340,37 @@ fn describe_rustls(err: &rustls::Error) -> String {
 
 /// Results from this crate.
 pub type Result<T, E = TalosError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_onto_the_error_families() {
+        let target = || Target {
+            endpoint: Some("127.0.0.1:50000".into()),
+            node: Some("10.5.0.2".into()),
+        };
+        let after = Duration::from_secs(3);
+        // tonic's own deadline on a live connection is a timeout, not a connection failure.
+        let deadline = TalosError::from_status(
+            &tonic::Status::cancelled(tonic::TimeoutExpired(()).to_string()),
+            target(),
+            after,
+        );
+        assert_eq!(deadline.kind(), ErrorKind::Timeout);
+        assert!(!deadline.is_transient(), "a spent deadline is not retried");
+        let unavailable =
+            TalosError::from_status(&tonic::Status::unavailable("refused"), target(), after);
+        assert_eq!(unavailable.kind(), ErrorKind::Connection);
+        assert!(unavailable.is_transient());
+        let denied = TalosError::from_status(
+            &tonic::Status::permission_denied("not authorized"),
+            target(),
+            after,
+        );
+        assert_eq!(denied.kind(), ErrorKind::PermissionDenied);
+        let other = TalosError::from_status(&tonic::Status::cancelled("by peer"), target(), after);
+        assert_eq!(other.kind(), ErrorKind::Api);
+    }
+}

@@ -563,12 +563,15 @@ async fn timeouts_name_node_and_endpoint() {
     let sim = start(SimConfig::default()).await;
     let c = client(&sim);
     let node = worker(&sim);
+    // Connect first: on a loaded machine the TLS handshake alone can outlast the 300 ms below,
+    // which would make this a connect failure instead of the stalled call's deadline.
+    c.version(&CallOptions::node(node.clone())).await.unwrap();
     sim.set_fault(&node, Fault::Stall);
     let err = c
         .version(&CallOptions::node(node.clone()).with_timeout(Duration::from_millis(300)))
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
     let text = err.to_string();
     assert!(
         text.contains(&node) && text.contains(&sim.endpoint().to_string()),
