@@ -14,7 +14,9 @@ pub fn tools_markdown(tools: &[Tool]) -> String {
          Every tool accepts `context` (a talosconfig context; default: the current one). Per-node tools \
          also accept `nodes` (default: the context's nodes) and answer with one entry per node: \
          `{node, hostname, ok, result | error {kind, message}}`. Output is capped (default 64 KiB); a cut \
-         result says `truncated: true` and how to narrow the query.\n\n\
+         result says `truncated: true` and how to narrow the query. A call that fails as a whole is an \
+         `isError` result whose text starts with the error kind and says what to do; its `_meta` \
+         holds `talos-mcp/error` `{kind, message}`, and it has no structured content.\n\n\
          Tools of the `write` and `destructive` tiers are listed only when the operator enables them \
          (`--allow-write`, `--allow-destructive`). They take exactly one `node`, and are confirmed \
          through MCP elicitation or a single-use `confirmation_token` (see docs/security.md).\n",
