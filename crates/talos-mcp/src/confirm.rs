@@ -16,7 +16,6 @@ use rmcp::model::{
     ElicitationAction, ElicitationSchema, InputRequest, InputRequests, InputRequiredResult,
     InputResponses,
 };
-use rmcp::service::ElicitationError;
 use rmcp::{ErrorData, Peer, RoleServer};
 use serde::Serialize;
 use serde_json::json;
@@ -135,7 +134,7 @@ impl Answer {
         }
     }
 
-    /// Reads an `elicitation/create` result as returned in a round trip's input responses.
+    /// Reads the answer to the confirmation form (an `elicitation/create` result).
     fn from_result(result: ElicitResult) -> Self {
         match result.action {
             ElicitationAction::Accept => {
@@ -191,14 +190,20 @@ impl TalosMcp {
                 message.push_str(&plan.preflight.join("\n- "));
             }
             message.push_str("\n\nSet confirm to true to proceed.");
+            let form = match ElicitationSchema::from_type::<ConfirmForm>() {
+                Ok(requested_schema) => ElicitRequestParams::FormElicitationParams {
+                    meta: None,
+                    message,
+                    requested_schema,
+                },
+                Err(e) => return Answer::Failed(format!("no form schema: {e}")).gate(),
+            };
             if ask.round_trip {
-                return self.confirm_round_trip(ask, &binding, message);
+                return self.confirm_round_trip(ask, &binding, form);
             }
-            let answer = match ask.peer.elicit::<ConfirmForm>(message).await {
-                Ok(Some(ConfirmForm { confirm: true })) => Answer::Accepted,
-                Ok(_) => Answer::NotTicked,
-                Err(ElicitationError::UserDeclined) => Answer::Declined,
-                Err(ElicitationError::UserCancelled) => Answer::Cancelled,
+            // The same form and the same reading of the answer as the round trip.
+            let answer = match ask.peer.create_elicitation(form).await {
+                Ok(result) => Answer::from_result(result),
                 Err(e) => Answer::Failed(e.to_string()),
             };
             return answer.gate();
@@ -242,7 +247,7 @@ impl TalosMcp {
     /// The multi-round-trip confirmation (protocol 2026-07-28): the first call answers with the
     /// form as an input request and sealed state; the retry carries the human's answer and the
     /// state, which must be this server's, for this very call, unexpired and unused.
-    fn confirm_round_trip(&self, ask: &Ask, binding: &str, message: String) -> Gate {
+    fn confirm_round_trip(&self, ask: &Ask, binding: &str, form: ElicitRequestParams) -> Gate {
         let tokens = &self.settings.safety.tokens;
         // Domain-separated from confirmation tokens: one can never stand in for the other.
         let binding = format!("round-trip|{binding}");
@@ -281,17 +286,10 @@ impl TalosMcp {
             };
         }
         // First round (or a retry without an answer): ask.
-        let schema = match ElicitationSchema::from_type::<ConfirmForm>() {
-            Ok(s) => s,
-            Err(e) => return Answer::Failed(format!("no form schema: {e}")).gate(),
-        };
-        let form = ElicitRequest::new(ElicitRequestParams::FormElicitationParams {
-            meta: None,
-            message,
-            requested_schema: schema,
-        });
-        let requests =
-            InputRequests::from([(CONFIRM_INPUT.to_owned(), InputRequest::Elicitation(form))]);
+        let requests = InputRequests::from([(
+            CONFIRM_INPUT.to_owned(),
+            InputRequest::Elicitation(ElicitRequest::new(form)),
+        )]);
         Gate::Ask(Box::new(InputRequiredResult::new(
             Some(requests),
             Some(tokens.issue(&binding)),
