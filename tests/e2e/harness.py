@@ -94,10 +94,6 @@ class StderrLog:
                     raise TimeoutError(f"no {pattern!r} within {timeout} s; stderr: {self._path}")
                 self._cond.wait(left)
 
-    def text(self) -> str:
-        with self._cond:
-            return "\n".join(self.lines)
-
 
 def _stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
@@ -118,9 +114,6 @@ class Sim:
     talosconfig: Path
     endpoint: str
     log: StderrLog
-
-    def stop(self) -> None:
-        _stop(self.process)
 
 
 @contextlib.contextmanager
@@ -181,9 +174,6 @@ class HttpServer:
     def audit_path(self) -> Path:
         return self.workdir / "audit.log"
 
-    def stop(self) -> None:
-        _stop(self.process)
-
 
 @contextlib.contextmanager
 def http_server(sim: Sim, config: ServerConfig, workdir: Path) -> Iterator[HttpServer]:
@@ -231,18 +221,6 @@ def audit_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def wait_for_audit(path: Path, predicate, timeout: float = 10.0) -> dict:
-    """Waits for an audit line matching `predicate` and returns it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        for line in audit_lines(path):
-            if predicate(line):
-                return line
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no matching audit line within {timeout} s: {audit_lines(path)}")
-        time.sleep(0.05)
-
-
 def workdir(prefix: str) -> Path:
     """A fresh directory under tests/e2e/.results (kept for inspection after a failure)."""
     base = E2E / ".results"
@@ -263,6 +241,10 @@ class Connected:
 
     def audit(self) -> list[dict]:
         return audit_lines(self.audit_path)
+
+    def finished(self, tool: str | None = None) -> list[dict]:
+        """The audit lines of finished calls (of `tool`, when named), oldest first."""
+        return [l for l in self.audit() if l["phase"] == "finished" and (tool is None or l["tool"] == tool)]
 
     def stderr(self) -> str:
         return self.stderr_path.read_text() if self.stderr_path.exists() else ""

@@ -24,17 +24,14 @@ def long_logs():
         d.close()
 
 
-def cancelled_scans(conn) -> int:
-    return sum(
-        1
-        for line in conn.audit()
-        if line["tool"] == "talos_service_logs" and line["phase"] == "finished" and line["result"] == "cancelled"
-    )
+def cancelled_scans(conn) -> list[dict]:
+    """The audit lines of log scans that ended cancelled."""
+    return [line for line in conn.finished("talos_service_logs") if line["result"] == "cancelled"]
 
 
 async def test_cancelling_a_long_log_call_stops_it(long_logs, transport, era):
     async with long_logs.connect(transport, era) as conn:
-        before = cancelled_scans(conn)
+        before = len(cancelled_scans(conn))
         started = time.monotonic()
         with anyio.move_on_after(1.0) as scope:
             await conn.client.call_tool(
@@ -44,15 +41,11 @@ async def test_cancelling_a_long_log_call_stops_it(long_logs, transport, era):
 
         # The server records the cancellation as soon as it stops the call.
         deadline = time.monotonic() + 10
-        while cancelled_scans(conn) == before:
+        while len(cancelled_scans(conn)) == before:
             assert time.monotonic() < deadline, f"the server did not stop the call: {conn.audit()[-3:]}"
             await anyio.sleep(0.05)
         assert time.monotonic() - started < 10
-        [line] = [
-            line
-            for line in conn.audit()
-            if line["tool"] == "talos_service_logs" and line["phase"] == "finished" and line["result"] == "cancelled"
-        ][before:]
+        [line] = cancelled_scans(conn)[before:]
         assert line["duration_ms"] < 8000, line
 
         # The session goes on.

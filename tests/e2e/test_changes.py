@@ -76,7 +76,7 @@ async def test_token_confirmation_plans_then_runs_once(token_server, transport, 
         assert replay.is_error and "already used" in text_of(replay)
         assert await restarts(client, W1, "kubelet") == before + 1
 
-    finished = [line for line in conn.audit() if line["tool"] == "talos_service_restart" and line["phase"] == "finished"]
+    finished = conn.finished("talos_service_restart")
     assert [line["confirmation"] for line in finished[-4:]] == [
         "token: issued",
         "token: refused",
@@ -123,7 +123,7 @@ async def test_elicitation_asks_the_human(elicit_server, transport, era, answer)
             assert result.is_error and text_of(result).startswith("NotConfirmed: the human declined")
             assert result.meta["talos-mcp/error"]["confirmation"] == "elicitation: declined"
             assert await restarts(client, W2, "kubelet") == before
-    finished = [line for line in conn.audit() if line["tool"] == "talos_service_restart" and line["phase"] == "finished"]
+    finished = conn.finished("talos_service_restart")
     if era == "modern":
         # The round trip is two requests: the form, then the retry with the answer.
         assert finished[-2]["result"] == "confirmation_required"

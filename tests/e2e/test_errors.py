@@ -51,7 +51,7 @@ async def test_refusals_name_the_problem_and_the_way_out(readonly, transport, er
         assert_tool_error(
             await call("talos_reboot", {"node": CP1}), "Refused", "destructive tier", "--allow-destructive"
         )
-    finished = [line for line in conn.audit() if line["phase"] == "finished"]
+    finished = conn.finished()
     kinds = {line["tool"]: line["result"] for line in finished}
     assert kinds["talos_reboot"] == "refused" and kinds["talos_read_file"] == "PathNotAllowed"
 

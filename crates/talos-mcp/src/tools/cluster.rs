@@ -375,13 +375,10 @@ impl TalosMcp {
                 }
             })
             .await;
-        let result = match result {
-            Ok(per_node) => match per_node.first_err() {
-                Some(full) => Err(refusal(full)),
-                None => Ok(per_node.map(|r| r.unwrap_or_default())),
-            },
-            Err(e) => Err(e),
-        };
+        let result = result.and_then(|per_node| match per_node.first_err() {
+            Some(full) => Err(refusal(full)),
+            None => Ok(per_node.map(|r| r.unwrap_or_default())),
+        });
         self.respond(
             "talos_get",
             result,
