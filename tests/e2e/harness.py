@@ -215,6 +215,22 @@ async def stdio_transport(sim: Sim, config: ServerConfig, workdir: Path):
             yield streams
 
 
+NODE_MODULES = E2E / "node_modules"
+
+
+def node_command(script: Path, *args: str) -> list[str]:
+    """A command running `script` on the Node 22 that setup.sh installed here."""
+    node = NODE_MODULES / ".bin" / "node"
+    if not node.exists():
+        raise RuntimeError("Node 22 is not installed here: run tests/e2e/setup.sh")
+    return [str(node), str(script), *args]
+
+
+def node_env(base: dict[str, str], **extra: str) -> dict[str, str]:
+    """`base` with that Node first on PATH (for the tools' own child processes) and no colours."""
+    return {**base, "PATH": f"{NODE_MODULES / '.bin'}:{base.get('PATH', '')}", "NO_COLOR": "1", **extra}
+
+
 def audit_lines(path: Path) -> list[dict]:
     if not path.exists():
         return []

@@ -19,8 +19,7 @@ from harness import Deployment, ServerConfig
 
 pytestmark = pytest.mark.node
 
-NODE_BIN = harness.E2E / "node_modules" / ".bin"
-CONFORMANCE = harness.E2E / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
+CONFORMANCE = harness.NODE_MODULES / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
 EXPECTED = harness.E2E / "conformance-expected-failures.yml"
 
 # Scenarios a server passes without the suite's own fixtures; they must pass, not only be absent
@@ -64,11 +63,9 @@ def test_conformance_suite(cluster):
     try:
         server = deployment.http()
         results = harness.workdir("conformance-results")
-        env = {**os.environ, "PATH": f"{NODE_BIN}:{os.environ.get('PATH', '')}", "NO_COLOR": "1"}
         done = subprocess.run(
-            [
-                str(NODE_BIN / "node"),
-                str(CONFORMANCE),
+            harness.node_command(
+                CONFORMANCE,
                 "server",
                 "--url",
                 server.url,
@@ -76,11 +73,11 @@ def test_conformance_suite(cluster):
                 str(EXPECTED),
                 "--output-dir",
                 str(results),
-            ],
+            ),
             capture_output=True,
             text=True,
             timeout=600,
-            env=env,
+            env=harness.node_env(dict(os.environ)),
             cwd=results,
         )
         (results / "conformance.log").write_text(done.stdout + done.stderr)

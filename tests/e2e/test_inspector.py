@@ -20,15 +20,7 @@ from test_tools import CASES
 
 pytestmark = pytest.mark.node
 
-NODE_BIN = harness.E2E / "node_modules" / ".bin"
-INSPECTOR = harness.E2E / "node_modules" / "@modelcontextprotocol" / "inspector" / "clients" / "launcher" / "build" / "index.js"
-
-
-def node() -> str:
-    path = NODE_BIN / "node"
-    if not path.exists():
-        pytest.fail("Node 22 is not installed here: run tests/e2e/setup.sh")
-    return str(path)
+INSPECTOR = harness.NODE_MODULES / "@modelcontextprotocol" / "inspector" / "clients" / "launcher" / "build" / "index.js"
 
 
 @pytest.fixture(scope="module")
@@ -42,17 +34,12 @@ def inspector_target(readonly):
 def inspect(target: list[str], workdir, *args: str, era: str = "legacy") -> tuple[int, dict | None, str]:
     """Runs one Inspector CLI call; returns its exit code, the JSON result and stderr."""
     # --cli comes first; the server command goes last, after `--`.
-    cmd = [node(), str(INSPECTOR), "--cli", "-q", "--format", "json", "--protocol-era", era, *args]
+    cmd = harness.node_command(INSPECTOR, "--cli", "-q", "--format", "json", "--protocol-era", era, *args)
     if target[0] == "--":
         cmd += target
     else:
         cmd[3:3] = [target[0]]
-    env = {
-        **harness.server_env(),
-        "PATH": f"{NODE_BIN}:{os.environ.get('PATH', '')}",
-        "MCP_STORAGE_DIR": str(workdir / "inspector-storage"),
-        "NO_COLOR": "1",
-    }
+    env = harness.node_env(harness.server_env(), MCP_STORAGE_DIR=str(workdir / "inspector-storage"))
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     out = done.stdout.strip()
     return done.returncode, (json.loads(out.splitlines()[-1]) if out else None), done.stderr
