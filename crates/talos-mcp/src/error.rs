@@ -9,7 +9,7 @@ use talos_config::ConfigError;
 #[non_exhaustive]
 pub enum ToolError {
     /// An argument is malformed or out of range.
-    #[error("InvalidArgument: `{field}` {message}")]
+    #[error("InvalidArgument: `{field}` {}", clip(.message, MAX_MESSAGE))]
     InvalidArgument {
         /// The argument.
         field: &'static str,
@@ -18,9 +18,9 @@ pub enum ToolError {
     },
     /// A node outside the allowed set was named.
     #[error(
-        "NodeNotAllowed: `nodes` contains {node}, which is not a node of context `{context}`; allowed: {}. \
+        "NodeNotAllowed: `nodes` contains {}, which is not a node of context `{}`; allowed: {}. \
          Use one of these, or ask the operator to allow it (--allow-node-cidr)",
-        .allowed.join(", ")
+        echo(.node), echo(.context), echo_list(.allowed)
     )]
     NodeNotAllowed {
         /// The refused node.
@@ -31,7 +31,7 @@ pub enum ToolError {
         allowed: Vec<String>,
     },
     /// The named context does not exist.
-    #[error("InvalidConfig: `context` {name} is not in the talosconfig; available contexts: {}", .available.join(", "))]
+    #[error("InvalidConfig: `context` {} is not in the talosconfig or not served; available contexts: {}", echo(.name), echo_list(.available))]
     UnknownContext {
         /// The name asked for.
         name: String,
@@ -39,7 +39,7 @@ pub enum ToolError {
         available: Vec<String>,
     },
     /// A path outside the operator's allowlist was named.
-    #[error("PathNotAllowed: `path` {path} is outside the allowed paths ({}); choose a path under one of them", .allowed.join(", "))]
+    #[error("PathNotAllowed: `path` {} is outside the allowed paths ({}); choose a path under one of them", echo(.path), echo_list(.allowed))]
     PathNotAllowed {
         /// The path asked for.
         path: String,
@@ -47,7 +47,7 @@ pub enum ToolError {
         allowed: Vec<String>,
     },
     /// The tool's tier is disabled by the operator.
-    #[error("Refused: {tool} is in the {tier} tier, which the operator has not enabled; it is enabled with {flag}", tier = .tier.as_str(), flag = .tier.flag())]
+    #[error("Refused: {} is in the {tier} tier, which the operator has not enabled; it is enabled with {flag}", echo(.tool), tier = .tier.as_str(), flag = .tier.flag())]
     TierDisabled {
         /// The tool.
         tool: String,
@@ -55,22 +55,22 @@ pub enum ToolError {
         tier: crate::safety::Tier,
     },
     /// The human or the confirmation rules did not allow the call.
-    #[error("NotConfirmed: {0}")]
+    #[error("NotConfirmed: {}", clip(.0, MAX_MESSAGE))]
     NotConfirmed(String),
     /// A preflight check refused the call.
-    #[error("PreflightFailed: {0}")]
+    #[error("PreflightFailed: {}", clip(.0, MAX_MESSAGE))]
     Preflight(String),
     /// The data asked for is secret and never shown.
-    #[error("Refused: {0}")]
+    #[error("Refused: {}", clip(.0, MAX_MESSAGE))]
     Refused(String),
     /// The talosconfig cannot be used.
-    #[error("{kind}: {0}", kind = .0.kind())]
+    #[error("{kind}: {}", clip(&.0.to_string(), MAX_MESSAGE), kind = .0.kind())]
     Config(#[from] ConfigError),
     /// The Talos API call failed.
-    #[error("{0}")]
+    #[error("{}", clip(&.0.to_string(), MAX_MESSAGE))]
     Talos(#[from] TalosError),
     /// A local operation (writing an artifact) failed.
-    #[error("Local: {0}")]
+    #[error("Local: {}", clip(.0, MAX_MESSAGE))]
     Local(String),
 }
 
@@ -97,5 +97,59 @@ impl ToolError {
             field,
             message: message.into(),
         }
+    }
+}
+
+/// Longest echo of one input (a node, context, path or tool name) in an error message, in
+/// characters.
+pub const MAX_ECHO: usize = 128;
+
+/// Longest free-text part of an error message, in characters: long enough for any guidance this
+/// server writes, short enough that inputs echoed inside it cannot blow it up.
+pub(crate) const MAX_MESSAGE: usize = 2048;
+
+/// Most list items (allowed nodes, contexts, paths) an error message names.
+const MAX_LIST: usize = 64;
+
+/// An input as it may appear in an error message: at most [`MAX_ECHO`] characters, with an
+/// ellipsis and the full length when cut. Every echo of a model-supplied value goes through this.
+pub fn echo(input: &str) -> String {
+    clip(input, MAX_ECHO)
+}
+
+/// `text` cut to `max` characters, ending in an ellipsis and the original size when cut.
+pub(crate) fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_owned(),
+        Some((end, _)) => format!("{}… ({} bytes)", &text[..end], text.len()),
+    }
+}
+
+/// A list for an error message: each item echoed, at most [`MAX_LIST`] items.
+fn echo_list(items: &[String]) -> String {
+    let mut out: Vec<String> = items.iter().take(MAX_LIST).map(|i| echo(i)).collect();
+    if items.len() > MAX_LIST {
+        out.push(format!("… and {} more", items.len() - MAX_LIST));
+    }
+    out.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoes_are_clipped() {
+        assert_eq!(echo("cp-1"), "cp-1");
+        let long = "é".repeat(100_000);
+        let e = echo(&long);
+        assert!(e.chars().count() < MAX_ECHO + 20, "{e}");
+        assert!(e.ends_with("… (200000 bytes)"), "{e}");
+        let err = ToolError::UnknownContext {
+            name: "x".repeat(200_000),
+            available: vec!["a".into(); 1000],
+        };
+        assert!(err.to_string().len() < 1024, "{}", err.to_string().len());
+        assert!(err.to_string().contains("and 936 more"));
     }
 }
