@@ -79,11 +79,78 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Every value the `outcome` label can take: call statuses, then the error kinds of
+/// [`crate::ToolError::kind`] (its own kinds and those of the Talos client and talosconfig
+/// errors). Anything else is recorded as `other`, so label sets stay bounded whatever a client
+/// sends. A new outcome or error kind must be added here.
+pub const OUTCOMES: &[&str] = &[
+    "ok",
+    "partial",
+    "confirmation_required",
+    "refused",
+    "audit_failed",
+    "cancelled",
+    "incomplete",
+    "error",
+    "protocol_error",
+    "other",
+    // ToolError
+    "InvalidArgument",
+    "NodeNotAllowed",
+    "InvalidConfig",
+    "PathNotAllowed",
+    "Refused",
+    "NotConfirmed",
+    "PreflightFailed",
+    "Local",
+    // talos_client::ErrorKind and talos_config::ConfigErrorKind
+    "Connection",
+    "Authentication",
+    "PermissionDenied",
+    "Timeout",
+    "NotFound",
+    "Api",
+    "MissingCredentials",
+    "Protocol",
+];
+
+/// The `tool` label of a call: the tool's name if this server has such a tool, else `unknown`
+/// (a client can send any name; each distinct label would be kept forever).
+fn tool_label(tool: &str) -> &str {
+    static KNOWN: std::sync::OnceLock<std::collections::BTreeSet<String>> =
+        std::sync::OnceLock::new();
+    let known = KNOWN.get_or_init(|| {
+        crate::TalosMcp::all_tools()
+            .into_iter()
+            .map(|(t, _)| t.name.to_string())
+            .collect()
+    });
+    if known.contains(tool) {
+        tool
+    } else {
+        "unknown"
+    }
+}
+
+/// The `outcome` label of a call: one of [`OUTCOMES`].
+fn outcome_label(outcome: &str) -> &'static str {
+    if outcome.starts_with("protocol error") {
+        return "protocol_error";
+    }
+    OUTCOMES
+        .iter()
+        .find(|o| **o == outcome)
+        .copied()
+        .unwrap_or("other")
+}
+
 impl Metrics {
-    /// Records one finished tool call.
+    /// Records one finished tool call. Unknown tool names are counted as `unknown` and outcomes
+    /// outside [`OUTCOMES`] as `other`.
     pub fn record_call(&self, tool: &str, outcome: &str, took: Duration) {
+        let tool = tool_label(tool);
         *lock(&self.calls)
-            .entry((tool.to_owned(), outcome.to_owned()))
+            .entry((tool.to_owned(), outcome_label(outcome).to_owned()))
             .or_default() += 1;
         let secs = took.as_secs_f64();
         let mut durations = lock(&self.durations);
@@ -114,10 +181,13 @@ impl Metrics {
         SessionGuard(self.clone())
     }
 
-    /// Total calls recorded for a tool and outcome.
+    /// Total calls recorded for a tool and outcome (as labelled: see [`Self::record_call`]).
     pub fn calls(&self, tool: &str, outcome: &str) -> u64 {
         lock(&self.calls)
-            .get(&(tool.to_owned(), outcome.to_owned()))
+            .get(&(
+                tool_label(tool).to_owned(),
+                outcome_label(outcome).to_owned(),
+            ))
             .copied()
             .unwrap_or(0)
     }
@@ -236,5 +306,70 @@ mod tests {
         assert!(m.render().contains("talos_mcp_active_sessions 0"));
         assert!(m.render().contains("talos_mcp_sessions_total 2"));
         assert_eq!(m.calls("talos_version", "ok"), 2);
+    }
+
+    #[test]
+    fn labels_come_from_closed_sets() {
+        let m = Metrics::default();
+        for i in 0..90 {
+            let name = format!("{}{i}", "x".repeat(10_000));
+            m.record_call(&name, &format!("weird {name}"), Duration::from_millis(1));
+        }
+        m.record_call("talos_version", "protocol error -32602", Duration::ZERO);
+        m.record_call("talos_version", "Timeout", Duration::ZERO);
+        let text = m.render();
+        assert!(text.len() < 8 * 1024, "{} bytes", text.len());
+        assert!(
+            text.contains("talos_mcp_tool_calls_total{tool=\"unknown\",outcome=\"other\"} 90"),
+            "{text}"
+        );
+        assert!(text.contains("tool=\"talos_version\",outcome=\"protocol_error\"} 1"));
+        assert!(text.contains("tool=\"talos_version\",outcome=\"Timeout\"} 1"));
+        assert!(!text.contains("xxxx"));
+        assert_eq!(lock(&m.calls).len(), 3);
+        assert_eq!(lock(&m.durations).len(), 2);
+    }
+
+    #[test]
+    fn every_error_kind_is_an_outcome() {
+        use crate::ToolError;
+        let errors = [
+            ToolError::invalid("x", "y"),
+            ToolError::NodeNotAllowed {
+                node: String::new(),
+                context: String::new(),
+                allowed: vec![],
+            },
+            ToolError::UnknownContext {
+                name: String::new(),
+                available: vec![],
+            },
+            ToolError::PathNotAllowed {
+                path: String::new(),
+                allowed: vec![],
+            },
+            ToolError::Refused(String::new()),
+            ToolError::NotConfirmed(String::new()),
+            ToolError::Preflight(String::new()),
+            ToolError::Local(String::new()),
+        ];
+        for e in errors {
+            assert!(OUTCOMES.contains(&e.kind().as_str()), "{}", e.kind());
+        }
+        use talos_client::ErrorKind as K;
+        for k in [
+            K::Connection,
+            K::Authentication,
+            K::PermissionDenied,
+            K::Timeout,
+            K::NotFound,
+            K::Api,
+            K::InvalidConfig,
+            K::MissingCredentials,
+            K::Protocol,
+            K::Local,
+        ] {
+            assert!(OUTCOMES.contains(&k.to_string().as_str()), "{k}");
+        }
     }
 }
