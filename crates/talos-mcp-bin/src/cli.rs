@@ -98,6 +98,10 @@ pub(crate) struct ServerOpts {
         value_delimiter = ','
     )]
     pub(crate) allow_node_cidr: Vec<String>,
+    /// Most distinct nodes one call may target.
+    #[arg(long, env = "TALOS_MCP_MAX_NODES", default_value_t = talos_mcp::clusters::DEFAULT_MAX_NODES,
+          value_parser = at_least_one)]
+    pub(crate) max_nodes: usize,
     /// Paths the file tools may read.
     #[arg(long, env = "TALOS_MCP_FILE_ALLOWLIST", value_delimiter = ',', default_values_t = ["/proc".to_owned(), "/sys".to_owned(), "/var/log".to_owned()])]
     pub(crate) file_allowlist: Vec<String>,
@@ -186,6 +190,14 @@ pub(crate) struct CallArgs {
     pub(crate) args: String,
     #[command(flatten)]
     pub(crate) server: ServerOpts,
+}
+
+/// A count of 1 or more.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("`{s}` is not a whole number of at least 1")),
+    }
 }
 
 /// Command-line arguments with the config file's settings added where neither the command line
@@ -365,6 +377,13 @@ mod tests {
         assert_eq!(s.server.output_cap, 65536);
         assert_eq!(s.server.file_allowlist, vec!["/proc", "/sys", "/var/log"]);
         assert_eq!(cli.global.log_level, "info");
+        assert_eq!(s.server.max_nodes, 256);
+        let cli = Cli::try_parse_from(["talos-mcp", "serve", "--max-nodes", "8"]).unwrap();
+        let Command::Serve(s) = cli.command else {
+            panic!("serve")
+        };
+        assert_eq!(s.server.max_nodes, 8);
+        assert!(Cli::try_parse_from(["talos-mcp", "serve", "--max-nodes", "0"]).is_err());
         let cli = Cli::try_parse_from([
             "talos-mcp",
             "call",

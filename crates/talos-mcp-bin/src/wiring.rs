@@ -126,5 +126,5 @@ pub(crate) fn build_from_clusters(
         metrics,
         ..ServerSettings::default()
     };
-    TalosMcp::new(clusters, settings).map_err(anyhow::Error::msg)
+    TalosMcp::new(clusters.with_max_nodes(opts.max_nodes), settings).map_err(anyhow::Error::msg)
 }

@@ -1,7 +1,7 @@
 //! The clusters a server talks to: talosconfig contexts, their clients, and which nodes a call
 //! may target.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -69,15 +69,46 @@ impl Cidr {
     }
 }
 
+/// Default largest number of distinct nodes one call may target (`--max-nodes`).
+pub const DEFAULT_MAX_NODES: usize = 256;
+
+/// Longest hostname (RFC 1035) accepted as an alias of a node.
+const MAX_HOSTNAME: usize = 253;
+
+/// A node as written in a call or a talosconfig, in one spelling: trimmed, IP addresses in
+/// canonical form (`::ffff:10.5.0.2` is `10.5.0.2`, brackets dropped), names lower-cased.
+pub(crate) fn normalise(node: &str) -> String {
+    let node = node.trim();
+    let bare = node
+        .strip_prefix('[')
+        .and_then(|n| n.strip_suffix(']'))
+        .unwrap_or(node);
+    match bare.parse::<IpAddr>() {
+        Ok(ip) => ip.to_canonical().to_string(),
+        Err(_) => node.to_ascii_lowercase(),
+    }
+}
+
 /// One context with its client and what is known about its nodes.
+///
+/// A call may target: the talosconfig's nodes and endpoint hosts (as the operator wrote them),
+/// the addresses of discovered cluster members, addresses inside the operator's CIDRs, and
+/// hostnames the nodes reported. A reported hostname is only an alias: it is pinned to the
+/// address of the node that reported it, and the call goes to that address, never to whatever
+/// the name resolves to.
 pub(crate) struct ContextEntry {
     pub(crate) name: String,
     pub(crate) api: Arc<dyn TalosApi>,
     /// Default targets: the context's nodes, else its endpoint hosts.
     pub(crate) default_nodes: Vec<String>,
+    /// The talosconfig's nodes and endpoint hosts, normalised.
     static_allowed: BTreeSet<String>,
+    /// Addresses of discovered cluster members (IP addresses only).
     discovered: RwLock<BTreeSet<String>>,
+    /// The hostname each node reported, by node address.
     hostnames: RwLock<HashMap<String, String>>,
+    /// Reported hostnames (normalised) and the node address each is pinned to.
+    aliases: RwLock<HashMap<String, String>>,
     discovery: tokio::sync::Mutex<bool>,
 }
 
@@ -102,7 +133,12 @@ impl ContextEntry {
         } else {
             ctx.nodes().to_vec()
         };
-        let static_allowed = ctx.nodes().iter().cloned().chain(hosts).collect();
+        let static_allowed = ctx
+            .nodes()
+            .iter()
+            .chain(&hosts)
+            .map(|n| normalise(n))
+            .collect();
         Self {
             name: ctx.name().to_owned(),
             api,
@@ -110,6 +146,7 @@ impl ContextEntry {
             static_allowed,
             discovered: RwLock::new(BTreeSet::new()),
             hostnames: RwLock::new(HashMap::new()),
+            aliases: RwLock::new(HashMap::new()),
             discovery: tokio::sync::Mutex::new(false),
         }
     }
@@ -119,31 +156,52 @@ impl ContextEntry {
         read(&self.hostnames).get(node).cloned()
     }
 
-    /// Records a node's hostname (also allowing the hostname as a target).
+    /// Records the hostname `node` (an address this entry resolved) reported, and allows the
+    /// hostname as an alias of that node only.
     pub(crate) fn remember_hostname(&self, node: &str, hostname: &str) {
-        if hostname.is_empty() {
+        let hostname = hostname.trim();
+        if hostname.is_empty() || hostname.len() > MAX_HOSTNAME {
             return;
         }
         write(&self.hostnames).insert(node.to_owned(), hostname.to_owned());
+        self.alias(hostname, node);
     }
 
-    fn is_allowed(&self, node: &str, cidrs: &[Cidr]) -> bool {
-        self.static_allowed.contains(node)
-            || read(&self.discovered).contains(node)
-            || read(&self.hostnames).values().any(|h| h == node)
-            || node
-                .parse::<IpAddr>()
-                .is_ok_and(|ip| cidrs.iter().any(|c| c.contains(ip)))
+    /// Pins `name` to `address`. A name that looks like an IP address is never an alias: an
+    /// address always means itself.
+    fn alias(&self, name: &str, address: &str) {
+        let name = normalise(name);
+        if name.is_empty() || name.len() > MAX_HOSTNAME || name.parse::<IpAddr>().is_ok() {
+            return;
+        }
+        if name != address {
+            write(&self.aliases).insert(name, address.to_owned());
+        }
+    }
+
+    /// The node a call naming `node` goes to, if it is allowed: the node itself (normalised), or
+    /// for a reported hostname the address it is pinned to.
+    fn resolve(&self, node: &str, cidrs: &[Cidr]) -> Option<String> {
+        let node = normalise(node);
+        if self.static_allowed.contains(&node) || read(&self.discovered).contains(&node) {
+            return Some(node);
+        }
+        if let Ok(ip) = node.parse::<IpAddr>() {
+            return cidrs.iter().any(|c| c.contains(ip)).then_some(node);
+        }
+        read(&self.aliases).get(&node).cloned()
     }
 
     fn allowed_list(&self) -> Vec<String> {
         let mut all: BTreeSet<String> = self.static_allowed.clone();
         all.extend(read(&self.discovered).iter().cloned());
+        all.extend(read(&self.aliases).keys().cloned());
         all.into_iter().collect()
     }
 
     /// Learns cluster members (etcd members and COSI cluster members) once, through the default
-    /// endpoint, so nodes that joined after the talosconfig was written can be targeted.
+    /// endpoint, so nodes that joined after the talosconfig was written can be targeted. Only
+    /// their IP addresses are allowed; the names they report become aliases of those addresses.
     async fn discover(&self) {
         let mut done = self.discovery.lock().await;
         if *done {
@@ -151,15 +209,21 @@ impl ContextEntry {
         }
         *done = true;
         let mut found = BTreeSet::new();
+        let mut names: Vec<(String, String)> = Vec::new();
         let opts = CallOptions::endpoint();
         if let Ok(members) = self.api.etcd_members(&opts).await {
             for m in members {
-                found.insert(m.hostname.clone());
-                for url in m.peer_urls.iter().chain(&m.client_urls) {
-                    if let Some(host) = url_host(url) {
-                        found.insert(host);
-                    }
+                let addrs: Vec<String> = m
+                    .peer_urls
+                    .iter()
+                    .chain(&m.client_urls)
+                    .filter_map(|u| url_host(u))
+                    .filter_map(|h| ip_only(&h))
+                    .collect();
+                if let Some(first) = addrs.first() {
+                    names.push((m.hostname.clone(), first.clone()));
                 }
+                found.extend(addrs);
             }
         }
         if let Ok(members) = self
@@ -168,20 +232,38 @@ impl ContextEntry {
             .await
         {
             for m in members {
-                found.insert(m.id.clone());
-                if let Ok(spec) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&m.spec_yaml) {
-                    if let Some(addrs) = spec.get("addresses").and_then(|a| a.as_sequence()) {
-                        found.extend(addrs.iter().filter_map(|a| a.as_str()).map(str::to_owned));
-                    }
+                let Ok(spec) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&m.spec_yaml) else {
+                    continue;
+                };
+                let addrs: Vec<String> = spec
+                    .get("addresses")
+                    .and_then(|a| a.as_sequence())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| a.as_str())
+                    .filter_map(ip_only)
+                    .collect();
+                if let Some(first) = addrs.first() {
+                    names.push((m.id.clone(), first.clone()));
                     if let Some(h) = spec.get("hostname").and_then(|h| h.as_str()) {
-                        found.insert(h.to_owned());
+                        names.push((h.to_owned(), first.clone()));
                     }
                 }
+                found.extend(addrs);
             }
         }
         tracing::debug!(context = %self.name, discovered = found.len(), "discovered cluster members");
         write(&self.discovered).extend(found);
+        for (name, address) in names {
+            self.alias(&name, &address);
+        }
     }
+}
+
+/// `host` normalised, if it is an IP address.
+fn ip_only(host: &str) -> Option<String> {
+    let n = normalise(host);
+    n.parse::<IpAddr>().is_ok().then_some(n)
 }
 
 /// The host part of a URL such as `https://10.5.0.2:2380` or `https://[fd00::2]:2379`.
@@ -218,6 +300,7 @@ pub struct Clusters {
     default_context: Option<String>,
     factory: ApiFactory,
     cidrs: Vec<Cidr>,
+    max_nodes: usize,
     entries: Mutex<HashMap<String, Arc<ContextEntry>>>,
 }
 
@@ -245,6 +328,7 @@ impl Clusters {
             fixed: HashMap::new(),
             factory,
             cidrs: Vec::new(),
+            max_nodes: DEFAULT_MAX_NODES,
             entries: Mutex::new(HashMap::new()),
         }
     }
@@ -257,6 +341,7 @@ impl Clusters {
             config: None,
             factory,
             cidrs: Vec::new(),
+            max_nodes: DEFAULT_MAX_NODES,
             entries: Mutex::new(HashMap::new()),
         }
     }
@@ -265,6 +350,13 @@ impl Clusters {
     #[must_use]
     pub fn with_allowed_cidrs(mut self, cidrs: Vec<Cidr>) -> Self {
         self.cidrs = cidrs;
+        self
+    }
+
+    /// At most `max` distinct nodes per call (default [`DEFAULT_MAX_NODES`]).
+    #[must_use]
+    pub fn with_max_nodes(mut self, max: usize) -> Self {
+        self.max_nodes = max.max(1);
         self
     }
 
@@ -278,7 +370,6 @@ impl Clusters {
         names.dedup();
         names
     }
-
     /// The context used when a call names none.
     pub fn default_context(&self) -> Option<&str> {
         self.default_context.as_deref()
@@ -344,39 +435,66 @@ impl Clusters {
     }
 
     /// Resolves a call's `context` and `nodes`: nodes default to the context's; every node must
-    /// be allowed (checked before any call reaches it).
+    /// be allowed (checked before any call reaches it). Nodes come back normalised, hostnames
+    /// replaced by the address they are pinned to, each node once, at most `max_nodes` of them.
     pub(crate) async fn targets(
         &self,
         context: Option<&str>,
         nodes: Option<&[String]>,
     ) -> Result<Targets, ToolError> {
         let entry = self.entry(context)?;
-        let nodes: Vec<String> = match nodes {
-            Some(list) if !list.is_empty() => list.iter().map(|n| n.trim().to_owned()).collect(),
-            _ => entry.default_nodes.clone(),
+        let asked: &[String] = match nodes {
+            Some(list) if !list.is_empty() => list,
+            _ => &entry.default_nodes,
         };
-        if nodes.is_empty() {
+        if asked.is_empty() {
             return Err(ToolError::invalid(
                 "nodes",
                 "is empty and the context defines no nodes or endpoints",
             ));
         }
-        for node in &nodes {
+        let mut seen_asked = HashSet::new();
+        let mut seen = HashSet::new();
+        let mut resolved = Vec::new();
+        for node in asked {
+            let node = node.trim();
             if node.is_empty() {
                 return Err(ToolError::invalid("nodes", "contains an empty entry"));
             }
-            if !entry.is_allowed(node, &self.cidrs) {
-                entry.discover().await;
-                if !entry.is_allowed(node, &self.cidrs) {
-                    return Err(ToolError::NodeNotAllowed {
-                        node: node.clone(),
-                        context: entry.name.clone(),
-                        allowed: entry.allowed_list(),
-                    });
+            if !seen_asked.insert(node) {
+                continue;
+            }
+            let address = match entry.resolve(node, &self.cidrs) {
+                Some(a) => a,
+                None => {
+                    entry.discover().await;
+                    entry
+                        .resolve(node, &self.cidrs)
+                        .ok_or_else(|| ToolError::NodeNotAllowed {
+                            node: node.to_owned(),
+                            context: entry.name.clone(),
+                            allowed: entry.allowed_list(),
+                        })?
                 }
+            };
+            if seen.insert(address.clone()) {
+                if resolved.len() == self.max_nodes {
+                    return Err(ToolError::invalid(
+                        "nodes",
+                        format!(
+                            "names more than {} distinct nodes, the most one call may target \
+                             (the operator sets this with --max-nodes); split the call",
+                            self.max_nodes
+                        ),
+                    ));
+                }
+                resolved.push(address);
             }
         }
-        Ok(Targets { entry, nodes })
+        Ok(Targets {
+            entry,
+            nodes: resolved,
+        })
     }
 
     /// Resolves a call that must target exactly one node.

@@ -99,6 +99,16 @@ impl<T, E> PerNode<Result<T, E>> {
     }
 }
 
+/// The smallest per-node byte budget [`node_share`] gives.
+pub(crate) const MIN_NODE_SHARE: usize = 4 * 1024;
+
+/// Each node's share of the output cap when `nodes` nodes answer one call: what a tool keeps
+/// per node while gathering (at least [`MIN_NODE_SHARE`]), so a call holds about
+/// `max(cap, nodes × MIN_NODE_SHARE)` bytes of results before the cap cuts them.
+pub(crate) fn node_share(cap: usize, nodes: usize) -> usize {
+    (cap / nodes.max(1)).max(MIN_NODE_SHARE)
+}
+
 /// Which end of a list to keep when cutting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Keep {

@@ -311,14 +311,32 @@ impl TalosMcp {
         F: Fn(Arc<dyn TalosApi>, CallOptions) -> Fut,
         Fut: Future<Output = Result<R, TalosError>>,
     {
+        self.per_node_shared(target, |api, opts, _| call(api, opts))
+            .await
+    }
+
+    /// Like [`Self::per_node`], and `call` also gets each node's share of the output cap in
+    /// bytes ([`output::node_share`]): tools that gather large per-node data (log lines) keep at
+    /// most that much per node while reading, so a call holds about nodes × share, not
+    /// nodes × everything read.
+    pub(crate) async fn per_node_shared<R, F, Fut>(
+        &self,
+        target: &TargetArgs,
+        call: F,
+    ) -> Result<PerNode<R>, ToolError>
+    where
+        F: Fn(Arc<dyn TalosApi>, CallOptions, usize) -> Fut,
+        Fut: Future<Output = Result<R, TalosError>>,
+    {
         let targets = self
             .clusters
             .targets(target.context.as_deref(), target.nodes.as_deref())
             .await?;
         self.learn_hostnames(&targets).await;
         let api = targets.entry.api.clone();
+        let share = output::node_share(self.settings.output_cap, targets.nodes.len());
         let results = fan_out(&targets.nodes, self.settings.fan_out_limit, |node| {
-            call(api.clone(), CallOptions::node(node))
+            call(api.clone(), CallOptions::node(node), share)
         })
         .await;
         let outcomes = results
@@ -340,7 +358,7 @@ impl TalosMcp {
                         result: None,
                         error: Some(ErrorInfo {
                             kind: e.kind().to_string(),
-                            message: e.to_string(),
+                            message: crate::error::clip(&e.to_string(), crate::error::MAX_MESSAGE),
                         }),
                     },
                 }

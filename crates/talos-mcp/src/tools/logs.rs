@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use talos_client::{EventsRequest, LogSource, StreamLimits};
 
 use super::bounded;
-use crate::error::ToolError;
+use crate::error::{ToolError, echo};
 use crate::output::{Keep, PerNode, failure};
 use crate::server::{TalosMcp, TargetArgs};
 
@@ -135,7 +135,7 @@ impl TalosMcp {
                 Some(other) => {
                     return Err(ToolError::invalid(
                         "namespace",
-                        format!("must be `system` or `k8s.io`, got `{other}`"),
+                        format!("must be `system` or `k8s.io`, got `{}`", echo(other)),
                     ));
                 }
             };
@@ -157,12 +157,17 @@ impl TalosMcp {
             },
             follow_for: None,
             max_lines: tail as usize,
-            max_bytes: self.settings.output_cap,
+            // Set per call below: this node's share of the output cap.
+            max_bytes: 0,
             grep: args.grep.clone(),
         };
         let result = self
-            .per_node(&args.target, |api, opts| {
-                let (source, limits) = (source.clone(), limits.clone());
+            .per_node_shared(&args.target, |api, opts, share| {
+                let source = source.clone();
+                let limits = StreamLimits {
+                    max_bytes: share,
+                    ..limits.clone()
+                };
                 async move {
                     let out = api.logs(&opts, &source, &limits).await?;
                     Ok(LinesOut {
@@ -217,7 +222,7 @@ impl TalosMcp {
                         .ok_or_else(|| {
                             ToolError::invalid(
                                 "level",
-                                format!("must be one of {}, got `{l}`", LEVELS.join(", ")),
+                                format!("must be one of {}, got `{}`", LEVELS.join(", "), echo(l)),
                             )
                         })?,
                 ),
@@ -240,12 +245,17 @@ impl TalosMcp {
             } else {
                 tail as usize
             },
-            max_bytes: self.settings.output_cap.max(256 * 1024),
+            // Set per call below: this node's share of the output cap, four times that with
+            // `level` (the level filter runs after reading).
+            max_bytes: 0,
             grep: args.grep.clone(),
         };
         let result = self
-            .per_node(&args.target, |api, opts| {
-                let limits = limits.clone();
+            .per_node_shared(&args.target, |api, opts, share| {
+                let limits = StreamLimits {
+                    max_bytes: if level.is_some() { share * 4 } else { share },
+                    ..limits.clone()
+                };
                 async move {
                     let out = api.dmesg(&opts, &limits).await?;
                     let mut lines: Vec<String> = out
