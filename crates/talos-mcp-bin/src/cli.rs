@@ -28,6 +28,10 @@ pub(crate) struct Global {
     /// Context used when a call names none (default: the talosconfig's current context).
     #[arg(long, global = true, env = "TALOS_MCP_CONTEXT")]
     pub(crate) context: Option<String>,
+    /// Contexts of the talosconfig the server may use, comma-separated (default: all). Others are
+    /// refused and not listed.
+    #[arg(long, global = true, env = "TALOS_MCP_CONTEXTS", value_delimiter = ',')]
+    pub(crate) contexts: Vec<String>,
     /// Log level (error, warn, info, debug, trace) or a tracing filter. Logs go to stderr.
     #[arg(
         long,
@@ -378,10 +382,20 @@ mod tests {
         assert_eq!(s.server.file_allowlist, vec!["/proc", "/sys", "/var/log"]);
         assert_eq!(cli.global.log_level, "info");
         assert_eq!(s.server.max_nodes, 256);
-        let cli = Cli::try_parse_from(["talos-mcp", "serve", "--max-nodes", "8"]).unwrap();
+        assert!(cli.global.contexts.is_empty(), "every context by default");
+        let cli = Cli::try_parse_from([
+            "talos-mcp",
+            "serve",
+            "--contexts",
+            "staging,dev",
+            "--max-nodes",
+            "8",
+        ])
+        .unwrap();
         let Command::Serve(s) = cli.command else {
             panic!("serve")
         };
+        assert_eq!(cli.global.contexts, vec!["staging", "dev"]);
         assert_eq!(s.server.max_nodes, 8);
         assert!(Cli::try_parse_from(["talos-mcp", "serve", "--max-nodes", "0"]).is_err());
         let cli = Cli::try_parse_from([

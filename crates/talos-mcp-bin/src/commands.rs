@@ -99,7 +99,9 @@ pub(crate) fn contexts(global: &Global) -> Result<ExitCode> {
         "{:<3}{:<24} {:<12} {:<40} NODES",
         "", "CONTEXT", "AUTH", "ENDPOINTS"
     );
-    for s in config.summaries() {
+    let served =
+        |name: &str| global.contexts.is_empty() || global.contexts.iter().any(|c| c == name);
+    for s in config.summaries().into_iter().filter(|s| served(&s.name)) {
         println!(
             "{:<3}{:<24} {:<12} {:<40} {}",
             if s.current { "*" } else { "" },
@@ -121,7 +123,11 @@ pub(crate) async fn check(global: &Global) -> Result<ExitCode> {
         "CONTEXT", "ENDPOINT", "STATUS"
     );
     let mut failed = false;
-    for name in config.context_names() {
+    for name in config
+        .context_names()
+        .into_iter()
+        .filter(|n| global.contexts.is_empty() || global.contexts.contains(n))
+    {
         let ctx = match config.context(Some(&name)) {
             Ok(c) => c,
             Err(e) => {

@@ -45,13 +45,33 @@ pub(crate) fn build_server(
         .collect::<Result<Vec<_>>>()
         .context("--allow-node-cidr")?;
     let metrics = Arc::new(Metrics::default());
-    let clusters = Clusters::from_talosconfig(
-        config,
-        global.context.clone(),
-        talos_mcp::grpc_factory(client_settings(&metrics)),
-    )
+    let clusters = served(
+        global,
+        Clusters::from_talosconfig(
+            config,
+            global.context.clone(),
+            talos_mcp::grpc_factory(client_settings(&metrics)),
+        ),
+    )?
     .with_allowed_cidrs(cidrs);
     build_from_clusters(opts, clusters, transport, metrics)
+}
+
+/// Applies `--contexts`; `--context` must be one of them.
+fn served(global: &Global, clusters: Clusters) -> Result<Clusters> {
+    if let Some(default) = &global.context
+        && !global.contexts.is_empty()
+        && !global.contexts.contains(default)
+    {
+        bail!(
+            "--context {default} is not one of --contexts ({})",
+            global.contexts.join(", ")
+        );
+    }
+    clusters
+        .with_served_contexts(&global.contexts)
+        .map_err(anyhow::Error::msg)
+        .context("--contexts")
 }
 
 /// Talos client settings that report every RPC to `metrics`.

@@ -300,6 +300,8 @@ pub struct Clusters {
     default_context: Option<String>,
     factory: ApiFactory,
     cidrs: Vec<Cidr>,
+    /// Contexts the operator serves (`--contexts`; `None`: all).
+    served: Option<BTreeSet<String>>,
     max_nodes: usize,
     entries: Mutex<HashMap<String, Arc<ContextEntry>>>,
 }
@@ -328,6 +330,7 @@ impl Clusters {
             fixed: HashMap::new(),
             factory,
             cidrs: Vec::new(),
+            served: None,
             max_nodes: DEFAULT_MAX_NODES,
             entries: Mutex::new(HashMap::new()),
         }
@@ -341,6 +344,7 @@ impl Clusters {
             config: None,
             factory,
             cidrs: Vec::new(),
+            served: None,
             max_nodes: DEFAULT_MAX_NODES,
             entries: Mutex::new(HashMap::new()),
         }
@@ -360,8 +364,42 @@ impl Clusters {
         self
     }
 
-    /// All context names.
-    pub fn context_names(&self) -> Vec<String> {
+    /// Serves only these contexts (empty: all). Other contexts are refused as if they did not
+    /// exist and are not listed. Fails on a name the talosconfig does not have. When the default
+    /// context is not served, the only served context becomes the default, else calls must name
+    /// one.
+    pub fn with_served_contexts(mut self, names: &[String]) -> Result<Self, String> {
+        if names.is_empty() {
+            return Ok(self);
+        }
+        let all = self.all_context_names();
+        if let Some(bad) = names.iter().find(|n| !all.contains(n)) {
+            return Err(format!(
+                "context `{}` is not in the talosconfig; its contexts: {}",
+                crate::error::echo(bad),
+                all.join(", ")
+            ));
+        }
+        let served: BTreeSet<String> = names.iter().cloned().collect();
+        if self
+            .default_context
+            .as_ref()
+            .is_some_and(|d| !served.contains(d))
+        {
+            self.default_context = None;
+        }
+        if self.default_context.is_none() && served.len() == 1 {
+            self.default_context = served.first().cloned();
+        }
+        self.served = Some(served);
+        Ok(self)
+    }
+
+    fn is_served(&self, name: &str) -> bool {
+        self.served.as_ref().is_none_or(|s| s.contains(name))
+    }
+
+    fn all_context_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.fixed.keys().cloned().collect();
         if let Some(c) = &self.config {
             names.extend(c.context_names());
@@ -370,6 +408,14 @@ impl Clusters {
         names.dedup();
         names
     }
+
+    /// The names of the contexts served.
+    pub fn context_names(&self) -> Vec<String> {
+        let mut names = self.all_context_names();
+        names.retain(|n| self.is_served(n));
+        names
+    }
+
     /// The context used when a call names none.
     pub fn default_context(&self) -> Option<&str> {
         self.default_context.as_deref()
@@ -395,6 +441,7 @@ impl Clusters {
                     .map(|s| (s.name, s.endpoints, s.nodes)),
             );
         }
+        out.retain(|(name, _, _)| self.is_served(name));
         out
     }
 
@@ -405,12 +452,18 @@ impl Clusters {
                 return Err(ToolError::invalid(
                     "context",
                     format!(
-                        "is required: the talosconfig has no current context; available: {}",
+                        "is required: no default context is set (or it is not served); available: {}",
                         self.context_names().join(", ")
                     ),
                 ));
             }
         };
+        if !self.is_served(&name) {
+            return Err(ToolError::UnknownContext {
+                name,
+                available: self.context_names(),
+            });
+        }
         let mut entries = self
             .entries
             .lock()

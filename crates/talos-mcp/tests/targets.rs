@@ -1,6 +1,6 @@
 //! Which nodes and contexts a call may reach, and how much one call may make the server do:
-//! duplicate nodes, the per-call node cap, per-node byte budgets, pinned hostnames, and the size
-//! of error messages that echo inputs.
+//! duplicate nodes, the per-call node cap, per-node byte budgets, pinned hostnames, the context
+//! allowlist, and the size of error messages that echo inputs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,9 +10,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use common::{connect, mock_clusters, settings, text, with_mock};
+use rmcp::model::ReadResourceRequestParams;
 use serde_json::json;
 use talos_client::*;
-use talos_mcp::{ServerSettings, TalosMcp};
+use talos_config::TalosConfig;
+use talos_mcp::{ApiFactory, Clusters, ServerSettings, TalosMcp};
 
 const NODES: &[&str] = &["10.5.0.2", "10.5.0.3"];
 
@@ -288,6 +290,82 @@ async fn discovered_member_names_are_pinned_to_their_addresses() {
         let err = h.err("talos_version", json!({"nodes": [node]})).await;
         assert!(err.contains("NodeNotAllowed"), "{err}");
     }
+}
+
+/// A talosconfig with contexts `a`, `b` and `c` (current: `c`).
+fn three_contexts(api: Arc<dyn TalosApi>) -> Clusters {
+    let ca = talos_sim::pki::CertificateAuthority::generate("mock").unwrap();
+    let client = ca
+        .client_cert("os:admin", talos_sim::pki::Validity::Current)
+        .unwrap();
+    let contexts: Vec<_> = ["c", "a", "b"]
+        .into_iter()
+        .map(|name| talos_sim::pki::TalosconfigContext {
+            name,
+            endpoints: vec!["10.5.0.2".into()],
+            nodes: vec!["10.5.0.2".into()],
+            ca_pem: ca.cert_pem(),
+            client: &client,
+        })
+        .collect();
+    let yaml = talos_sim::pki::render_talosconfig("c", &contexts);
+    let config = TalosConfig::from_yaml(&yaml, "<mock>").unwrap();
+    let factory: ApiFactory = Arc::new(move |_| Ok(api.clone()));
+    Clusters::from_talosconfig(config, None, factory)
+}
+
+#[tokio::test]
+async fn only_served_contexts_can_be_named_or_seen() {
+    let (calls, peaks) = fresh();
+    let api: Arc<dyn TalosApi> = Arc::new(mock(&[], &calls, &peaks));
+    assert_eq!(three_contexts(api.clone()).context_names(), ["a", "b", "c"]);
+    let err = three_contexts(api.clone())
+        .with_served_contexts(&["a".into(), "nope".into()])
+        .unwrap_err();
+    assert!(err.contains("`nope`"), "{err}");
+
+    let clusters = three_contexts(api.clone())
+        .with_served_contexts(&["a".into(), "b".into()])
+        .unwrap();
+    assert_eq!(clusters.context_names(), ["a", "b"]);
+    assert_eq!(
+        clusters.default_context(),
+        None,
+        "the current context `c` is not served"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let h = connect(TalosMcp::new(clusters, settings(&dir)).unwrap(), None, dir).await;
+
+    let err = h.err("talos_version", json!({"context": "c"})).await;
+    assert!(
+        err.contains("InvalidConfig") && err.contains("available contexts: a, b"),
+        "{err}"
+    );
+    let err = h.err("talos_version", json!({})).await;
+    assert!(
+        err.contains("`context` is required") && err.contains("available: a, b"),
+        "{err}"
+    );
+    h.ok("talos_version", json!({"context": "b"})).await;
+
+    let listed = h
+        .client
+        .read_resource(ReadResourceRequestParams::new("talos://contexts"))
+        .await
+        .unwrap();
+    let listed = serde_json::to_string(&listed.contents).unwrap();
+    assert!(
+        listed.contains("\\\"a\\\"")
+            && listed.contains("\\\"b\\\"")
+            && !listed.contains("\\\"c\\\""),
+        "{listed}"
+    );
+
+    // With one served context, it is the default.
+    let one = three_contexts(api)
+        .with_served_contexts(&["b".into()])
+        .unwrap();
+    assert_eq!(one.default_context(), Some("b"));
 }
 
 #[tokio::test]
