@@ -198,30 +198,7 @@ async fn resolve_type(api: &dyn TalosApi, opts: &CallOptions, wanted: &str) -> T
     }
 }
 
-/// Normalises `path` and checks it is under one of `allowed` (component-wise).
-pub(crate) fn check_path(path: &str, allowed: &[String]) -> Result<String, ToolError> {
-    let refuse = || ToolError::PathNotAllowed {
-        path: path.to_owned(),
-        allowed: allowed.to_vec(),
-    };
-    if !path.starts_with('/') {
-        return Err(ToolError::invalid("path", "must be absolute"));
-    }
-    let mut parts = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => return Err(refuse()),
-            p => parts.push(p),
-        }
-    }
-    let normal = format!("/{}", parts.join("/"));
-    let ok = allowed.iter().any(|a| {
-        let a = a.trim_end_matches('/');
-        a.is_empty() || normal == a || normal.starts_with(&format!("{a}/"))
-    });
-    if ok { Ok(normal) } else { Err(refuse()) }
-}
+pub(crate) use crate::paths::check_path;
 
 #[tool_router(router = cluster_router, vis = "pub(crate)")]
 impl TalosMcp {
@@ -421,6 +398,9 @@ impl TalosMcp {
                         .list_files(&opts, &path, depth as i32, limit as usize)
                         .await?
                         .into_iter()
+                        // The node lists symlinks without following them, but their names and
+                        // targets (`/proc/1/fd/3 -> /system/state/config.yaml`) are not shown.
+                        .filter(|f| f.name.is_empty() || crate::paths::may_show(&f.name))
                         .map(|f| FileOut {
                             path: f.name,
                             is_dir: f.is_dir,
@@ -509,33 +489,6 @@ fn refusal(resource_type: &str) -> ToolError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn paths_must_stay_under_the_allowlist() {
-        let allowed = vec!["/proc".to_owned(), "/var/log/".to_owned()];
-        assert_eq!(
-            check_path("/proc/loadavg", &allowed).unwrap(),
-            "/proc/loadavg"
-        );
-        assert_eq!(
-            check_path("/var/log//./pods", &allowed).unwrap(),
-            "/var/log/pods"
-        );
-        assert_eq!(check_path("/var/log", &allowed).unwrap(), "/var/log");
-        for bad in ["/etc/shadow", "/proc/../etc", "/processes", "/var/logs"] {
-            assert!(
-                matches!(
-                    check_path(bad, &allowed),
-                    Err(ToolError::PathNotAllowed { .. })
-                ),
-                "{bad}"
-            );
-        }
-        assert!(matches!(
-            check_path("proc", &allowed),
-            Err(ToolError::InvalidArgument { .. })
-        ));
-    }
 
     #[test]
     fn secrets_are_recognised() {
