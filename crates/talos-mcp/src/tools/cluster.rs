@@ -85,7 +85,8 @@ pub struct ResourceOut {
 pub struct ListFilesArgs {
     #[serde(flatten)]
     pub target: TargetArgs,
-    /// Directory to list; must be under an allowed path (default allowlist: /proc, /sys, /var/log).
+    /// Directory to list (absolute, without `.`, `..` or `//`); must be under an allowed path
+    /// (default allowlist: /proc, /sys, /var/log). Process links and secret locations are refused.
     pub path: String,
     /// Levels to descend (1–5, default 1).
     #[serde(default)]
@@ -116,7 +117,8 @@ pub struct FileOut {
 pub struct ReadFileArgs {
     #[serde(flatten)]
     pub target: TargetArgs,
-    /// File to read; must be under an allowed path (default allowlist: /proc, /sys, /var/log).
+    /// File to read (absolute, without `.`, `..` or `//`); must be under an allowed path (default
+    /// allowlist: /proc, /sys, /var/log). Process links and secret locations are refused.
     pub path: String,
     /// Bytes to read at most (1–65536, default 16384).
     #[serde(default)]
@@ -126,7 +128,8 @@ pub struct ReadFileArgs {
 /// File contents.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct FileContentOut {
-    /// The content (UTF-8; invalid bytes replaced).
+    /// The content (UTF-8; invalid bytes replaced), with embedded secrets redacted; machine
+    /// configs and kubeconfigs are withheld whole.
     pub content: String,
     pub bytes: usize,
     /// The file is longer than `max_bytes`.
@@ -371,7 +374,7 @@ impl TalosMcp {
     /// Directory listing under the allowlist.
     #[tool(
         name = "talos_list_files",
-        description = "Lists a directory on each node (like ls -R to `depth`), only under the operator's allowed paths (default /proc, /sys, /var/log).",
+        description = "Lists a directory on each node (like ls -R to `depth`), only under the operator's allowed paths (default /proc, /sys, /var/log). Links out of /proc (/proc/<pid>/root, cwd, fd, environ, mem, …) and secret locations (/system/state, /system/secrets, /var/lib/etcd, …) are refused and left out.",
         output_schema = schema_for_output::<PerNode<Vec<FileOut>>>(),
         annotations(title = "List files", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
     )]
@@ -426,7 +429,7 @@ impl TalosMcp {
     /// File contents under the allowlist.
     #[tool(
         name = "talos_read_file",
-        description = "Reads a file on each node, only under the operator's allowed paths (default /proc, /sys, /var/log), capped at `max_bytes`. Talos allows this for the os:admin role only.",
+        description = "Reads a file on each node, only under the operator's allowed paths (default /proc, /sys, /var/log), capped at `max_bytes`. Links out of /proc (/proc/<pid>/root, cwd, fd, environ, mem, …) and secret locations are refused; private keys, tokens and passwords in the content are redacted, and machine configs or kubeconfigs are withheld. Talos allows this for the os:admin role only.",
         output_schema = schema_for_output::<PerNode<FileContentOut>>(),
         annotations(title = "Read file", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
     )]
@@ -456,7 +459,7 @@ impl TalosMcp {
                     let f = api.read_file(&opts, &path, max as usize).await?;
                     Ok(FileContentOut {
                         bytes: f.data.len(),
-                        content: String::from_utf8_lossy(&f.data).into_owned(),
+                        content: crate::redact::redact_file(&String::from_utf8_lossy(&f.data)),
                         truncated: f.truncated,
                     })
                 }

@@ -146,7 +146,8 @@ pub struct DiskOut {
 pub struct DiskUsageArgs {
     #[serde(flatten)]
     pub target: TargetArgs,
-    /// Paths to measure (default ["/var"]).
+    /// Absolute paths to measure (default ["/var"]). Links out of /proc and secret locations
+    /// (/system/state, /system/secrets, /var/lib/etcd, …) are refused.
     #[serde(default)]
     pub paths: Option<Vec<String>>,
     /// Directory levels to descend (0–5, default 1).
