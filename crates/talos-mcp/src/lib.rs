@@ -20,6 +20,7 @@ pub mod error;
 mod files;
 pub mod metrics;
 pub mod output;
+mod paths;
 mod prompts;
 mod redact;
 mod resources;
@@ -32,6 +33,17 @@ pub use clusters::{ApiFactory, Cidr, Clusters, grpc_factory};
 pub use docs::tools_markdown;
 pub use error::ToolError;
 pub use server::{ServerSettings, TOOLSETS, TalosMcp, TargetArgs, state_dir};
+
+/// Entry points for fuzzing and property tests: path normalisation and the redaction functions
+/// exactly as the tools use them. Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::paths::{check_path, normalise_path, refusal};
+    pub use crate::redact::{
+        is_secret_key, redact_apply_summary, redact_file, redact_machine_config, redact_text,
+        redact_value, redact_yaml,
+    };
+}
 
 /// Log filter directives for `level` that are safe at any verbosity.
 ///

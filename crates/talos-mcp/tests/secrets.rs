@@ -67,6 +67,9 @@ async fn no_tool_leaks_secrets_into_results_logs_or_audit() {
     let dir = tempfile::tempdir().unwrap();
     let audit = Arc::new(AuditSink::memory());
     let settings = ServerSettings {
+        // The widest file allowlist an operator can set: the refusals and the redaction of file
+        // contents must hold without help from it.
+        file_allowlist: vec!["/".into()],
         artifact_dir: dir.path().join("artifacts"),
         audit: audit.clone(),
         safety: Arc::new(SafetySettings {
@@ -132,6 +135,50 @@ async fn no_tool_leaks_secrets_into_results_logs_or_audit() {
         ("talos_get", json!({"resource_type": "members"})),
         ("talos_list_files", json!({"path": "/proc"})),
         ("talos_read_file", json!({"path": "/proc/cmdline"})),
+        // A process's root, cwd and fd links reach the node's whole filesystem; the sim serves
+        // them like a real node does.
+        (
+            "talos_read_file",
+            json!({"path": "/proc/1/root/system/state/config.yaml"}),
+        ),
+        (
+            "talos_read_file",
+            json!({"path": "/proc/self/root/system/secrets/kubernetes/kube-apiserver/apiserver.key"}),
+        ),
+        (
+            "talos_read_file",
+            json!({"path": "/proc/thread-self/cwd/etc/kubernetes/kubeconfig-kubelet"}),
+        ),
+        (
+            "talos_read_file",
+            json!({"path": "/proc/1/task/1/root/system/state/config.yaml"}),
+        ),
+        ("talos_read_file", json!({"path": "/proc/1/fd/3"})),
+        ("talos_read_file", json!({"path": "/proc/1/environ"})),
+        (
+            "talos_read_file",
+            json!({"path": "/proc/1/root//system/./state/config.yaml"}),
+        ),
+        (
+            "talos_read_file",
+            json!({"path": "/system/state/config.yaml"}),
+        ),
+        (
+            "talos_read_file",
+            json!({"path": "/etc/kubernetes/kubeconfig-kubelet"}),
+        ),
+        // Allowed, but quotes secrets.
+        ("talos_read_file", json!({"path": "/var/log/app.log"})),
+        (
+            "talos_list_files",
+            json!({"path": "/proc/1/root/system", "depth": 5}),
+        ),
+        ("talos_list_files", json!({"path": "/proc", "depth": 5})),
+        ("talos_list_files", json!({"path": "/", "depth": 5})),
+        (
+            "talos_disk_usage",
+            json!({"paths": ["/proc/1/root/system/secrets"], "depth": 5}),
+        ),
         ("talos_kubeconfig", json!({})),
         (
             "talos_apply_config",
@@ -230,17 +277,23 @@ async fn no_tool_leaks_secrets_into_results_logs_or_audit() {
     if let Ok(path) = std::env::var("DUMP_SECRET_LOGS") {
         std::fs::write(path, &logs).unwrap();
     }
+    let mut leaks = Vec::new();
     for (name, haystack) in [
         ("tool output", &outputs),
         ("logs", &logs),
         ("audit", &audit_text),
     ] {
         for secret in &secrets {
-            assert!(
-                !haystack.contains(secret.as_str()),
-                "{name} contains a secret ({}…)",
-                &secret[..secret.len().min(12)]
-            );
+            if haystack.contains(secret.as_str()) {
+                // Planted markers are named in full; real key material only by its start.
+                let shown = if secret.starts_with("SIM-SECRET-") {
+                    secret.clone()
+                } else {
+                    format!("{}…", &secret[..secret.len().min(12)])
+                };
+                leaks.push(format!("{name} contains {shown}"));
+            }
         }
     }
+    assert!(leaks.is_empty(), "secrets leaked:\n{}", leaks.join("\n"));
 }

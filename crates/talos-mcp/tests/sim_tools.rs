@@ -479,3 +479,79 @@ async fn prompts_and_resources() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn file_tools_refuse_process_links_and_redact_contents() {
+    let h = with_sim(SimConfig::default(), |_| {}).await;
+    let cp = "127.0.10.11";
+    // The sim, like a real node, serves the machine config through machined's root link; the
+    // default allowlist contains /proc, so only the refusal stands in the way.
+    for path in [
+        "/proc/1/root/system/state/config.yaml",
+        "/proc/self/cwd/system/state/config.yaml",
+        "/proc/1/task/1/root/system/state/config.yaml",
+        "/proc/1/fd/3",
+        "/proc/1/environ",
+    ] {
+        let e = h
+            .err("talos_read_file", json!({"path": path, "nodes": [cp]}))
+            .await;
+        assert!(e.starts_with("Refused"), "{path}: {e}");
+    }
+    let e = h
+        .err(
+            "talos_list_files",
+            json!({"path": "/proc/1/root/system", "nodes": [cp]}),
+        )
+        .await;
+    assert!(e.starts_with("Refused"), "{e}");
+    let e = h
+        .err(
+            "talos_disk_usage",
+            json!({"paths": ["/var", "/proc/1/root/system/secrets"], "nodes": [cp]}),
+        )
+        .await;
+    assert!(e.starts_with("Refused"), "{e}");
+    for (path, why) in [
+        ("/proc//loadavg", "empty component"),
+        ("/proc/./loadavg", "`.` component"),
+        ("/procfoo", "PathNotAllowed"),
+    ] {
+        let e = h
+            .err("talos_read_file", json!({"path": path, "nodes": [cp]}))
+            .await;
+        assert!(e.contains(why), "{path}: {e}");
+    }
+
+    // Listing /proc deep enough to reach /proc/1 leaves out its environ.
+    let files = h
+        .ok(
+            "talos_list_files",
+            json!({"path": "/proc", "depth": 3, "nodes": [cp]}),
+        )
+        .await;
+    let paths: Vec<&str> = files["nodes"][0]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert!(paths.contains(&"/proc/1/cmdline"), "{paths:?}");
+    assert!(!paths.contains(&"/proc/1/environ"), "{paths:?}");
+
+    // An allowed log file that quotes secrets comes back redacted, the rest intact.
+    let read = h
+        .ok(
+            "talos_read_file",
+            json!({"path": "/var/log/app.log", "nodes": [cp]}),
+        )
+        .await;
+    let content = read["nodes"][0]["result"]["content"].as_str().unwrap();
+    assert!(
+        content.contains("msg=\"ready\"") && content.contains("[redacted]"),
+        "{content}"
+    );
+    for secret in talos_sim::PLANTED_SECRETS {
+        assert!(!content.contains(secret), "{secret} leaked: {content}");
+    }
+}

@@ -8,14 +8,32 @@ use talos_proto::machine;
 
 use crate::state::{NodeRole, ServiceState, SimNode};
 
-/// Secret values planted in the simulated machine config, kubeconfig and secrets resources, so
-/// tests can prove they never leak.
+/// Secret values planted in the simulated machine config, kubeconfig, secrets resources and the
+/// node's files, so tests can prove they never leak. Each sits where a real node keeps such a
+/// secret: machine-config fields (keys, tokens, disk passphrase, registry auth, proxy credentials
+/// in `env`, `files[].content`, Secret manifests in `inlineManifests`, `extraManifestHeaders`),
+/// the node's secret files (`/system/secrets`, `/etc/kubernetes`, reached through
+/// `/proc/<pid>/root` like on a real node), a process environment, and a log file.
 pub const PLANTED_SECRETS: &[&str] = &[
     "SIM-SECRET-BOOTSTRAP-TOKEN",
     "SIM-SECRET-CA-KEY",
     "SIM-SECRET-KUBECONFIG-KEY",
     "SIM-SECRET-ETCD-KEY",
     "SIM-SECRET-CLUSTER-SECRET",
+    "SIM-SECRET-PROXY-PASSWORD",
+    "SIM-SECRET-FILE-CONTENT",
+    "SIM-SECRET-REGISTRY-USER",
+    "SIM-SECRET-REGISTRY-PASSWORD",
+    "SIM-SECRET-DISK-PASSPHRASE",
+    "SIM-SECRET-SECRETBOX",
+    "SIM-SECRET-INLINE-MANIFEST",
+    "SIM-SECRET-MANIFEST-HEADER",
+    "SIM-SECRET-APISERVER-KEY",
+    "SIM-SECRET-KUBELET-TOKEN",
+    "SIM-SECRET-ENVIRON-PROXY",
+    "SIM-SECRET-LOG-TOKEN",
+    "SIM-SECRET-LOG-PRIVATE-KEY",
+    "SIM-SECRET-LOG-PROXY",
 ];
 
 /// A stable 64-bit value derived from a string (FNV-1a).
@@ -260,9 +278,37 @@ pub(crate) fn machine_config(cluster: &str, node: &SimNode, version: &str) -> St
         NodeRole::Worker => "worker",
     };
     format!(
-        "version: v1alpha1\ndebug: false\npersist: true\nmachine:\n  type: {kind}\n  token: SIM-SECRET-BOOTSTRAP-TOKEN\n  ca:\n    crt: LS0tLS1CRUdJTi1DRVJU\n    key: SIM-SECRET-CA-KEY\n  certSANs: []\n  kubelet:\n    image: ghcr.io/siderolabs/kubelet:v1.34.1\n  network:\n    hostname: {host}\n  install:\n    disk: /dev/sda\n    image: ghcr.io/siderolabs/installer:{version}\ncluster:\n  id: {id:016x}\n  secret: SIM-SECRET-CLUSTER-SECRET\n  controlPlane:\n    endpoint: https://{cluster}.local:6443\n  clusterName: {cluster}\n  etcd:\n    ca:\n      crt: LS0tLS1CRUdJTi1DRVJU\n      key: SIM-SECRET-ETCD-KEY\n",
+        "version: v1alpha1\ndebug: false\npersist: true\nmachine:\n  type: {kind}\n  token: SIM-SECRET-BOOTSTRAP-TOKEN\n  ca:\n    crt: LS0tLS1CRUdJTi1DRVJU\n    key: SIM-SECRET-CA-KEY\n  certSANs: []\n  kubelet:\n    image: ghcr.io/siderolabs/kubelet:v1.34.1\n  network:\n    hostname: {host}\n  install:\n    disk: /dev/sda\n    image: ghcr.io/siderolabs/installer:{version}\n  env:\n    https_proxy: http://proxyuser:SIM-SECRET-PROXY-PASSWORD@proxy.{cluster}.local:3128\n  files:\n    - path: /var/etc/app/credentials.conf\n      op: create\n      permissions: 0o600\n      content: |\n        login = SIM-SECRET-FILE-CONTENT\n  registries:\n    config:\n      registry.{cluster}.local:\n        auth:\n          username: SIM-SECRET-REGISTRY-USER\n          password: SIM-SECRET-REGISTRY-PASSWORD\n  systemDiskEncryption:\n    state:\n      provider: luks2\n      keys:\n        - slot: 0\n          static:\n            passphrase: SIM-SECRET-DISK-PASSPHRASE\ncluster:\n  id: {id:016x}\n  secret: SIM-SECRET-CLUSTER-SECRET\n  secretboxEncryptionSecret: SIM-SECRET-SECRETBOX\n  controlPlane:\n    endpoint: https://{cluster}.local:6443\n  clusterName: {cluster}\n  etcd:\n    ca:\n      crt: LS0tLS1CRUdJTi1DRVJU\n      key: SIM-SECRET-ETCD-KEY\n  extraManifestHeaders:\n    X-Tenant: SIM-SECRET-MANIFEST-HEADER\n  inlineManifests:\n    - name: app-credentials\n      contents: |\n        apiVersion: v1\n        kind: Secret\n        metadata:\n          name: app-credentials\n          namespace: default\n        stringData:\n          login: SIM-SECRET-INLINE-MANIFEST\n",
         host = node.hostname,
         id = seed(cluster),
+    )
+}
+
+/// The node's secret files, as machined sees them under `/` (and so under `/proc/1/root`).
+pub(crate) fn secret_files(cluster: &str) -> Vec<(String, String)> {
+    vec![
+        (
+            "/system/secrets/kubernetes/kube-apiserver/apiserver.key".into(),
+            "-----BEGIN RSA PRIVATE KEY-----\nSIM-SECRET-APISERVER-KEY\n-----END RSA PRIVATE KEY-----\n"
+                .into(),
+        ),
+        (
+            "/etc/kubernetes/kubeconfig-kubelet".into(),
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n  - name: {cluster}\n    cluster:\n      server: https://{cluster}.local:6443\nusers:\n  - name: kubelet\n    user:\n      token: SIM-SECRET-KUBELET-TOKEN\n"
+            ),
+        ),
+    ]
+}
+
+/// A log file that quotes secrets, as careless software does.
+pub(crate) fn leaky_log(hostname: &str) -> String {
+    format!(
+        "{hostname} app[412]: level=info msg=\"starting\" token=SIM-SECRET-LOG-TOKEN\n\
+         {hostname} app[412]: level=debug msg=\"proxy\" url=http://svc:SIM-SECRET-LOG-PROXY@proxy.local:3128/\n\
+         {hostname} app[412]: level=debug msg=\"loaded key\"\n\
+         -----BEGIN EC PRIVATE KEY-----\nSIM-SECRET-LOG-PRIVATE-KEY\n-----END EC PRIVATE KEY-----\n\
+         {hostname} app[412]: level=info msg=\"ready\"\n"
     )
 }
 

@@ -884,10 +884,12 @@ impl machine_service_server::MachineService for MachineApi {
         } else {
             root
         };
+        // Looked up where the kernel would take the path; named as asked.
+        let real = through_proc_links(&root);
         let is_dir = files.iter().any(|(p, _)| {
-            p.starts_with(&format!("{}/", root.trim_end_matches('/'))) || root == "/"
+            p.starts_with(&format!("{}/", real.trim_end_matches('/'))) || real == "/"
         });
-        if !is_dir && !files.iter().any(|(p, _)| *p == root) {
+        if !is_dir && !files.iter().any(|(p, _)| *p == real) {
             return Err(Status::not_found(format!(
                 "lstat {root}: no such file or directory"
             )));
@@ -899,6 +901,7 @@ impl machine_service_server::MachineService for MachineApi {
         };
         let mut entries: Vec<FileInfo> = Vec::new();
         let prefix = format!("{}/", root.trim_end_matches('/'));
+        let real_prefix = format!("{}/", real.trim_end_matches('/'));
         let mut seen = std::collections::BTreeSet::new();
         entries.push(FileInfo {
             metadata: meta(&a.hostname),
@@ -909,7 +912,7 @@ impl machine_service_server::MachineService for MachineApi {
             ..Default::default()
         });
         for (path, content) in &files {
-            let Some(rest) = path.strip_prefix(&prefix) else {
+            let Some(rest) = path.strip_prefix(&real_prefix) else {
                 continue;
             };
             let parts: Vec<&str> = rest.split('/').collect();
@@ -947,10 +950,11 @@ impl machine_service_server::MachineService for MachineApi {
     async fn read(&self, req: Request<ReadRequest>) -> Result<Response<Self::ReadStream>, Status> {
         let a = self.admit(&req, "Read", Access::Admin).await?;
         let path = req.into_inner().path;
+        let real = through_proc_links(&path);
         let content = self
             .files(a.idx)
             .into_iter()
-            .find(|(p, _)| *p == path)
+            .find(|(p, _)| *p == real)
             .map(|(_, c)| c)
             .ok_or_else(|| Status::not_found(format!("open {path}: no such file or directory")))?;
         let (tx, stream) = channel();
@@ -1486,8 +1490,37 @@ impl MachineApi {
             ("/var/log/containers/kube-proxy.log".into(), (0..20).map(|i| data::log_line("kube-proxy", &node.hostname, i) + "\n").collect()),
             ("/sys/class/net/eth0/operstate".into(), "up\n".into()),
             ("/sys/class/net/eth0/mtu".into(), "1500\n".into()),
+            ("/var/log/app.log".into(), data::leaky_log(&node.hostname)),
+            ("/proc/1/cmdline".into(), "/sbin/init\0".into()),
+            ("/proc/1/environ".into(), format!("PATH=/usr/bin:/bin\0HOSTNAME={}\0HTTPS_PROXY=http://machined:SIM-SECRET-ENVIRON-PROXY@proxy.local:3128\0", node.hostname)),
             ("/system/state/config.yaml".into(), self.shared.with_node(idx, |n| n.machine_config.clone())),
         ]
+        .into_iter()
+        .chain(data::secret_files(&self.shared.config.cluster_name))
+        .collect()
+    }
+}
+
+/// Where the kernel of a real node takes a path through process links: `/proc/<pid>/root/…` and
+/// `/proc/<pid>/cwd/…` (also `self`, `thread-self` and `task/<tid>/` forms) reach machined's `/`,
+/// and `/proc/<pid>/fd/<n>` is a file machined holds open, its machine config. Talos opens paths
+/// as given, so a node serves all of these.
+fn through_proc_links(path: &str) -> String {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let ["proc", pid, rest @ ..] = parts.as_slice() else {
+        return path.to_owned();
+    };
+    if !(*pid == "self" || *pid == "thread-self" || pid.bytes().all(|b| b.is_ascii_digit())) {
+        return path.to_owned();
+    }
+    let mut rest = rest;
+    while let ["task", _, deeper @ ..] = rest {
+        rest = deeper;
+    }
+    match rest {
+        ["root" | "cwd", inner @ ..] => format!("/{}", inner.join("/")),
+        ["fd", _] => "/system/state/config.yaml".to_owned(),
+        _ => path.to_owned(),
     }
 }
 

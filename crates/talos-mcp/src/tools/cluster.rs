@@ -85,7 +85,8 @@ pub struct ResourceOut {
 pub struct ListFilesArgs {
     #[serde(flatten)]
     pub target: TargetArgs,
-    /// Directory to list; must be under an allowed path (default allowlist: /proc, /sys, /var/log).
+    /// Directory to list (absolute, without `.`, `..` or `//`); must be under an allowed path
+    /// (default allowlist: /proc, /sys, /var/log). Process links and secret locations are refused.
     pub path: String,
     /// Levels to descend (1–5, default 1).
     #[serde(default)]
@@ -116,7 +117,8 @@ pub struct FileOut {
 pub struct ReadFileArgs {
     #[serde(flatten)]
     pub target: TargetArgs,
-    /// File to read; must be under an allowed path (default allowlist: /proc, /sys, /var/log).
+    /// File to read (absolute, without `.`, `..` or `//`); must be under an allowed path (default
+    /// allowlist: /proc, /sys, /var/log). Process links and secret locations are refused.
     pub path: String,
     /// Bytes to read at most (1–65536, default 16384).
     #[serde(default)]
@@ -126,7 +128,8 @@ pub struct ReadFileArgs {
 /// File contents.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct FileContentOut {
-    /// The content (UTF-8; invalid bytes replaced).
+    /// The content (UTF-8; invalid bytes replaced), with embedded secrets redacted; machine
+    /// configs and kubeconfigs are withheld whole.
     pub content: String,
     pub bytes: usize,
     /// The file is longer than `max_bytes`.
@@ -198,30 +201,7 @@ async fn resolve_type(api: &dyn TalosApi, opts: &CallOptions, wanted: &str) -> T
     }
 }
 
-/// Normalises `path` and checks it is under one of `allowed` (component-wise).
-pub(crate) fn check_path(path: &str, allowed: &[String]) -> Result<String, ToolError> {
-    let refuse = || ToolError::PathNotAllowed {
-        path: path.to_owned(),
-        allowed: allowed.to_vec(),
-    };
-    if !path.starts_with('/') {
-        return Err(ToolError::invalid("path", "must be absolute"));
-    }
-    let mut parts = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => return Err(refuse()),
-            p => parts.push(p),
-        }
-    }
-    let normal = format!("/{}", parts.join("/"));
-    let ok = allowed.iter().any(|a| {
-        let a = a.trim_end_matches('/');
-        a.is_empty() || normal == a || normal.starts_with(&format!("{a}/"))
-    });
-    if ok { Ok(normal) } else { Err(refuse()) }
-}
+pub(crate) use crate::paths::check_path;
 
 #[tool_router(router = cluster_router, vis = "pub(crate)")]
 impl TalosMcp {
@@ -394,7 +374,7 @@ impl TalosMcp {
     /// Directory listing under the allowlist.
     #[tool(
         name = "talos_list_files",
-        description = "Lists a directory on each node (like ls -R to `depth`), only under the operator's allowed paths (default /proc, /sys, /var/log).",
+        description = "Lists a directory on each node (like ls -R to `depth`), only under the operator's allowed paths (default /proc, /sys, /var/log). Links out of /proc (/proc/<pid>/root, cwd, fd, environ, mem, …) and secret locations (/system/state, /system/secrets, /var/lib/etcd, …) are refused and left out.",
         output_schema = schema_for_output::<PerNode<Vec<FileOut>>>(),
         annotations(title = "List files", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
     )]
@@ -421,6 +401,9 @@ impl TalosMcp {
                         .list_files(&opts, &path, depth as i32, limit as usize)
                         .await?
                         .into_iter()
+                        // The node lists symlinks without following them, but their names and
+                        // targets (`/proc/1/fd/3 -> /system/state/config.yaml`) are not shown.
+                        .filter(|f| f.name.is_empty() || crate::paths::may_show(&f.name))
                         .map(|f| FileOut {
                             path: f.name,
                             is_dir: f.is_dir,
@@ -446,7 +429,7 @@ impl TalosMcp {
     /// File contents under the allowlist.
     #[tool(
         name = "talos_read_file",
-        description = "Reads a file on each node, only under the operator's allowed paths (default /proc, /sys, /var/log), capped at `max_bytes`. Talos allows this for the os:admin role only.",
+        description = "Reads a file on each node, only under the operator's allowed paths (default /proc, /sys, /var/log), capped at `max_bytes`. Links out of /proc (/proc/<pid>/root, cwd, fd, environ, mem, …) and secret locations are refused; private keys, tokens and passwords in the content are redacted, and machine configs or kubeconfigs are withheld. Talos allows this for the os:admin role only.",
         output_schema = schema_for_output::<PerNode<FileContentOut>>(),
         annotations(title = "Read file", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
     )]
@@ -476,7 +459,7 @@ impl TalosMcp {
                     let f = api.read_file(&opts, &path, max as usize).await?;
                     Ok(FileContentOut {
                         bytes: f.data.len(),
-                        content: String::from_utf8_lossy(&f.data).into_owned(),
+                        content: crate::redact::redact_file(&String::from_utf8_lossy(&f.data)),
                         truncated: f.truncated,
                     })
                 }
@@ -509,33 +492,6 @@ fn refusal(resource_type: &str) -> ToolError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn paths_must_stay_under_the_allowlist() {
-        let allowed = vec!["/proc".to_owned(), "/var/log/".to_owned()];
-        assert_eq!(
-            check_path("/proc/loadavg", &allowed).unwrap(),
-            "/proc/loadavg"
-        );
-        assert_eq!(
-            check_path("/var/log//./pods", &allowed).unwrap(),
-            "/var/log/pods"
-        );
-        assert_eq!(check_path("/var/log", &allowed).unwrap(), "/var/log");
-        for bad in ["/etc/shadow", "/proc/../etc", "/processes", "/var/logs"] {
-            assert!(
-                matches!(
-                    check_path(bad, &allowed),
-                    Err(ToolError::PathNotAllowed { .. })
-                ),
-                "{bad}"
-            );
-        }
-        assert!(matches!(
-            check_path("proc", &allowed),
-            Err(ToolError::InvalidArgument { .. })
-        ));
-    }
 
     #[test]
     fn secrets_are_recognised() {

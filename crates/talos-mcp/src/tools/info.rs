@@ -146,7 +146,8 @@ pub struct DiskOut {
 pub struct DiskUsageArgs {
     #[serde(flatten)]
     pub target: TargetArgs,
-    /// Paths to measure (default ["/var"]).
+    /// Absolute paths to measure (default ["/var"]). Links out of /proc and secret locations
+    /// (/system/state, /system/secrets, /var/lib/etcd, …) are refused.
     #[serde(default)]
     pub paths: Option<Vec<String>>,
     /// Directory levels to descend (0–5, default 1).
@@ -566,12 +567,20 @@ impl TalosMcp {
             .clone()
             .filter(|p| !p.is_empty())
             .unwrap_or_else(|| vec!["/var".into()]);
-        if let Some(bad) = paths.iter().find(|p| !p.starts_with('/')) {
-            return Ok(crate::output::failure(&crate::ToolError::invalid(
-                "paths",
-                format!("must be absolute; `{bad}` is not"),
-            )));
-        }
+        // Normalised like file paths, and the same entries refused (the walk would measure,
+        // and name, whatever a /proc/<pid>/root link reaches).
+        let paths: Result<Vec<String>, _> = paths
+            .iter()
+            .map(|p| {
+                let normal = crate::paths::normalise(p, "paths")?;
+                crate::paths::check_normal(&normal)?;
+                Ok(normal)
+            })
+            .collect();
+        let paths = match paths {
+            Ok(p) => p,
+            Err(e) => return Ok(crate::output::failure(&e)),
+        };
         let result = self
             .per_node(&args.target, |api, opts| {
                 let paths = paths.clone();
@@ -580,6 +589,7 @@ impl TalosMcp {
                         .disk_usage(&opts, paths, depth as i32, limit as usize)
                         .await?
                         .into_iter()
+                        .filter(|e| e.name.is_empty() || crate::paths::may_show(&e.name))
                         .map(|e| UsageOut {
                             path: e.name,
                             size_bytes: e.size,

@@ -48,7 +48,8 @@ pub struct ApplyOut {
     pub dry_run: bool,
     /// The mode Talos used.
     pub mode: String,
-    /// Talos's summary (for a dry run it includes the change), secret values redacted.
+    /// Talos's summary with secret values redacted; the config diff Talos quotes is left out
+    /// (see `diff`).
     pub summary: String,
     /// Line diff of the current and the new config, both redacted (absent when the current
     /// config could not be read).
@@ -429,7 +430,9 @@ impl TalosMcp {
                 Ok(ApplyOut {
                     dry_run,
                     mode: format!("{:?}", result.mode),
-                    summary: redact_lines(&result.mode_details),
+                    summary: crate::redact::redact_apply_summary(&redact_lines(
+                        &result.mode_details,
+                    )),
                     diff: current.map(|c| line_diff(&c, &crate::redact::redact_yaml(&config_text))),
                     warnings: result.warnings,
                 })
