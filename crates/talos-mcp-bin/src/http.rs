@@ -37,10 +37,12 @@ impl Tokens {
             let Some((name, token)) = entry.split_once(':') else {
                 bail!("token entries must be name:token");
             };
+            // Trimmed before the length check: spaces are not part of the token.
+            let (name, token) = (name.trim(), token.trim());
             if token.len() < 16 {
                 bail!("the token of `{name}` is shorter than 16 characters");
             }
-            out.push((name.trim().to_owned(), token.trim().as_bytes().to_vec()));
+            out.push((name.to_owned(), token.as_bytes().to_vec()));
         }
         Ok(Self(out))
     }
@@ -388,6 +390,9 @@ mod tests {
         assert_eq!(t.identify(b"short"), None);
         assert!(Tokens::parse(["noseparator"]).is_err());
         assert!(Tokens::parse(["x:short"]).is_err());
+        // Spaces around a short token do not count towards its length.
+        assert!(Tokens::parse(["x:               y"]).is_err());
+        assert!(Tokens::parse(["x:y               "]).is_err());
     }
 
     #[test]
