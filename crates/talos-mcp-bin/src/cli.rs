@@ -150,6 +150,14 @@ pub(crate) struct HttpOpts {
     /// Private key (PEM) for --tls-cert.
     #[arg(long, env = "TALOS_MCP_TLS_KEY", requires = "tls_cert")]
     pub(crate) tls_key: Option<PathBuf>,
+    /// Host names (`name` or `name:port`, `*` for any) that /mcp and /metrics answer to; others
+    /// get 403 (DNS-rebinding protection). Default: loopback names, plus the --http address when
+    /// it is a specific IP; list a Service's or proxy's names here.
+    #[arg(long, env = "TALOS_MCP_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub(crate) allowed_hosts: Vec<String>,
+    /// Seconds a client has to send a request's body.
+    #[arg(long, env = "TALOS_MCP_BODY_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) body_timeout: u64,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -14,6 +14,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use http_body_util::BodyExt as _;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use talos_mcp::TalosMcp;
@@ -108,13 +109,135 @@ impl RateLimiter {
     }
 }
 
+/// The `Host` names `/mcp` and `/metrics` answer to (DNS-rebinding protection).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AllowedHosts {
+    Any,
+    /// Host names (lower case, IPv6 without brackets), each with the port it must come with, if any.
+    List(Vec<(String, Option<u16>)>),
+}
+
+const LOOPBACK_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+impl AllowedHosts {
+    /// The loopback names (a request naming loopback was aimed at it, not rebound to it), the
+    /// listen address when it is a specific IP, and `--allowed-hosts` (`*` allows any host).
+    /// A wildcard listen address adds nothing: the operator names the hosts clients use.
+    pub(crate) fn new(configured: &[String], listen: SocketAddr) -> Result<Self> {
+        let mut list: Vec<(String, Option<u16>)> = LOOPBACK_NAMES
+            .iter()
+            .map(|h| ((*h).to_owned(), None))
+            .collect();
+        if !listen.ip().is_loopback() && !listen.ip().is_unspecified() {
+            list.push((listen.ip().to_string(), None));
+        }
+        for entry in configured {
+            let entry = entry.trim();
+            if entry == "*" {
+                return Ok(Self::Any);
+            }
+            let parsed = authority(entry).with_context(|| {
+                format!("--allowed-hosts: `{entry}` is not a host name or host:port")
+            })?;
+            list.push(parsed);
+        }
+        Ok(Self::List(list))
+    }
+
+    fn allows(&self, host: &str, port: Option<u16>) -> bool {
+        match self {
+            Self::Any => true,
+            Self::List(list) => list
+                .iter()
+                .any(|(h, p)| h == host && (p.is_none() || *p == port)),
+        }
+    }
+}
+
+/// Splits `host[:port]` into a normalised host name and port.
+fn authority(text: &str) -> Option<(String, Option<u16>)> {
+    let parsed: axum::http::uri::Authority = text.parse().ok()?;
+    if parsed.as_str().contains('@') || parsed.host().is_empty() {
+        return None;
+    }
+    let host = parsed
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    Some((host, parsed.port_u16()))
+}
+
+/// The host a request was sent to: its `Host` header, or the HTTP/2 `:authority`.
+fn request_host(request: &Request) -> Option<(String, Option<u16>)> {
+    match request.headers().get(header::HOST) {
+        Some(value) => authority(value.to_str().ok()?),
+        None => authority(request.uri().authority()?.as_str()),
+    }
+}
+
+/// Which caller opened each HTTP session: a session answers only to its caller.
+#[derive(Debug)]
+struct SessionOwners {
+    owners: Mutex<HashMap<String, String>>,
+    /// Closed sessions are forgotten when the map grows past this size.
+    prune_at: std::sync::atomic::AtomicUsize,
+    manager: Arc<LocalSessionManager>,
+}
+
+impl SessionOwners {
+    const MIN_PRUNE_AT: usize = 1024;
+
+    fn owners(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.owners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether `caller` may use session `id` (unknown sessions are rmcp's to refuse).
+    fn permits(&self, id: &str, caller: &str) -> bool {
+        self.owners().get(id).is_none_or(|owner| owner == caller)
+    }
+
+    async fn bind(&self, id: &str, caller: &str) {
+        let len = {
+            let mut owners = self.owners();
+            owners.insert(id.to_owned(), caller.to_owned());
+            owners.len()
+        };
+        let ordering = std::sync::atomic::Ordering::Relaxed;
+        if len >= self.prune_at.load(ordering).max(Self::MIN_PRUNE_AT) {
+            let live: std::collections::HashSet<String> = self
+                .manager
+                .sessions
+                .read()
+                .await
+                .keys()
+                .map(ToString::to_string)
+                .collect();
+            let mut owners = self.owners();
+            owners.retain(|id, _| live.contains(id));
+            self.prune_at.store(owners.len() * 2, ordering);
+        }
+    }
+
+    fn forget(&self, id: &str) {
+        self.owners().remove(id);
+    }
+}
+
 #[derive(Clone)]
 struct Guard {
     tokens: Arc<Tokens>,
     origins: Arc<Vec<String>>,
+    hosts: Arc<AllowedHosts>,
     max_body: usize,
+    body_timeout: Duration,
     limiter: Arc<RateLimiter>,
+    sessions: Arc<SessionOwners>,
 }
+
+const SESSION_HEADER: &str = "mcp-session-id";
 
 /// Whether `origin` (scheme://host[:port]) is allowed; an allowed entry without a port allows any port.
 fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
@@ -135,14 +258,22 @@ fn reject(status: StatusCode, message: &str) -> Response {
     r
 }
 
-async fn guard(State(g): State<Guard>, mut request: Request, next: Next) -> Response {
-    if let Some(origin) = request
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|o| o.to_str().ok())
-        && !origin_allowed(origin, &g.origins)
+async fn guard(State(g): State<Guard>, request: Request, next: Next) -> Response {
+    // An Origin that is not text is refused, not treated as absent.
+    if let Some(origin) = request.headers().get(header::ORIGIN)
+        && !origin.to_str().is_ok_and(|o| origin_allowed(o, &g.origins))
     {
         return reject(StatusCode::FORBIDDEN, "origin not allowed");
+    }
+    match request_host(&request) {
+        Some((host, port)) if g.hosts.allows(&host, port) => {}
+        Some(_) => {
+            return reject(
+                StatusCode::FORBIDDEN,
+                "host not allowed; the server's --allowed-hosts must list the name clients use",
+            );
+        }
+        None => return reject(StatusCode::BAD_REQUEST, "missing or malformed Host header"),
     }
     let length = request
         .headers()
@@ -172,8 +303,57 @@ async fn guard(State(g): State<Guard>, mut request: Request, next: Next) -> Resp
             "rate limit exceeded; slow down",
         );
     }
-    request.extensions_mut().insert(Caller(caller));
-    next.run(request).await
+    // A session answers only to the caller that opened it; to anyone else it does not exist.
+    let session = match request
+        .headers()
+        .get(SESSION_HEADER)
+        .map(HeaderValue::to_str)
+    {
+        None => None,
+        Some(Ok(id)) if g.sessions.permits(id, &caller) => Some(id.to_owned()),
+        Some(_) => return reject(StatusCode::NOT_FOUND, "session not found"),
+    };
+    // The body is read here, whatever its framing (a chunked body has no Content-Length), up to
+    // --max-body and within --body-timeout.
+    let (mut parts, body) = request.into_parts();
+    let body = http_body_util::Limited::new(body, g.max_body);
+    let body = match tokio::time::timeout(g.body_timeout, body.collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return reject(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+        }
+        Ok(Err(_)) => {
+            return reject(
+                StatusCode::BAD_REQUEST,
+                "the request body could not be read",
+            );
+        }
+        Err(_) => {
+            return reject(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive in time",
+            );
+        }
+    };
+    parts.extensions.insert(Caller(caller.clone()));
+    let delete = parts.method == axum::http::Method::DELETE;
+    let response = next
+        .run(Request::from_parts(parts, axum::body::Body::from(body)))
+        .await;
+    match session {
+        Some(id) if delete && response.status().is_success() => g.sessions.forget(&id),
+        Some(_) => {}
+        None => {
+            if let Some(id) = response
+                .headers()
+                .get(SESSION_HEADER)
+                .and_then(|v| v.to_str().ok())
+            {
+                g.sessions.bind(id, &caller).await;
+            }
+        }
+    }
+    response
 }
 
 /// rmcp answers a session's DELETE with 202 Accepted. The session is gone by then, and clients
@@ -218,18 +398,32 @@ pub(crate) fn app(
     server: TalosMcp,
     opts: &HttpOpts,
     tokens: Tokens,
+    hosts: AllowedHosts,
     readiness: Arc<Readiness>,
 ) -> Router {
     let metrics = server.metrics();
+    let manager = Arc::new(LocalSessionManager::default());
+    // Host and Origin are checked by `guard`, for /metrics too: rmcp's own checks stay off so
+    // that one rule applies.
     let mcp = StreamableHttpService::new(
         move || Ok(server.for_session()),
-        Arc::new(LocalSessionManager::default()),
-        StreamableHttpServerConfig::default().disable_allowed_origins(),
+        manager.clone(),
+        StreamableHttpServerConfig::default()
+            .disable_allowed_origins()
+            .disable_allowed_hosts()
+            .with_max_request_body_bytes(opts.max_body),
     );
     let guard_state = Guard {
         tokens: Arc::new(tokens),
         origins: Arc::new(opts.allowed_origins.clone()),
+        hosts: Arc::new(hosts),
         max_body: opts.max_body,
+        body_timeout: Duration::from_secs(opts.body_timeout),
+        sessions: Arc::new(SessionOwners {
+            owners: Mutex::new(HashMap::new()),
+            prune_at: std::sync::atomic::AtomicUsize::new(SessionOwners::MIN_PRUNE_AT),
+            manager,
+        }),
         limiter: Arc::new(RateLimiter {
             per_second: f64::from(opts.rate_limit.max(1)),
             burst: f64::from(opts.rate_limit.max(1)) * 5.0,
@@ -284,13 +478,20 @@ pub(crate) async fn serve(
     if tokens.is_empty() {
         tracing::warn!(%addr, "HTTP transport without bearer-token authentication");
     }
+    let hosts = AllowedHosts::new(&opts.allowed_hosts, addr)?;
+    if addr.ip().is_unspecified() && opts.allowed_hosts.is_empty() {
+        tracing::warn!(
+            %addr,
+            "/mcp and /metrics answer only to loopback Host names; list the names clients use with --allowed-hosts"
+        );
+    }
     let readiness = Arc::new(Readiness::default());
     spawn_readiness_probe(server.clone(), readiness.clone());
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
-    let app = app(server, opts, tokens, readiness);
+    let app = app(server, opts, tokens, hosts, readiness);
     match (&opts.tls_cert, &opts.tls_key) {
         (Some(cert), Some(key)) => {
             let acceptor = tls_acceptor(cert, key)?;
@@ -407,6 +608,40 @@ mod tests {
         assert!(!origin_allowed("http://localhost.evil.com", &allowed));
         assert!(!origin_allowed("http://evil.com", &allowed));
         assert!(!origin_allowed("https://app.example.com:8443", &allowed));
+    }
+
+    #[test]
+    fn allowed_hosts_follow_the_listen_address_and_the_flag() {
+        let listen = |a: &str| a.parse::<SocketAddr>().unwrap();
+        let loopback = AllowedHosts::new(&[], listen("127.0.0.1:8080")).unwrap();
+        assert!(loopback.allows("localhost", Some(8080)));
+        assert!(loopback.allows("::1", None));
+        assert!(!loopback.allows("talos-mcp.ns.svc", Some(8080)));
+        let specific = AllowedHosts::new(&[], listen("10.1.2.3:8080")).unwrap();
+        assert!(specific.allows("10.1.2.3", Some(8080)));
+        assert!(!specific.allows("10.1.2.4", Some(8080)));
+        let wildcard = AllowedHosts::new(&[], listen("0.0.0.0:8080")).unwrap();
+        assert!(!wildcard.allows("0.0.0.0", Some(8080)));
+        assert!(!wildcard.allows("talos-mcp", None));
+        let named = AllowedHosts::new(
+            &["Talos-MCP.ns.svc:8080".to_owned(), "[fd00::1]".to_owned()],
+            listen("[::]:8080"),
+        )
+        .unwrap();
+        assert!(named.allows("talos-mcp.ns.svc", Some(8080)));
+        assert!(!named.allows("talos-mcp.ns.svc", Some(9090)));
+        assert!(!named.allows("talos-mcp.ns.svc", None));
+        assert!(named.allows("fd00::1", Some(1)));
+        assert!(named.allows("localhost", Some(8080)));
+        let any = AllowedHosts::new(&["*".to_owned()], listen("0.0.0.0:1")).unwrap();
+        assert!(any.allows("anything", None));
+        assert!(AllowedHosts::new(&["a b".to_owned()], listen("0.0.0.0:1")).is_err());
+        assert!(AllowedHosts::new(&["user@host".to_owned()], listen("0.0.0.0:1")).is_err());
+        assert_eq!(authority("[::1]:80"), Some(("::1".to_owned(), Some(80))));
+        assert_eq!(
+            authority("Host.Example"),
+            Some(("host.example".to_owned(), None))
+        );
     }
 
     #[test]
