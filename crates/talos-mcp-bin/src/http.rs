@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -485,6 +486,7 @@ pub(crate) async fn serve(
             "/mcp and /metrics answer only to loopback Host names; list the names clients use with --allowed-hosts"
         );
     }
+    raise_open_file_limit();
     let readiness = Arc::new(Readiness::default());
     spawn_readiness_probe(server.clone(), readiness.clone());
     let listener = tokio::net::TcpListener::bind(addr)
@@ -492,23 +494,224 @@ pub(crate) async fn serve(
         .with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
     let app = app(server, opts, tokens, hosts, readiness);
-    match (&opts.tls_cert, &opts.tls_key) {
+    let limits = Limits {
+        header_timeout: Duration::from_secs(opts.header_timeout),
+        max_connections: opts.max_connections as usize,
+    };
+    let acceptor = match (&opts.tls_cert, &opts.tls_key) {
         (Some(cert), Some(key)) => {
-            let acceptor = tls_acceptor(cert, key)?;
             tracing::info!(address = %local, "serving MCP over streamable HTTPS on /mcp");
             // The first line on stderr names the address (tests and scripts read it).
             eprintln!("listening on https://{local}/mcp");
-            serve_tls(listener, acceptor, app, shutdown).await
+            Some(tls_acceptor(cert, key)?)
         }
         _ => {
             tracing::info!(address = %local, "serving MCP over streamable HTTP on /mcp");
             eprintln!("listening on http://{local}/mcp");
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await?;
-            Ok(())
+            None
+        }
+    };
+    serve_connections(listener, acceptor, app, limits, shutdown).await;
+    Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit, so that the connection cap, not the
+/// file limit, is what refuses clients.
+fn raise_open_file_limit() {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        let limit = getrlimit(Resource::Nofile);
+        if let Some(hard) = limit.maximum
+            && limit.current.is_some_and(|soft| soft < hard)
+        {
+            let raised = Rlimit {
+                current: Some(hard),
+                maximum: Some(hard),
+            };
+            match setrlimit(Resource::Nofile, raised) {
+                Ok(()) => tracing::debug!(limit = hard, "raised the open-file limit"),
+                Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+            }
         }
     }
+}
+
+/// Connection limits of the HTTP listener.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// How long a client may take over a request's headers, and a new connection (TLS
+    /// handshake included) over its first request.
+    header_timeout: Duration,
+    /// Connections served at once. At the cap, a new connection takes the place of the oldest
+    /// one that has not sent a request yet, or is closed at once if there is none.
+    max_connections: usize,
+}
+
+/// Accepts connections (over TLS when given an acceptor) and serves `app` on each until
+/// `shutdown` resolves; then lets open requests finish for up to [`crate::GRACE`].
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    app: Router,
+    limits: Limits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Connections that have not sent a request yet, oldest first: at the cap, the oldest of them
+    // is closed to make room, so that clients which stall cannot keep others (probes) out.
+    let mut unstarted: std::collections::VecDeque<Unstarted> = std::collections::VecDeque::new();
+    let mut saturated = false;
+    tokio::pin!(shutdown);
+    loop {
+        let tcp = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of file descriptors, typically: wait instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) if evict_oldest(&mut unstarted) => {
+                tokio::time::timeout(Duration::from_secs(1), permits.clone().acquire_owned())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
+            Err(_) => None,
+        };
+        let Some(permit) = permit else {
+            if !saturated {
+                tracing::warn!(
+                    limit = limits.max_connections,
+                    "connection limit reached; closing new connections (see --max-connections)"
+                );
+                saturated = true;
+            }
+            drop(tcp);
+            continue;
+        };
+        saturated = false;
+        // Small JSON-RPC responses go out at once instead of waiting for the peer's delayed ACK.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+        let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (evict, mut evicted) = tokio::sync::oneshot::channel();
+        unstarted.push_back(Unstarted {
+            started: started.clone(),
+            evict,
+        });
+        if unstarted.len() > 2 * limits.max_connections {
+            unstarted.retain(|c| !c.started.load(Ordering::Relaxed) && !c.evict.is_closed());
+        }
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let first = FirstRequest {
+                deadline: tokio::time::Instant::now() + limits.header_timeout,
+                started,
+            };
+            match acceptor {
+                Some(acceptor) => {
+                    let tls = tokio::select! {
+                        tls = tokio::time::timeout_at(first.deadline, acceptor.accept(tcp)) => tls,
+                        Ok(()) = &mut evicted => return,
+                    };
+                    let Ok(Ok(tls)) = tls else { return };
+                    serve_connection(tls, app, limits, first, evicted, watcher).await;
+                }
+                None => serve_connection(tcp, app, limits, first, evicted, watcher).await,
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(crate::GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("HTTP connections were still open after the grace period");
+    }
+}
+
+/// A connection that has not sent a request yet, as the accept loop sees it.
+#[derive(Debug)]
+struct Unstarted {
+    started: Arc<std::sync::atomic::AtomicBool>,
+    evict: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Tells the oldest connection that has not sent a request to close; false if there is none.
+fn evict_oldest(unstarted: &mut std::collections::VecDeque<Unstarted>) -> bool {
+    while let Some(c) = unstarted.pop_front() {
+        if !c.started.load(Ordering::Relaxed) && c.evict.send(()).is_ok() {
+            return true;
+        }
+    }
+    false
+}
+
+/// When a connection's first request must have arrived, and whether it has.
+#[derive(Debug)]
+struct FirstRequest {
+    deadline: tokio::time::Instant,
+    started: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Serves HTTP/1.1 or HTTP/2 on one connection. The connection is closed if its first request
+/// has not arrived by the deadline, or before that if the accept loop needs its place; after
+/// that, hyper's header timeout bounds each request head.
+async fn serve_connection<I>(
+    io: I,
+    app: Router,
+    limits: Limits,
+    first: FirstRequest,
+    mut evicted: tokio::sync::oneshot::Receiver<()>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt as _;
+    let flag = first.started.clone();
+    let service = app.map_request(move |request: Request<hyper::body::Incoming>| {
+        flag.store(true, Ordering::Relaxed);
+        request
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let connection = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service))
+        .into_owned();
+    let connection = watcher.watch(connection);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = &mut connection => return,
+        () = tokio::time::sleep_until(first.deadline) => {}
+        Ok(()) = &mut evicted => {}
+    }
+    if !first.started.load(Ordering::Relaxed) {
+        tracing::debug!("closing a connection that sent no request in time");
+        return;
+    }
+    let _ = connection.await;
 }
 
 /// A TLS acceptor for the listener (TLS 1.2 and 1.3, ALPN h2 and http/1.1).
@@ -533,43 +736,6 @@ fn tls_acceptor(
     .context("the TLS certificate and key do not fit together")?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
-}
-
-/// Accepts TLS connections and serves `app` on each until `shutdown` resolves.
-async fn serve_tls(
-    listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    app: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::service::TowerToHyperService;
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, _) = tokio::select! {
-            () = &mut shutdown => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            },
-        };
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        tokio::spawn(async move {
-            let Ok(Ok(tls)) =
-                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
-            else {
-                return;
-            };
-            let service = TowerToHyperService::new(app);
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(tls), service)
-                .await;
-        });
-    }
 }
 
 #[cfg(test)]

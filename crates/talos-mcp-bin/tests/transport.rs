@@ -1,5 +1,6 @@
 //! The HTTP transport under hostile or broken clients: Host and Origin checks, body limits and
-//! timeouts whatever the framing, sessions bound to their caller.
+//! timeouts whatever the framing, stalled and surplus connections, sessions bound to their caller,
+//! the open-file limit.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -307,6 +308,97 @@ async fn bodies_are_limited_and_timed_as_they_are_read() {
     let (status, text) = read_response(s);
     assert_eq!(status, 408, "{text}");
     server.stop();
+}
+
+fn healthz(addr: SocketAddr) -> u16 {
+    request(addr, "GET", "/healthz", &addr.to_string(), &[], "").0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_request_head_is_cut_off_after_the_header_timeout() {
+    let (_sim, _dir, tc) = sim().await;
+    let server = Server::start(&tc, &["--header-timeout", "1"]);
+    let addr = server.addr;
+    // Nothing sent, and a head that stops half-way: both closed after the header timeout (the
+    // read ends; it does not run into the client's own 10 s timeout).
+    let silent = TcpStream::connect(addr).unwrap();
+    let mut partial = TcpStream::connect(addr).unwrap();
+    partial
+        .write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nX-Slow: ").as_bytes())
+        .unwrap();
+    for mut s in [silent, partial] {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = Vec::new();
+        let read = s.read_to_end(&mut buf);
+        assert!(
+            read.is_ok() || buf.starts_with(b"HTTP/1.1 408"),
+            "the server kept a stalled connection open: {read:?}"
+        );
+    }
+    assert_eq!(healthz(addr), 200);
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_connections_over_the_cap_do_not_keep_healthz_out() {
+    let (_sim, _dir, tc) = sim().await;
+    // A header timeout far beyond the test: only the cap can free places.
+    let server = Server::start(&tc, &["--max-connections", "16", "--header-timeout", "600"]);
+    let addr = server.addr;
+    // Cap + 20 connections that stall in their request head: the oldest 20 make room for the
+    // newer ones and are closed, the last 16 are held...
+    let stalled: Vec<TcpStream> = (0..36)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: ").unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s
+        })
+        .collect();
+    for (i, mut s) in stalled.iter().take(20).enumerate() {
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("stalled connection {i} was kept although the cap was reached: {e}"),
+        }
+    }
+    // ...and a probe still gets in, at once and again, while they are.
+    for _ in 0..3 {
+        assert_eq!(healthz(addr), 200);
+    }
+    drop(stalled);
+    server.stop();
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_file_limit_is_raised_to_the_hard_limit() {
+    let (_sim, _dir, tc) = sim().await;
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+    let hard: u64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .and_then(|h| h.parse().ok())
+        .unwrap();
+    if hard <= 256 {
+        return; // nothing to raise to
+    }
+    let mut shell = talos_mcp("sh", &["-c", r#"ulimit -Sn 256 && exec "$0" "$@""#, BIN]);
+    shell
+        .env_remove("TALOS_MCP_AUDIT_LOG")
+        .env("TALOS_MCP_AUDIT_LOG", "off");
+    let server = Server::start_with(shell, &tc, &[]);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.child.id())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .to_owned();
+    server.stop();
+    let soft: u64 = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert_eq!(soft, hard, "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
