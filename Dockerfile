@@ -7,6 +7,8 @@
 #
 # The talosconfig is read from /var/run/secrets/talos.dev/config (where Talos itself mounts one
 # for pods whose ServiceAccount has Talos API access); bearer tokens from /etc/talos-mcp/tokens.
+# /mcp answers to loopback Host names (http://127.0.0.1:8080/mcp above); when clients use another
+# name, list it: -e TALOS_MCP_ALLOWED_HOSTS=mcp.example.com,mcp.example.com:8443
 
 FROM rust:1-bookworm AS build
 WORKDIR /src

@@ -158,6 +158,21 @@ pub(crate) struct HttpOpts {
     /// Private key (PEM) for --tls-cert.
     #[arg(long, env = "TALOS_MCP_TLS_KEY", requires = "tls_cert")]
     pub(crate) tls_key: Option<PathBuf>,
+    /// Host names (`name` or `name:port`, `*` for any) that /mcp and /metrics answer to; others
+    /// get 403 (DNS-rebinding protection). Default: loopback names, plus the --http address when
+    /// it is a specific IP; list a Service's or proxy's names here.
+    #[arg(long, env = "TALOS_MCP_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub(crate) allowed_hosts: Vec<String>,
+    /// Most open HTTP connections; at the cap a new one replaces the oldest that has sent no
+    /// request yet, or is closed at once.
+    #[arg(long, env = "TALOS_MCP_MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_connections: u32,
+    /// Seconds a client has to send a request's headers (and a new connection its first request).
+    #[arg(long, env = "TALOS_MCP_HEADER_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) header_timeout: u64,
+    /// Seconds a client has to send a request's body.
+    #[arg(long, env = "TALOS_MCP_BODY_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) body_timeout: u64,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use http_body_util::BodyExt as _;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use talos_mcp::TalosMcp;
@@ -37,10 +39,12 @@ impl Tokens {
             let Some((name, token)) = entry.split_once(':') else {
                 bail!("token entries must be name:token");
             };
+            // Trimmed before the length check: spaces are not part of the token.
+            let (name, token) = (name.trim(), token.trim());
             if token.len() < 16 {
                 bail!("the token of `{name}` is shorter than 16 characters");
             }
-            out.push((name.trim().to_owned(), token.trim().as_bytes().to_vec()));
+            out.push((name.to_owned(), token.as_bytes().to_vec()));
         }
         Ok(Self(out))
     }
@@ -106,13 +110,135 @@ impl RateLimiter {
     }
 }
 
+/// The `Host` names `/mcp` and `/metrics` answer to (DNS-rebinding protection).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AllowedHosts {
+    Any,
+    /// Host names (lower case, IPv6 without brackets), each with the port it must come with, if any.
+    List(Vec<(String, Option<u16>)>),
+}
+
+const LOOPBACK_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+impl AllowedHosts {
+    /// The loopback names (a request naming loopback was aimed at it, not rebound to it), the
+    /// listen address when it is a specific IP, and `--allowed-hosts` (`*` allows any host).
+    /// A wildcard listen address adds nothing: the operator names the hosts clients use.
+    pub(crate) fn new(configured: &[String], listen: SocketAddr) -> Result<Self> {
+        let mut list: Vec<(String, Option<u16>)> = LOOPBACK_NAMES
+            .iter()
+            .map(|h| ((*h).to_owned(), None))
+            .collect();
+        if !listen.ip().is_loopback() && !listen.ip().is_unspecified() {
+            list.push((listen.ip().to_string(), None));
+        }
+        for entry in configured {
+            let entry = entry.trim();
+            if entry == "*" {
+                return Ok(Self::Any);
+            }
+            let parsed = authority(entry).with_context(|| {
+                format!("--allowed-hosts: `{entry}` is not a host name or host:port")
+            })?;
+            list.push(parsed);
+        }
+        Ok(Self::List(list))
+    }
+
+    fn allows(&self, host: &str, port: Option<u16>) -> bool {
+        match self {
+            Self::Any => true,
+            Self::List(list) => list
+                .iter()
+                .any(|(h, p)| h == host && (p.is_none() || *p == port)),
+        }
+    }
+}
+
+/// Splits `host[:port]` into a normalised host name and port.
+fn authority(text: &str) -> Option<(String, Option<u16>)> {
+    let parsed: axum::http::uri::Authority = text.parse().ok()?;
+    if parsed.as_str().contains('@') || parsed.host().is_empty() {
+        return None;
+    }
+    let host = parsed
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    Some((host, parsed.port_u16()))
+}
+
+/// The host a request was sent to: its `Host` header, or the HTTP/2 `:authority`.
+fn request_host(request: &Request) -> Option<(String, Option<u16>)> {
+    match request.headers().get(header::HOST) {
+        Some(value) => authority(value.to_str().ok()?),
+        None => authority(request.uri().authority()?.as_str()),
+    }
+}
+
+/// Which caller opened each HTTP session: a session answers only to its caller.
+#[derive(Debug)]
+struct SessionOwners {
+    owners: Mutex<HashMap<String, String>>,
+    /// Closed sessions are forgotten when the map grows past this size.
+    prune_at: std::sync::atomic::AtomicUsize,
+    manager: Arc<LocalSessionManager>,
+}
+
+impl SessionOwners {
+    const MIN_PRUNE_AT: usize = 1024;
+
+    fn owners(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.owners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether `caller` may use session `id` (unknown sessions are rmcp's to refuse).
+    fn permits(&self, id: &str, caller: &str) -> bool {
+        self.owners().get(id).is_none_or(|owner| owner == caller)
+    }
+
+    async fn bind(&self, id: &str, caller: &str) {
+        let len = {
+            let mut owners = self.owners();
+            owners.insert(id.to_owned(), caller.to_owned());
+            owners.len()
+        };
+        let ordering = std::sync::atomic::Ordering::Relaxed;
+        if len >= self.prune_at.load(ordering).max(Self::MIN_PRUNE_AT) {
+            let live: std::collections::HashSet<String> = self
+                .manager
+                .sessions
+                .read()
+                .await
+                .keys()
+                .map(ToString::to_string)
+                .collect();
+            let mut owners = self.owners();
+            owners.retain(|id, _| live.contains(id));
+            self.prune_at.store(owners.len() * 2, ordering);
+        }
+    }
+
+    fn forget(&self, id: &str) {
+        self.owners().remove(id);
+    }
+}
+
 #[derive(Clone)]
 struct Guard {
     tokens: Arc<Tokens>,
     origins: Arc<Vec<String>>,
+    hosts: Arc<AllowedHosts>,
     max_body: usize,
+    body_timeout: Duration,
     limiter: Arc<RateLimiter>,
+    sessions: Arc<SessionOwners>,
 }
+
+const SESSION_HEADER: &str = "mcp-session-id";
 
 /// Whether `origin` (scheme://host[:port]) is allowed; an allowed entry without a port allows any port.
 fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
@@ -133,14 +259,22 @@ fn reject(status: StatusCode, message: &str) -> Response {
     r
 }
 
-async fn guard(State(g): State<Guard>, mut request: Request, next: Next) -> Response {
-    if let Some(origin) = request
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|o| o.to_str().ok())
-        && !origin_allowed(origin, &g.origins)
+async fn guard(State(g): State<Guard>, request: Request, next: Next) -> Response {
+    // An Origin that is not text is refused, not treated as absent.
+    if let Some(origin) = request.headers().get(header::ORIGIN)
+        && !origin.to_str().is_ok_and(|o| origin_allowed(o, &g.origins))
     {
         return reject(StatusCode::FORBIDDEN, "origin not allowed");
+    }
+    match request_host(&request) {
+        Some((host, port)) if g.hosts.allows(&host, port) => {}
+        Some(_) => {
+            return reject(
+                StatusCode::FORBIDDEN,
+                "host not allowed; the server's --allowed-hosts must list the name clients use",
+            );
+        }
+        None => return reject(StatusCode::BAD_REQUEST, "missing or malformed Host header"),
     }
     let length = request
         .headers()
@@ -170,8 +304,57 @@ async fn guard(State(g): State<Guard>, mut request: Request, next: Next) -> Resp
             "rate limit exceeded; slow down",
         );
     }
-    request.extensions_mut().insert(Caller(caller));
-    next.run(request).await
+    // A session answers only to the caller that opened it; to anyone else it does not exist.
+    let session = match request
+        .headers()
+        .get(SESSION_HEADER)
+        .map(HeaderValue::to_str)
+    {
+        None => None,
+        Some(Ok(id)) if g.sessions.permits(id, &caller) => Some(id.to_owned()),
+        Some(_) => return reject(StatusCode::NOT_FOUND, "session not found"),
+    };
+    // The body is read here, whatever its framing (a chunked body has no Content-Length), up to
+    // --max-body and within --body-timeout.
+    let (mut parts, body) = request.into_parts();
+    let body = http_body_util::Limited::new(body, g.max_body);
+    let body = match tokio::time::timeout(g.body_timeout, body.collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return reject(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+        }
+        Ok(Err(_)) => {
+            return reject(
+                StatusCode::BAD_REQUEST,
+                "the request body could not be read",
+            );
+        }
+        Err(_) => {
+            return reject(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive in time",
+            );
+        }
+    };
+    parts.extensions.insert(Caller(caller.clone()));
+    let delete = parts.method == axum::http::Method::DELETE;
+    let response = next
+        .run(Request::from_parts(parts, axum::body::Body::from(body)))
+        .await;
+    match session {
+        Some(id) if delete && response.status().is_success() => g.sessions.forget(&id),
+        Some(_) => {}
+        None => {
+            if let Some(id) = response
+                .headers()
+                .get(SESSION_HEADER)
+                .and_then(|v| v.to_str().ok())
+            {
+                g.sessions.bind(id, &caller).await;
+            }
+        }
+    }
+    response
 }
 
 /// rmcp answers a session's DELETE with 202 Accepted. The session is gone by then, and clients
@@ -216,18 +399,32 @@ pub(crate) fn app(
     server: TalosMcp,
     opts: &HttpOpts,
     tokens: Tokens,
+    hosts: AllowedHosts,
     readiness: Arc<Readiness>,
 ) -> Router {
     let metrics = server.metrics();
+    let manager = Arc::new(LocalSessionManager::default());
+    // Host and Origin are checked by `guard`, for /metrics too: rmcp's own checks stay off so
+    // that one rule applies.
     let mcp = StreamableHttpService::new(
         move || Ok(server.for_session()),
-        Arc::new(LocalSessionManager::default()),
-        StreamableHttpServerConfig::default().disable_allowed_origins(),
+        manager.clone(),
+        StreamableHttpServerConfig::default()
+            .disable_allowed_origins()
+            .disable_allowed_hosts()
+            .with_max_request_body_bytes(opts.max_body),
     );
     let guard_state = Guard {
         tokens: Arc::new(tokens),
         origins: Arc::new(opts.allowed_origins.clone()),
+        hosts: Arc::new(hosts),
         max_body: opts.max_body,
+        body_timeout: Duration::from_secs(opts.body_timeout),
+        sessions: Arc::new(SessionOwners {
+            owners: Mutex::new(HashMap::new()),
+            prune_at: std::sync::atomic::AtomicUsize::new(SessionOwners::MIN_PRUNE_AT),
+            manager,
+        }),
         limiter: Arc::new(RateLimiter {
             per_second: f64::from(opts.rate_limit.max(1)),
             burst: f64::from(opts.rate_limit.max(1)) * 5.0,
@@ -282,30 +479,239 @@ pub(crate) async fn serve(
     if tokens.is_empty() {
         tracing::warn!(%addr, "HTTP transport without bearer-token authentication");
     }
+    let hosts = AllowedHosts::new(&opts.allowed_hosts, addr)?;
+    if addr.ip().is_unspecified() && opts.allowed_hosts.is_empty() {
+        tracing::warn!(
+            %addr,
+            "/mcp and /metrics answer only to loopback Host names; list the names clients use with --allowed-hosts"
+        );
+    }
+    raise_open_file_limit();
     let readiness = Arc::new(Readiness::default());
     spawn_readiness_probe(server.clone(), readiness.clone());
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
-    let app = app(server, opts, tokens, readiness);
-    match (&opts.tls_cert, &opts.tls_key) {
+    let app = app(server, opts, tokens, hosts, readiness);
+    let limits = Limits {
+        header_timeout: Duration::from_secs(opts.header_timeout),
+        max_connections: opts.max_connections as usize,
+    };
+    let acceptor = match (&opts.tls_cert, &opts.tls_key) {
         (Some(cert), Some(key)) => {
-            let acceptor = tls_acceptor(cert, key)?;
             tracing::info!(address = %local, "serving MCP over streamable HTTPS on /mcp");
             // The first line on stderr names the address (tests and scripts read it).
             eprintln!("listening on https://{local}/mcp");
-            serve_tls(listener, acceptor, app, shutdown).await
+            Some(tls_acceptor(cert, key)?)
         }
         _ => {
             tracing::info!(address = %local, "serving MCP over streamable HTTP on /mcp");
             eprintln!("listening on http://{local}/mcp");
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await?;
-            Ok(())
+            None
+        }
+    };
+    serve_connections(listener, acceptor, app, limits, shutdown).await;
+    Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit, so that the connection cap, not the
+/// file limit, is what refuses clients.
+fn raise_open_file_limit() {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        let limit = getrlimit(Resource::Nofile);
+        if let Some(hard) = limit.maximum
+            && limit.current.is_some_and(|soft| soft < hard)
+        {
+            let raised = Rlimit {
+                current: Some(hard),
+                maximum: Some(hard),
+            };
+            match setrlimit(Resource::Nofile, raised) {
+                Ok(()) => tracing::debug!(limit = hard, "raised the open-file limit"),
+                Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+            }
         }
     }
+}
+
+/// Connection limits of the HTTP listener.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// How long a client may take over a request's headers, and a new connection (TLS
+    /// handshake included) over its first request.
+    header_timeout: Duration,
+    /// Connections served at once. At the cap, a new connection takes the place of the oldest
+    /// one that has not sent a request yet, or is closed at once if there is none.
+    max_connections: usize,
+}
+
+/// Accepts connections (over TLS when given an acceptor) and serves `app` on each until
+/// `shutdown` resolves; then lets open requests finish for up to [`crate::GRACE`].
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    app: Router,
+    limits: Limits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Connections that have not sent a request yet, oldest first: at the cap, the oldest of them
+    // is closed to make room, so that clients which stall cannot keep others (probes) out.
+    let mut unstarted: std::collections::VecDeque<Unstarted> = std::collections::VecDeque::new();
+    let mut saturated = false;
+    tokio::pin!(shutdown);
+    loop {
+        let tcp = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of file descriptors, typically: wait instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) if evict_oldest(&mut unstarted) => {
+                tokio::time::timeout(Duration::from_secs(1), permits.clone().acquire_owned())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
+            Err(_) => None,
+        };
+        let Some(permit) = permit else {
+            if !saturated {
+                tracing::warn!(
+                    limit = limits.max_connections,
+                    "connection limit reached; closing new connections (see --max-connections)"
+                );
+                saturated = true;
+            }
+            drop(tcp);
+            continue;
+        };
+        saturated = false;
+        // Small JSON-RPC responses go out at once instead of waiting for the peer's delayed ACK.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+        let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (evict, mut evicted) = tokio::sync::oneshot::channel();
+        unstarted.push_back(Unstarted {
+            started: started.clone(),
+            evict,
+        });
+        if unstarted.len() > 2 * limits.max_connections {
+            unstarted.retain(|c| !c.started.load(Ordering::Relaxed) && !c.evict.is_closed());
+        }
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let first = FirstRequest {
+                deadline: tokio::time::Instant::now() + limits.header_timeout,
+                started,
+            };
+            match acceptor {
+                Some(acceptor) => {
+                    let tls = tokio::select! {
+                        tls = tokio::time::timeout_at(first.deadline, acceptor.accept(tcp)) => tls,
+                        Ok(()) = &mut evicted => return,
+                    };
+                    let Ok(Ok(tls)) = tls else { return };
+                    serve_connection(tls, app, limits, first, evicted, watcher).await;
+                }
+                None => serve_connection(tcp, app, limits, first, evicted, watcher).await,
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(crate::GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("HTTP connections were still open after the grace period");
+    }
+}
+
+/// A connection that has not sent a request yet, as the accept loop sees it.
+#[derive(Debug)]
+struct Unstarted {
+    started: Arc<std::sync::atomic::AtomicBool>,
+    evict: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Tells the oldest connection that has not sent a request to close; false if there is none.
+fn evict_oldest(unstarted: &mut std::collections::VecDeque<Unstarted>) -> bool {
+    while let Some(c) = unstarted.pop_front() {
+        if !c.started.load(Ordering::Relaxed) && c.evict.send(()).is_ok() {
+            return true;
+        }
+    }
+    false
+}
+
+/// When a connection's first request must have arrived, and whether it has.
+#[derive(Debug)]
+struct FirstRequest {
+    deadline: tokio::time::Instant,
+    started: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Serves HTTP/1.1 or HTTP/2 on one connection. The connection is closed if its first request
+/// has not arrived by the deadline, or before that if the accept loop needs its place; after
+/// that, hyper's header timeout bounds each request head.
+async fn serve_connection<I>(
+    io: I,
+    app: Router,
+    limits: Limits,
+    first: FirstRequest,
+    mut evicted: tokio::sync::oneshot::Receiver<()>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt as _;
+    let flag = first.started.clone();
+    let service = app.map_request(move |request: Request<hyper::body::Incoming>| {
+        flag.store(true, Ordering::Relaxed);
+        request
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let connection = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service))
+        .into_owned();
+    let connection = watcher.watch(connection);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = &mut connection => return,
+        () = tokio::time::sleep_until(first.deadline) => {}
+        Ok(()) = &mut evicted => {}
+    }
+    if !first.started.load(Ordering::Relaxed) {
+        tracing::debug!("closing a connection that sent no request in time");
+        return;
+    }
+    let _ = connection.await;
 }
 
 /// A TLS acceptor for the listener (TLS 1.2 and 1.3, ALPN h2 and http/1.1).
@@ -332,43 +738,6 @@ fn tls_acceptor(
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Accepts TLS connections and serves `app` on each until `shutdown` resolves.
-async fn serve_tls(
-    listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    app: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::service::TowerToHyperService;
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, _) = tokio::select! {
-            () = &mut shutdown => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            },
-        };
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        tokio::spawn(async move {
-            let Ok(Ok(tls)) =
-                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
-            else {
-                return;
-            };
-            let service = TowerToHyperService::new(app);
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(tls), service)
-                .await;
-        });
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,6 +757,9 @@ mod tests {
         assert_eq!(t.identify(b"short"), None);
         assert!(Tokens::parse(["noseparator"]).is_err());
         assert!(Tokens::parse(["x:short"]).is_err());
+        // Spaces around a short token do not count towards its length.
+        assert!(Tokens::parse(["x:               y"]).is_err());
+        assert!(Tokens::parse(["x:y               "]).is_err());
     }
 
     #[test]
@@ -402,6 +774,40 @@ mod tests {
         assert!(!origin_allowed("http://localhost.evil.com", &allowed));
         assert!(!origin_allowed("http://evil.com", &allowed));
         assert!(!origin_allowed("https://app.example.com:8443", &allowed));
+    }
+
+    #[test]
+    fn allowed_hosts_follow_the_listen_address_and_the_flag() {
+        let listen = |a: &str| a.parse::<SocketAddr>().unwrap();
+        let loopback = AllowedHosts::new(&[], listen("127.0.0.1:8080")).unwrap();
+        assert!(loopback.allows("localhost", Some(8080)));
+        assert!(loopback.allows("::1", None));
+        assert!(!loopback.allows("talos-mcp.ns.svc", Some(8080)));
+        let specific = AllowedHosts::new(&[], listen("10.1.2.3:8080")).unwrap();
+        assert!(specific.allows("10.1.2.3", Some(8080)));
+        assert!(!specific.allows("10.1.2.4", Some(8080)));
+        let wildcard = AllowedHosts::new(&[], listen("0.0.0.0:8080")).unwrap();
+        assert!(!wildcard.allows("0.0.0.0", Some(8080)));
+        assert!(!wildcard.allows("talos-mcp", None));
+        let named = AllowedHosts::new(
+            &["Talos-MCP.ns.svc:8080".to_owned(), "[fd00::1]".to_owned()],
+            listen("[::]:8080"),
+        )
+        .unwrap();
+        assert!(named.allows("talos-mcp.ns.svc", Some(8080)));
+        assert!(!named.allows("talos-mcp.ns.svc", Some(9090)));
+        assert!(!named.allows("talos-mcp.ns.svc", None));
+        assert!(named.allows("fd00::1", Some(1)));
+        assert!(named.allows("localhost", Some(8080)));
+        let any = AllowedHosts::new(&["*".to_owned()], listen("0.0.0.0:1")).unwrap();
+        assert!(any.allows("anything", None));
+        assert!(AllowedHosts::new(&["a b".to_owned()], listen("0.0.0.0:1")).is_err());
+        assert!(AllowedHosts::new(&["user@host".to_owned()], listen("0.0.0.0:1")).is_err());
+        assert_eq!(authority("[::1]:80"), Some(("::1".to_owned(), Some(80))));
+        assert_eq!(
+            authority("Host.Example"),
+            Some(("host.example".to_owned(), None))
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod cli;
 mod commands;
 mod demo;
 mod http;
+mod stdio;
 mod wiring;
 
 use std::process::ExitCode;
@@ -102,7 +103,7 @@ pub(crate) async fn serve_stdio_or_http(server: TalosMcp, http: &HttpOpts) -> Re
         return result;
     }
     tracing::info!("serving MCP over stdio");
-    let running = server.clone().serve(rmcp::transport::stdio()).await?;
+    let running = server.clone().serve(stdio::transport()).await?;
     let cancel = running.cancellation_token();
     tokio::select! {
         quit = running.waiting() => {

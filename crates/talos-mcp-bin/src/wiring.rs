@@ -15,7 +15,7 @@ use crate::cli::{Global, LogFormat, ServerOpts};
 /// Logs to stderr; stdout belongs to the stdio transport.
 pub(crate) fn init_logging(global: &Global) {
     let level = std::env::var("RUST_LOG").unwrap_or_else(|_| global.log_level.clone());
-    let filter = tracing_subscriber::EnvFilter::try_new(talos_mcp::log_directives(&level))
+    let filter = tracing_subscriber::EnvFilter::try_new(log_directives(&level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(talos_mcp::log_directives("info")));
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -24,6 +24,29 @@ pub(crate) fn init_logging(global: &Global) {
         LogFormat::Text => builder.with_ansi(false).try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// rmcp's session manager logs each new HTTP session id at info; an id lets its holder act in
+/// the session, so that target is kept at warn (or quieter, if asked).
+const SESSION_LOG_TARGET: &str = "rmcp::transport::streamable_http_server::session::local";
+
+/// The library's log directives, with [`SESSION_LOG_TARGET`] capped at warn.
+fn log_directives(level: &str) -> String {
+    let default = level
+        .split(',')
+        .map(str::trim)
+        .find(|d| !d.contains('='))
+        .unwrap_or("info")
+        .to_ascii_lowercase();
+    let cap = if default == "off" || default == "error" {
+        default.as_str()
+    } else {
+        "warn"
+    };
+    format!(
+        "{},{SESSION_LOG_TARGET}={cap}",
+        talos_mcp::log_directives(level)
+    )
 }
 
 /// Loads the talosconfig the way talosctl does.
@@ -147,4 +170,21 @@ pub(crate) fn build_from_clusters(
         ..ServerSettings::default()
     };
     TalosMcp::new(clusters.with_max_nodes(opts.max_nodes), settings).map_err(anyhow::Error::msg)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn session_ids_stay_out_of_info_logs() {
+        let d = super::log_directives("trace");
+        assert!(
+            d.ends_with(&format!(",{}=warn", super::SESSION_LOG_TARGET)),
+            "{d}"
+        );
+        let d = super::log_directives("error");
+        assert!(
+            d.ends_with(&format!(",{}=error", super::SESSION_LOG_TARGET)),
+            "{d}"
+        );
+    }
 }

@@ -102,6 +102,22 @@ fn manifests_agree_with_the_binary() {
         service["spec"]["ports"][0]["targetPort"].as_str(),
         Some(port_name)
     );
+
+    // Clients in the cluster reach the Service by its DNS names: /mcp must answer to them.
+    let hosts = &args[args.iter().position(|a| a == "--allowed-hosts").unwrap() + 1];
+    let hosts: Vec<&str> = hosts.split(',').collect();
+    let (name, namespace) = (
+        service["metadata"]["name"].as_str().unwrap(),
+        service["metadata"]["namespace"].as_str().unwrap(),
+    );
+    for dns in [
+        name.to_owned(),
+        format!("{name}.{namespace}"),
+        format!("{name}.{namespace}.svc"),
+        format!("{name}.{namespace}.svc.cluster.local"),
+    ] {
+        assert!(hosts.contains(&dns.as_str()), "--allowed-hosts lacks {dns}");
+    }
     assert_eq!(
         service["spec"]["selector"],
         deployment["spec"]["selector"]["matchLabels"]
