@@ -13,6 +13,24 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller(pub String);
 
+/// The authenticated caller of a request, from the HTTP request the transport put into its
+/// extensions (none on stdio).
+pub(crate) fn caller(extensions: &rmcp::model::Extensions) -> Option<String> {
+    extensions
+        .get::<http::request::Parts>()
+        .and_then(|p| p.extensions.get::<Caller>())
+        .map(|c| c.0.clone())
+}
+
+/// The transport session of a request (the HTTP `Mcp-Session-Id` header), if any.
+pub(crate) fn session(extensions: &rmcp::model::Extensions) -> Option<String> {
+    extensions
+        .get::<http::request::Parts>()
+        .and_then(|p| p.headers.get("mcp-session-id"))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 /// Where audit lines go.
 #[derive(Debug)]
 pub enum AuditSink {

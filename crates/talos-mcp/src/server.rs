@@ -447,11 +447,7 @@ impl TalosMcp {
         let tool = request.name.to_string();
         let tier = Self::tier_of(&tool);
         let args = request.arguments.as_ref();
-        let caller = context
-            .extensions
-            .get::<http::request::Parts>()
-            .and_then(|p| p.extensions.get::<crate::audit::Caller>())
-            .map(|c| c.0.clone());
+        let caller = crate::audit::caller(&context.extensions);
         let record = |phase,
                       confirmation: Option<String>,
                       result: Option<String>,
