@@ -927,3 +927,35 @@ async fn etcd_and_image_actions() {
         text(&bad)
     );
 }
+
+/// A panic inside a tool fails that call only: an `Internal` error result, an audit line
+/// `panic` without the payload, and the server keeps serving.
+#[tokio::test]
+async fn a_panicking_tool_fails_alone_and_the_server_keeps_serving() {
+    let mut m = talos_client::MockTalosApi::new();
+    m.expect_hostname()
+        .returning(|o| Ok(format!("host-{}", o.node.clone().unwrap_or_default())));
+    m.expect_version()
+        .returning(|_| panic!("PANIC-PAYLOAD-WITH-ARGUMENTS"));
+    let audit = Arc::new(AuditSink::memory());
+    let sink = audit.clone();
+    let h = common::with_mock(Arc::new(m), &["10.5.0.2"], move |st| st.audit = sink).await;
+    let r = h
+        .call("talos_version", json!({"nodes": ["10.5.0.2"]}))
+        .await;
+    assert_eq!(r.is_error, Some(true), "{}", text(&r));
+    assert!(text(&r).starts_with("Internal:"), "{}", text(&r));
+    // The server still answers, on the same session.
+    let ok = h.ok("talos_hostname", json!({"nodes": ["10.5.0.2"]})).await;
+    assert!(ok.to_string().contains("host-10.5.0.2"), "{ok}");
+    let lines = audit.lines();
+    let panicked: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["tool"] == "talos_version")
+        .collect();
+    assert_eq!(panicked.len(), 1, "{lines:?}");
+    assert_eq!(panicked[0]["result"], "panic");
+    let all = format!("{}{}", text(&r), lines.join("\n"));
+    assert!(!all.contains("PANIC-PAYLOAD"), "{all}");
+}
