@@ -959,3 +959,26 @@ async fn a_panicking_tool_fails_alone_and_the_server_keeps_serving() {
     let all = format!("{}{}", text(&r), lines.join("\n"));
     assert!(!all.contains("PANIC-PAYLOAD"), "{all}");
 }
+
+/// Repeated `talos_kubeconfig` calls replace one private file instead of leaving a new admin
+/// kubeconfig on disk each time.
+#[tokio::test]
+async fn kubeconfigs_do_not_pile_up() {
+    let s = setup(SimConfig::default(), TestClient::new(None), |_| {}).await;
+    let mut paths = Vec::new();
+    for _ in 0..3 {
+        let r = call(&s.client, "talos_kubeconfig", json!({"nodes": [CP1]})).await;
+        assert_ne!(r.is_error, Some(true), "{}", text(&r));
+        paths.push(sc(&r)["path"].as_str().unwrap().to_owned());
+        // Distinct seconds would have given distinct names before.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    assert!(paths.iter().all(|p| p == &paths[0]), "{paths:?}");
+    let dir = std::path::Path::new(&paths[0]).parent().unwrap();
+    let kubeconfigs: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("kubeconfig"))
+        .collect();
+    assert_eq!(kubeconfigs.len(), 1, "{kubeconfigs:?}");
+}
