@@ -149,8 +149,7 @@ mod tests {
             tracing::info!(target: "rmcp::service", "served");
             tracing::debug!(target: "talos_mcp", "own debug");
         });
-        let events = seen.0.lock().unwrap().clone();
-        events
+        seen.0.lock().unwrap().clone()
     }
 
     #[test]
