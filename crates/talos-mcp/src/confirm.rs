@@ -45,6 +45,10 @@ pub struct Plan {
     pub effect: String,
     /// Preflight findings.
     pub preflight: Vec<String>,
+    /// Exactly what will be applied (for a machine configuration: its SHA-256 and the redacted
+    /// diff against the node's current configuration).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
 }
 
 /// How a tool call can reach the human: the peer, the protocol era, whether the client fills
@@ -195,6 +199,10 @@ impl TalosMcp {
                 message.push_str("\n\nPreflight:\n- ");
                 message.push_str(&plan.preflight.join("\n- "));
             }
+            if let Some(details) = &plan.details {
+                message.push_str("\n\n");
+                message.push_str(details);
+            }
             message.push_str("\n\nSet confirm to true to proceed.");
             let form = match ElicitationSchema::from_type::<ConfirmForm>() {
                 Ok(requested_schema) => ElicitRequestParams::FormElicitationParams {
@@ -230,6 +238,9 @@ impl TalosMcp {
                 );
                 for p in &plan.preflight {
                     text.push_str(&format!("\n- preflight: {p}"));
+                }
+                if let Some(details) = &plan.details {
+                    text.push_str(&format!("\n{details}"));
                 }
                 text.push_str(&format!(
                     "\nTo proceed, show this plan to the human and, only with their approval, call {} again with the same arguments plus confirmation_token=\"{token}\" (valid {ttl} s, single use).",
@@ -342,6 +353,7 @@ mod tests {
             hostname: None,
             effect: String::new(),
             preflight: vec![],
+            details: None,
         }
     }
 

@@ -131,6 +131,8 @@ pub struct TalosMcp {
     pub(crate) tool_router: ToolRouter<Self>,
     pub(crate) prompt_router: PromptRouter<Self>,
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// Change locks per context and configurations staged per node (shared by every session).
+    pub(crate) changes: Arc<crate::tools::actions::Changes>,
     /// Held by the server instance of one transport session (see [`TalosMcp::for_session`]).
     session: Option<Arc<crate::metrics::SessionGuard>>,
 }
@@ -229,6 +231,7 @@ impl TalosMcp {
             tool_router: router,
             prompt_router: Self::prompt_router(),
             in_flight: Arc::default(),
+            changes: Arc::default(),
             session: None,
         })
     }
