@@ -1254,3 +1254,46 @@ async fn a_reboot_plan_names_a_pending_staged_config() {
             .contains("staged")
     );
 }
+
+/// The audit file is followed by path: a rotated file is recreated and written to, and when the
+/// path cannot be written any more, changes are refused before anything reaches Talos.
+#[tokio::test]
+async fn changes_are_refused_when_the_audit_path_becomes_unwritable() {
+    let logs = tempfile::tempdir().unwrap();
+    let path = logs.path().join("audit.jsonl");
+    let sink = Arc::new(AuditSink::file(&path).unwrap());
+    let s = setup(SimConfig::default(), TestClient::new(None), {
+        let sink = sink.clone();
+        move |st| st.audit = sink
+    })
+    .await;
+    let restart = json!({"node": W1, "service": "syslogd"});
+    let r = call(&s.client, "talos_service_restart", restart.clone()).await;
+    assert_eq!(sc(&r)["status"], "done", "{}", text(&r));
+    let first = std::fs::read_to_string(&path).unwrap();
+    assert!(first.contains("\"phase\":\"started\""), "{first}");
+
+    // Rotation: the old file is moved away; the next lines go to a new file at the path.
+    std::fs::rename(&path, logs.path().join("audit.jsonl.1")).unwrap();
+    let r = call(&s.client, "talos_service_restart", restart.clone()).await;
+    assert_eq!(sc(&r)["status"], "done", "{}", text(&r));
+    let second = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        second.contains("\"phase\":\"started\"") && second.contains("\"phase\":\"finished\""),
+        "{second}"
+    );
+
+    // The path becomes unusable (here: a directory takes its place, which even root cannot
+    // append to): the change is refused and nothing is sent.
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    let before = s.sim.calls(W1, "ServiceRestart");
+    let r = call(&s.client, "talos_service_restart", restart).await;
+    assert_eq!(r.is_error, Some(true), "{}", text(&r));
+    assert!(
+        text(&r).contains("audit log cannot be written"),
+        "{}",
+        text(&r)
+    );
+    assert_eq!(s.sim.calls(W1, "ServiceRestart"), before);
+}
