@@ -82,6 +82,27 @@ fn could_outrank_a_clamp(directive: &str) -> bool {
     })
 }
 
+/// Replaces the process's panic hook with one that logs a panic at error level through
+/// `tracing` (to stderr) with its thread and source location, but never its message: a panic
+/// message can quote tool arguments (an inline machine config, a token). The server turns a
+/// panicking tool call into an `Internal` error result and keeps serving; this keeps the
+/// default hook from printing the message meanwhile. Call once at start-up, after logging is
+/// set up.
+pub fn quiet_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        tracing::error!(
+            thread = thread.name().unwrap_or("unnamed"),
+            location = %location,
+            "a thread panicked (the panic message is not logged: it could quote arguments)"
+        );
+    }));
+}
+
 /// Targets capped by [`log_directives`] because they log message contents.
 pub const LOG_CLAMPS: &[&str] = &["rmcp"];
 
