@@ -942,9 +942,13 @@ async fn a_panicking_tool_fails_alone_and_the_server_keeps_serving() {
     let audit = Arc::new(AuditSink::memory());
     let sink = audit.clone();
     let h = common::with_mock(Arc::new(m), &["10.5.0.2"], move |st| st.audit = sink).await;
-    let r = h
-        .call("talos_version", json!({"nodes": ["10.5.0.2"]}))
-        .await;
+    // Without the catch the request is never answered: bound the wait so that fails, not hangs.
+    let r = tokio::time::timeout(
+        Duration::from_secs(60),
+        h.call("talos_version", json!({"nodes": ["10.5.0.2"]})),
+    )
+    .await
+    .expect("the panicking call was never answered");
     assert_eq!(r.is_error, Some(true), "{}", text(&r));
     assert!(text(&r).starts_with("Internal:"), "{}", text(&r));
     // The server still answers, on the same session.
