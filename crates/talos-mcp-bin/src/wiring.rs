@@ -24,6 +24,8 @@ pub(crate) fn init_logging(global: &Global) {
         LogFormat::Text => builder.with_ansi(false).try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+    // A panic's message can quote tool arguments: log where, never what.
+    talos_mcp::quiet_panics();
 }
 
 /// rmcp's session manager logs each new HTTP session id at info; an id lets its holder act in

@@ -13,6 +13,24 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller(pub String);
 
+/// The authenticated caller of a request, from the HTTP request the transport put into its
+/// extensions (none on stdio).
+pub(crate) fn caller(extensions: &rmcp::model::Extensions) -> Option<String> {
+    extensions
+        .get::<http::request::Parts>()
+        .and_then(|p| p.extensions.get::<Caller>())
+        .map(|c| c.0.clone())
+}
+
+/// The transport session of a request (the HTTP `Mcp-Session-Id` header), if any.
+pub(crate) fn session(extensions: &rmcp::model::Extensions) -> Option<String> {
+    extensions
+        .get::<http::request::Parts>()
+        .and_then(|p| p.headers.get("mcp-session-id"))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 /// Where audit lines go.
 #[derive(Debug)]
 pub enum AuditSink {
@@ -32,15 +50,8 @@ impl AuditSink {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             crate::files::private_dir(dir)?;
         }
-        let mut options = OpenOptions::new();
-        options.append(true).create(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt as _;
-            options.mode(0o600);
-        }
         Ok(Self::File(
-            Mutex::new(options.open(path)?),
+            Mutex::new(open_append(path)?),
             path.to_path_buf(),
         ))
     }
@@ -65,13 +76,20 @@ impl AuditSink {
     pub(crate) fn write(&self, record: &AuditRecord<'_>) -> std::io::Result<()> {
         let line = serde_json::to_string(record).map_err(std::io::Error::other)?;
         match self {
-            Self::File(file, _) => {
+            Self::File(file, path) => {
                 let mut f = file
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
+                // A file renamed or removed under us (log rotation, an operator's mistake) would
+                // swallow lines unseen: write to the path again, or fail (and refuse changes)
+                // when it cannot be opened.
+                if !still_at(&f, path) {
+                    *f = open_append(path)?;
+                }
                 f.write_all(line.as_bytes())?;
                 f.write_all(b"\n")?;
                 f.flush()?;
+                // On disk before the change is sent.
                 f.sync_data()
             }
             Self::Stderr => {
@@ -87,6 +105,46 @@ impl AuditSink {
             }
             Self::Off => Ok(()),
         }
+    }
+}
+
+/// Opens `path` for appending (created 0600). A newly created file's directory entry is synced
+/// too, so the file itself survives a crash.
+fn open_append(path: &Path) -> std::io::Result<File> {
+    let existed = path.exists();
+    let mut options = OpenOptions::new();
+    options.append(true).create(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let file = options.open(path)?;
+    if !existed {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        // Best effort: some file systems cannot sync a directory.
+        let _ = File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(file)
+}
+
+/// Whether `path` still names the open `file`.
+fn still_at(file: &File, path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        match (file.metadata(), std::fs::metadata(path)) {
+            (Ok(open), Ok(named)) => open.dev() == named.dev() && open.ino() == named.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        path.exists()
     }
 }
 

@@ -45,6 +45,10 @@ pub struct Plan {
     pub effect: String,
     /// Preflight findings.
     pub preflight: Vec<String>,
+    /// Exactly what will be applied (for a machine configuration: its SHA-256 and the redacted
+    /// diff against the node's current configuration).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
 }
 
 /// How a tool call can reach the human: the peer, the protocol era, whether the client fills
@@ -61,6 +65,10 @@ pub(crate) struct Ask {
     responses: Option<InputResponses>,
     /// The sealed state of a multi-round-trip retry.
     state: Option<String>,
+    /// The authenticated caller (the HTTP bearer token's name), when there is one.
+    caller: Option<String>,
+    /// The transport session (the HTTP `Mcp-Session-Id`), when there is one.
+    session: Option<String>,
 }
 
 impl<S> FromContextPart<ToolCallContext<'_, S>> for Ask {
@@ -79,6 +87,8 @@ impl<S> FromContextPart<ToolCallContext<'_, S>> for Ask {
             forms,
             responses: context.input_responses.take(),
             state: context.request_state.take(),
+            caller: crate::audit::caller(&request.extensions),
+            session: crate::audit::session(&request.extensions),
         })
     }
 }
@@ -177,7 +187,7 @@ impl TalosMcp {
             Some(h) => format!("{h} ({})", plan.node),
             None => plan.node.clone(),
         };
-        let binding = binding(plan, args);
+        let binding = binding(plan, args, ask.caller.as_deref(), ask.session.as_deref());
         if safety.confirm == ConfirmMode::Elicit && ask.forms {
             let mut message = format!(
                 "Allow {tool} on node {who} in context {ctx}?\n\nEffect: {effect}",
@@ -188,6 +198,10 @@ impl TalosMcp {
             if !plan.preflight.is_empty() {
                 message.push_str("\n\nPreflight:\n- ");
                 message.push_str(&plan.preflight.join("\n- "));
+            }
+            if let Some(details) = &plan.details {
+                message.push_str("\n\n");
+                message.push_str(details);
             }
             message.push_str("\n\nSet confirm to true to proceed.");
             let form = match ElicitationSchema::from_type::<ConfirmForm>() {
@@ -224,6 +238,9 @@ impl TalosMcp {
                 );
                 for p in &plan.preflight {
                     text.push_str(&format!("\n- preflight: {p}"));
+                }
+                if let Some(details) = &plan.details {
+                    text.push_str(&format!("\n{details}"));
                 }
                 text.push_str(&format!(
                     "\nTo proceed, show this plan to the human and, only with their approval, call {} again with the same arguments plus confirmation_token=\"{token}\" (valid {ttl} s, single use).",
@@ -303,11 +320,67 @@ fn stop(err: ToolError, outcome: &str) -> Gate {
     Gate::Stop(Box::new(result))
 }
 
-/// What a token is bound to: tool, context, node and the arguments (without the token).
-fn binding<A: Serialize>(plan: &Plan, args: &A) -> String {
+/// What a token is bound to: tool, context, node, the caller and session that asked, and the
+/// arguments (without the token), as one JSON array (an unambiguous encoding of the fields).
+fn binding<A: Serialize>(
+    plan: &Plan,
+    args: &A,
+    caller: Option<&str>,
+    session: Option<&str>,
+) -> String {
     let mut value = serde_json::to_value(args).unwrap_or_default();
     if let serde_json::Value::Object(map) = &mut value {
         map.remove("confirmation_token");
     }
-    format!("{}|{}|{}|{}", plan.tool, plan.context, plan.node, value)
+    json!([plan.tool, plan.context, plan.node, caller, session, value]).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::time::Duration;
+
+    use super::*;
+    use crate::safety::TokenIssuer;
+
+    fn plan() -> Plan {
+        Plan {
+            tool: "talos_reboot".into(),
+            tier: Tier::Destructive,
+            context: "prod".into(),
+            node: "10.0.0.1".into(),
+            hostname: None,
+            effect: String::new(),
+            preflight: vec![],
+            details: None,
+        }
+    }
+
+    /// A token issued to one caller or session is refused to another.
+    #[test]
+    fn tokens_are_bound_to_the_caller_and_the_session() {
+        let issuer = TokenIssuer::random(Duration::from_secs(60));
+        let args = json!({"node": "10.0.0.1"});
+        let alice = binding(&plan(), &args, Some("alice"), Some("s1"));
+        let token = issuer.issue(&alice);
+        for (caller, session) in [
+            (Some("mallory"), Some("s1")),
+            (None, Some("s1")),
+            (Some("alice"), Some("s2")),
+            (Some("alice"), None),
+        ] {
+            let other = binding(&plan(), &args, caller, session);
+            assert_eq!(
+                issuer.redeem(&token, &other),
+                Err(TokenError::Mismatch),
+                "{caller:?} {session:?}"
+            );
+        }
+        assert_eq!(issuer.redeem(&token, &alice), Ok(()));
+        // Fields cannot run into each other.
+        let a = binding(&plan(), &args, Some("a|b"), None);
+        let b = binding(&plan(), &args, Some("a"), Some("b"));
+        assert_ne!(a, b);
+    }
 }

@@ -72,6 +72,9 @@ pub enum ToolError {
     /// A local operation (writing an artifact) failed.
     #[error("Local: {}", clip(.0, MAX_MESSAGE))]
     Local(String),
+    /// A bug in the server stopped the call (a panic); the server keeps serving.
+    #[error("Internal: {0}")]
+    Internal(String),
 }
 
 impl ToolError {
@@ -88,6 +91,7 @@ impl ToolError {
             Self::Config(e) => e.kind().to_string(),
             Self::Talos(e) => e.kind().to_string(),
             Self::Local(_) => "Local".into(),
+            Self::Internal(_) => "Internal".into(),
         }
     }
 

@@ -77,10 +77,14 @@ rmcp::elicit_safe!(ConfirmForm);
 
 /// Issues and verifies single-use confirmation tokens.
 ///
-/// A token is `v1.<expiry>.<nonce>.<mac>` with an HMAC-SHA256 over the tool, context, node,
-/// canonical arguments, expiry and nonce. Any server holding the same secret can verify it
-/// (replicas behind a load balancer share the secret); single use is enforced by the nonces this
-/// process has seen.
+/// A token is `v2.<expiry>.<nonce>.<mac>`: the expiry as 16 lowercase hex digits (Unix seconds),
+/// a 128-bit nonce as 32 lowercase hex digits, and an HMAC-SHA256 (64 lowercase hex digits) over
+/// a domain tag and every field length-prefixed: the binding (tool, context, node, caller,
+/// session and canonical arguments, see `confirm.rs`), the expiry and the nonce. The encoding is
+/// canonical: a token that does not re-encode to exactly itself (other case, leading zeros,
+/// signs, padding or whitespace) is malformed, so no field can be altered in its encoding. Any
+/// server holding the same secret can verify a token (replicas behind a load balancer share the
+/// secret); single use is enforced by the nonces this process has seen.
 pub struct TokenIssuer {
     key: hmac::Key,
     ttl: Duration,
@@ -98,9 +102,9 @@ impl std::fmt::Debug for TokenIssuer {
 /// Why a token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
-    /// Not a token this server issued, or issued for another call.
+    /// Not a token this server issued, or issued for another call or caller.
     #[error(
-        "the confirmation token does not match this call (tool, context, node and arguments must be identical to the call that issued it)"
+        "the confirmation token does not match this call (tool, context, node and arguments must be identical to the call that issued it, from the same caller and session)"
     )]
     Mismatch,
     /// Past its expiry.
@@ -126,14 +130,25 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
+/// Decodes exactly `len` bytes of lowercase hex; anything else is `None`.
+fn unhex(s: &str, len: usize) -> Option<Vec<u8>> {
+    if s.len() != 2 * len || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
     }
     (0..s.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
         .collect()
+}
+
+/// The version tag that starts every token.
+const TOKEN_VERSION: &str = "v2";
+/// Nonce bytes.
+const NONCE_LEN: usize = 16;
+
+/// The canonical text of a token.
+fn encode(expiry: u64, nonce: &[u8], mac: &[u8]) -> String {
+    format!("{TOKEN_VERSION}.{expiry:016x}.{}.{}", hex(nonce), hex(mac))
 }
 
 impl TokenIssuer {
@@ -158,25 +173,29 @@ impl TokenIssuer {
         self.ttl
     }
 
-    fn mac(&self, binding: &str, expiry: u64, nonce: &str) -> hmac::Tag {
-        hmac::sign(
-            &self.key,
-            format!("v1|{binding}|{expiry}|{nonce}").as_bytes(),
-        )
+    /// The authenticated message: a domain tag, then every field length-prefixed, so no two
+    /// different (binding, expiry, nonce) triples share a message.
+    fn message(binding: &str, expiry: u64, nonce: &[u8]) -> Vec<u8> {
+        let mut m = Vec::with_capacity(64 + binding.len());
+        m.extend_from_slice(b"talos-mcp confirmation token v2");
+        for field in [binding.as_bytes(), &expiry.to_be_bytes(), nonce] {
+            m.extend_from_slice(&(field.len() as u64).to_be_bytes());
+            m.extend_from_slice(field);
+        }
+        m
     }
 
-    /// Issues a token bound to `binding` (tool, context, node, canonical arguments).
+    /// Issues a token bound to `binding` (tool, context, node, caller, session, arguments).
     pub fn issue(&self, binding: &str) -> String {
         self.issue_at(binding, unix_now())
     }
 
     fn issue_at(&self, binding: &str, now: u64) -> String {
-        let mut nonce = [0u8; 16];
+        let mut nonce = [0u8; NONCE_LEN];
         let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce);
-        let nonce = hex(&nonce);
-        let expiry = now + self.ttl.as_secs();
-        let mac = self.mac(binding, expiry, &nonce);
-        format!("v1.{expiry}.{nonce}.{}", hex(mac.as_ref()))
+        let expiry = now.saturating_add(self.ttl.as_secs());
+        let mac = hmac::sign(&self.key, &Self::message(binding, expiry, &nonce));
+        encode(expiry, &nonce, mac.as_ref())
     }
 
     /// Verifies and consumes a token for `binding`.
@@ -185,21 +204,25 @@ impl TokenIssuer {
     }
 
     fn redeem_at(&self, token: &str, binding: &str, now: u64) -> Result<(), TokenError> {
-        let parts: Vec<&str> = token.trim().split('.').collect();
-        let [version, expiry, nonce, mac] = parts.as_slice() else {
+        let parts: Vec<&str> = token.split('.').collect();
+        let [version, expiry_hex, nonce_hex, mac_hex] = parts.as_slice() else {
             return Err(TokenError::Malformed);
         };
-        if *version != "v1" {
+        if *version != TOKEN_VERSION {
             return Err(TokenError::Malformed);
         }
-        let expiry: u64 = expiry.parse().map_err(|_| TokenError::Malformed)?;
-        let mac = unhex(mac).ok_or(TokenError::Malformed)?;
-        hmac::verify(
-            &self.key,
-            format!("v1|{binding}|{expiry}|{nonce}").as_bytes(),
-            &mac,
-        )
-        .map_err(|_| TokenError::Mismatch)?;
+        let expiry = unhex(expiry_hex, 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_be_bytes)
+            .ok_or(TokenError::Malformed)?;
+        let nonce = unhex(nonce_hex, NONCE_LEN).ok_or(TokenError::Malformed)?;
+        let mac = unhex(mac_hex, 32).ok_or(TokenError::Malformed)?;
+        // Only the canonical encoding is accepted.
+        if encode(expiry, &nonce, &mac) != token {
+            return Err(TokenError::Malformed);
+        }
+        hmac::verify(&self.key, &Self::message(binding, expiry, &nonce), &mac)
+            .map_err(|_| TokenError::Mismatch)?;
         if now > expiry {
             return Err(TokenError::Expired);
         }
@@ -208,7 +231,7 @@ impl TokenIssuer {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         used.retain(|_, exp| *exp >= now);
-        if used.insert((*nonce).to_owned(), expiry).is_some() {
+        if used.insert(hex(&nonce), expiry).is_some() {
             return Err(TokenError::Replayed);
         }
         Ok(())
@@ -278,7 +301,7 @@ mod tests {
             Err(TokenError::Replayed)
         );
         assert_eq!(
-            issuer.redeem_at("v1.x.y.z", "a", 1),
+            issuer.redeem_at("v2.x.y.z", "a", 1),
             Err(TokenError::Malformed)
         );
         assert_eq!(
@@ -295,5 +318,55 @@ mod tests {
         let t = a.issue("x");
         assert_eq!(c.redeem(&t, "x"), Err(TokenError::Mismatch));
         assert_eq!(b.redeem(&t, "x"), Ok(()));
+    }
+
+    /// Every field is authenticated in one canonical encoding: an altered expiry (another
+    /// value, or the same value spelled differently) or a re-spelled nonce or MAC is refused,
+    /// and the genuine token still works afterwards (single use is not spent by the attempts).
+    #[test]
+    fn token_fields_are_authenticated_in_one_canonical_encoding() {
+        let issuer = TokenIssuer::new(
+            b"0123456789abcdef0123456789abcdef",
+            Duration::from_secs(300),
+        );
+        let t = issuer.issue_at("b", 1000);
+        let parts: Vec<&str> = t.split('.').collect();
+        assert_eq!(parts.len(), 4, "{t}");
+        assert_eq!(parts[1], format!("{:016x}", 1300));
+        let with = |i: usize, v: &str| {
+            let mut p: Vec<String> = parts.iter().map(|s| (*s).to_owned()).collect();
+            p[i] = v.to_owned();
+            p.join(".")
+        };
+        let respelled = [
+            // The same expiry in other spellings.
+            with(1, &format!("0{:016x}", 1300)),
+            with(1, &format!("{:x}", 1300)),
+            with(1, &format!("+{:015x}", 1300)),
+            with(1, &format!("{:016X}", 1300)),
+            // The same nonce and MAC in upper case.
+            with(2, &parts[2].to_uppercase()),
+            with(3, &parts[3].to_uppercase()),
+            // Padding and whitespace.
+            format!(" {t}"),
+            format!("{t}\n"),
+            format!("{t}."),
+        ];
+        for bad in &respelled {
+            if bad == &t {
+                continue;
+            }
+            assert_eq!(
+                issuer.redeem_at(bad, "b", 1001),
+                Err(TokenError::Malformed),
+                "{bad}"
+            );
+        }
+        // A later expiry in canonical form fails the MAC.
+        assert_eq!(
+            issuer.redeem_at(&with(1, &format!("{:016x}", 99_999)), "b", 1001),
+            Err(TokenError::Mismatch)
+        );
+        assert_eq!(issuer.redeem_at(&t, "b", 1001), Ok(()));
     }
 }

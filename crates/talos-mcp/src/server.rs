@@ -131,6 +131,8 @@ pub struct TalosMcp {
     pub(crate) tool_router: ToolRouter<Self>,
     pub(crate) prompt_router: PromptRouter<Self>,
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// Change locks per context and configurations staged per node (shared by every session).
+    pub(crate) changes: Arc<crate::tools::actions::Changes>,
     /// Held by the server instance of one transport session (see [`TalosMcp::for_session`]).
     session: Option<Arc<crate::metrics::SessionGuard>>,
 }
@@ -229,6 +231,7 @@ impl TalosMcp {
             tool_router: router,
             prompt_router: Self::prompt_router(),
             in_flight: Arc::default(),
+            changes: Arc::default(),
             session: None,
         })
     }
@@ -465,11 +468,7 @@ impl TalosMcp {
         let tool = request.name.to_string();
         let tier = Self::tier_of(&tool);
         let args = request.arguments.as_ref();
-        let caller = context
-            .extensions
-            .get::<http::request::Parts>()
-            .and_then(|p| p.extensions.get::<crate::audit::Caller>())
-            .map(|c| c.0.clone());
+        let caller = crate::audit::caller(&context.extensions);
         let record = |phase,
                       confirmation: Option<String>,
                       result: Option<String>,
@@ -600,8 +599,24 @@ impl TalosMcp {
         call: rmcp::handler::server::tool::ToolCallContext<'_, Self>,
         cancelled: impl Future<Output = ()>,
     ) -> Option<Result<rmcp::model::CallToolResponse, ErrorData>> {
+        use futures_util::FutureExt as _;
         let committed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let running = COMMITTED.scope(committed.clone(), self.tool_router.call(call));
+        // A panic inside a tool ends that call only: it becomes an `Internal` error result (the
+        // payload is never shown or logged: it could quote arguments) and the server keeps
+        // serving.
+        let caught = std::panic::AssertUnwindSafe(self.tool_router.call(call))
+            .catch_unwind()
+            .map(move |ran| {
+                ran.unwrap_or_else(|_| {
+                    tracing::error!(tool, "the tool panicked; the call failed with an Internal error (this is a bug)");
+                    let mut result = output::failure(&ToolError::Internal(format!(
+                        "{tool} stopped on a bug in the server (a panic); nothing more is known about what it did. The server keeps serving; report this to the operator, and check the node's state before retrying a change."
+                    )));
+                    output::annotate_error(&mut result, "panic", serde_json::json!(true));
+                    Ok(result.into())
+                })
+            });
+        let running = COMMITTED.scope(committed.clone(), caught);
         tokio::pin!(running);
         tokio::select! {
             result = &mut running => Some(result),
@@ -649,10 +664,12 @@ impl Drop for InFlight<'_> {
 fn outcome_of(result: &CallToolResult) -> (String, Option<String>) {
     if let Some(error) = output::error_meta(result) {
         let field = |k: &str| error.get(k).and_then(|v| v.as_str()).map(str::to_owned);
-        return (
-            field("kind").unwrap_or_else(|| "error".to_owned()),
-            field("confirmation"),
-        );
+        let kind = if error.get("panic") == Some(&serde_json::Value::Bool(true)) {
+            "panic".to_owned()
+        } else {
+            field("kind").unwrap_or_else(|| "error".to_owned())
+        };
+        return (kind, field("confirmation"));
     }
     if result.is_error == Some(true) {
         return ("error".to_owned(), None);

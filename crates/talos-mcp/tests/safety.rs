@@ -305,8 +305,9 @@ async fn changes_target_exactly_one_named_node() {
 #[tokio::test]
 async fn token_flow_plans_then_runs_once() {
     let s = setup(SimConfig::default(), TestClient::new(None), |_| {}).await;
-    let args = json!({"node": W1, "service": "kubelet"});
-    // Service actions need confirmation only when the operator asks for it: here it does not.
+    let args = json!({"node": W1, "service": "syslogd"});
+    // Actions on services nothing depends on need confirmation only when the operator asks for
+    // it: here it does not.
     let r = call(&s.client, "talos_service_restart", args.clone()).await;
     assert_eq!(sc(&r)["status"], "done", "{}", text(&r));
 
@@ -741,21 +742,22 @@ async fn apply_config_is_a_dry_run_by_default_and_never_echoes_secrets() {
     {
         assert!(!all.contains(secret), "{secret} leaked: {all}");
     }
-    // A real apply in a mode that may reboot needs confirmation; no-reboot in the write tier does not.
-    let real = call(
-        &s.client,
-        "talos_apply_config",
-        json!({"node": W1, "config": config, "dry_run": false}),
-    )
-    .await;
-    assert_eq!(sc(&real)["status"], "confirmation_required");
-    let staged = call(
-        &s.client,
-        "talos_apply_config",
-        json!({"node": W1, "config": config, "dry_run": false, "mode": "staged"}),
-    )
-    .await;
-    assert_eq!(sc(&staged)["status"], "done", "{}", text(&staged));
+    // A real apply needs confirmation in every mode (write tier, without --confirm-writes).
+    for mode in ["auto", "reboot", "no-reboot", "staged", "try"] {
+        let real = call(
+            &s.client,
+            "talos_apply_config",
+            json!({"node": W1, "config": config, "dry_run": false, "mode": mode}),
+        )
+        .await;
+        assert_eq!(
+            sc(&real)["status"],
+            "confirmation_required",
+            "{mode}: {}",
+            text(&real)
+        );
+    }
+    assert_eq!(s.sim.calls(W1, "ApplyConfiguration"), 1, "only the dry run");
     let bad = call(
         &s.client,
         "talos_apply_config",
@@ -926,4 +928,376 @@ async fn etcd_and_image_actions() {
         "{}",
         text(&bad)
     );
+}
+
+/// A panic inside a tool fails that call only: an `Internal` error result, an audit line
+/// `panic` without the payload, and the server keeps serving.
+#[tokio::test]
+async fn a_panicking_tool_fails_alone_and_the_server_keeps_serving() {
+    let mut m = talos_client::MockTalosApi::new();
+    m.expect_hostname()
+        .returning(|o| Ok(format!("host-{}", o.node.clone().unwrap_or_default())));
+    m.expect_version()
+        .returning(|_| panic!("PANIC-PAYLOAD-WITH-ARGUMENTS"));
+    let audit = Arc::new(AuditSink::memory());
+    let sink = audit.clone();
+    let h = common::with_mock(Arc::new(m), &["10.5.0.2"], move |st| st.audit = sink).await;
+    // Without the catch the request is never answered: bound the wait so that fails, not hangs.
+    let r = tokio::time::timeout(
+        Duration::from_secs(60),
+        h.call("talos_version", json!({"nodes": ["10.5.0.2"]})),
+    )
+    .await
+    .expect("the panicking call was never answered");
+    assert_eq!(r.is_error, Some(true), "{}", text(&r));
+    assert!(text(&r).starts_with("Internal:"), "{}", text(&r));
+    // The server still answers, on the same session.
+    let ok = h.ok("talos_hostname", json!({"nodes": ["10.5.0.2"]})).await;
+    assert!(ok.to_string().contains("host-10.5.0.2"), "{ok}");
+    let lines = audit.lines();
+    let panicked: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["tool"] == "talos_version")
+        .collect();
+    assert_eq!(panicked.len(), 1, "{lines:?}");
+    assert_eq!(panicked[0]["result"], "panic");
+    let all = format!("{}{}", text(&r), lines.join("\n"));
+    assert!(!all.contains("PANIC-PAYLOAD"), "{all}");
+}
+
+/// Repeated `talos_kubeconfig` calls replace one private file instead of leaving a new admin
+/// kubeconfig on disk each time.
+#[tokio::test]
+async fn kubeconfigs_do_not_pile_up() {
+    let s = setup(SimConfig::default(), TestClient::new(None), |_| {}).await;
+    let mut paths = Vec::new();
+    for _ in 0..3 {
+        let r = call(&s.client, "talos_kubeconfig", json!({"nodes": [CP1]})).await;
+        assert_ne!(r.is_error, Some(true), "{}", text(&r));
+        paths.push(sc(&r)["path"].as_str().unwrap().to_owned());
+        // Distinct seconds would have given distinct names before.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    assert!(paths.iter().all(|p| p == &paths[0]), "{paths:?}");
+    let dir = std::path::Path::new(&paths[0]).parent().unwrap();
+    let kubeconfigs: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("kubeconfig"))
+        .collect();
+    assert_eq!(kubeconfigs.len(), 1, "{kubeconfigs:?}");
+}
+
+/// Stopping or restarting a service the cluster depends on is confirmed by default, like a
+/// destructive call; other services stay in the plain write tier.
+#[tokio::test]
+async fn critical_service_stops_need_confirmation_by_default() {
+    let s = setup(SimConfig::default(), TestClient::new(None), |_| {}).await;
+    for (tool, node, service) in [
+        ("talos_service_stop", CP1, "etcd"),
+        ("talos_service_restart", CP1, "etcd"),
+        ("talos_service_stop", W1, "kubelet"),
+        ("talos_service_restart", W1, "containerd"),
+        ("talos_service_stop", CP2, "trustd"),
+        ("talos_service_stop", W1, "apid"),
+    ] {
+        let r = call(&s.client, tool, json!({"node": node, "service": service})).await;
+        assert_eq!(
+            sc(&r)["status"],
+            "confirmation_required",
+            "{tool} {service}: {}",
+            text(&r)
+        );
+    }
+    let plan = call(
+        &s.client,
+        "talos_service_stop",
+        json!({"node": CP1, "service": "etcd"}),
+    )
+    .await;
+    assert!(
+        sc(&plan)["plan"]["preflight"][0]
+            .as_str()
+            .unwrap()
+            .contains("2 of the other 2"),
+        "the quorum preflight ran: {}",
+        sc(&plan)
+    );
+    let start = call(
+        &s.client,
+        "talos_service_start",
+        json!({"node": W1, "service": "kubelet"}),
+    )
+    .await;
+    assert_eq!(sc(&start)["status"], "done", "{}", text(&start));
+    assert_eq!(
+        s.sim.calls(CP1, "ServiceStop") + s.sim.calls(W1, "ServiceStop"),
+        0
+    );
+}
+
+/// etcd on two of three control planes cannot be stopped, neither one after the other (the
+/// preflight sees the first stop) nor at once (changes to one cluster run one at a time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_stops_on_two_of_three_members_cannot_both_pass() {
+    let s = setup(SimConfig::default(), TestClient::new(None), |st| {
+        st.safety = all_tiers(ConfirmMode::None, false, 300);
+    })
+    .await;
+    let stop = |node: &'static str| {
+        call(
+            &s.client,
+            "talos_service_stop",
+            json!({"node": node, "service": "etcd"}),
+        )
+    };
+    let (a, b) = tokio::join!(stop(CP1), stop(CP2));
+    let done = [&a, &b]
+        .iter()
+        .filter(|r| sc(r)["status"] == "done")
+        .count();
+    assert_eq!(done, 1, "{} / {}", text(&a), text(&b));
+    let refused = if sc(&a)["status"] == "done" { &b } else { &a };
+    assert!(
+        text(refused).starts_with("PreflightFailed") && text(refused).contains("quorum"),
+        "{}",
+        text(refused)
+    );
+    assert_eq!(
+        s.sim.calls(CP1, "ServiceStop") + s.sim.calls(CP2, "ServiceStop"),
+        1
+    );
+    // One after the other: the third member is refused too.
+    let third = stop(CP3).await;
+    assert!(
+        text(&third).starts_with("PreflightFailed"),
+        "{}",
+        text(&third)
+    );
+    assert_eq!(s.sim.calls(CP3, "ServiceStop"), 0);
+}
+
+/// The confirmation of a real apply shows the config's SHA-256 and the redacted diff against
+/// the node's current config, and is bound to those bytes: a `config_file` changed between plan
+/// and apply is refused.
+#[tokio::test]
+async fn apply_confirmation_shows_the_diff_and_is_bound_to_the_bytes() {
+    let files = tempfile::tempdir().unwrap();
+    let allowed = files.path().to_string_lossy().into_owned();
+    let s = setup(SimConfig::default(), TestClient::new(None), move |st| {
+        st.config_allowlist = vec![allowed];
+    })
+    .await;
+    let path = files.path().join("worker.yaml");
+    let config = |host: &str| {
+        format!(
+            "version: v1alpha1\nmachine:\n  type: worker\n  token: PLAN-SECRET\n  network:\n    hostname: {host}\ncluster:\n  clusterName: talos-sim\n"
+        )
+    };
+    std::fs::write(&path, config("shown-to-human")).unwrap();
+    let args = json!({"node": W1, "config_file": path, "dry_run": false, "mode": "no-reboot"});
+    let plan = call(&s.client, "talos_apply_config", args.clone()).await;
+    let out = sc(&plan);
+    assert_eq!(out["status"], "confirmation_required", "{}", text(&plan));
+    let details = out["plan"]["details"].as_str().unwrap();
+    let sha = talos_sim_sha256(config("shown-to-human").as_bytes());
+    assert!(details.contains(&sha), "{details}");
+    assert!(
+        details.contains("+     hostname: shown-to-human"),
+        "{details}"
+    );
+    assert!(
+        text(&plan).contains("hostname: shown-to-human"),
+        "{}",
+        text(&plan)
+    );
+    let all = format!("{}{}", text(&plan), out);
+    assert!(!all.contains("PLAN-SECRET"), "{all}");
+    let token = out["confirmation_token"].as_str().unwrap().to_owned();
+
+    // The file changes after the human saw the plan: the token no longer fits.
+    std::fs::write(&path, config("swapped-in")).unwrap();
+    let mut with_token = args.clone();
+    with_token["confirmation_token"] = json!(token);
+    let swapped = call(&s.client, "talos_apply_config", with_token.clone()).await;
+    assert!(
+        text(&swapped).contains("does not match"),
+        "{}",
+        text(&swapped)
+    );
+    assert_eq!(s.sim.calls(W1, "ApplyConfiguration"), 0);
+
+    // The approved bytes go through.
+    std::fs::write(&path, config("shown-to-human")).unwrap();
+    let plan = call(&s.client, "talos_apply_config", args.clone()).await;
+    with_token["confirmation_token"] = sc(&plan)["confirmation_token"].clone();
+    let done = call(&s.client, "talos_apply_config", with_token).await;
+    assert_eq!(sc(&done)["status"], "done", "{}", text(&done));
+    assert_eq!(s.sim.calls(W1, "ApplyConfiguration"), 1);
+}
+
+/// The elicitation form of a real apply carries the same hash and diff.
+#[tokio::test]
+async fn apply_elicitation_shows_the_diff() {
+    let s = setup(
+        SimConfig::default(),
+        TestClient::new(Some(ElicitationAction::Decline)),
+        elicit_mode,
+    )
+    .await;
+    let config = "version: v1alpha1\nmachine:\n  type: worker\n  token: FORM-SECRET\n  network:\n    hostname: in-the-form\n";
+    call(
+        &s.client,
+        "talos_apply_config",
+        json!({"node": W1, "config": config, "dry_run": false, "mode": "staged"}),
+    )
+    .await;
+    let asked = s.handler.elicited.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1);
+    assert!(
+        asked[0].contains(&talos_sim_sha256(config.as_bytes()))
+            && asked[0].contains("hostname: in-the-form")
+            && !asked[0].contains("FORM-SECRET"),
+        "{}",
+        asked[0]
+    );
+    assert_eq!(s.sim.calls(W1, "ApplyConfiguration"), 0);
+}
+
+fn talos_sim_sha256(data: &[u8]) -> String {
+    use std::fmt::Write as _;
+    ring::digest::digest(&ring::digest::SHA256, data)
+        .as_ref()
+        .iter()
+        .fold(String::new(), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// Errors about a `config_file` name the file and the error class, never its content.
+#[tokio::test]
+async fn config_file_errors_never_quote_the_file() {
+    let files = tempfile::tempdir().unwrap();
+    let allowed = files.path().to_string_lossy().into_owned();
+    let s = setup(SimConfig::default(), TestClient::new(None), move |st| {
+        st.config_allowlist = vec![allowed];
+    })
+    .await;
+    let cases = [
+        // A duplicate key: YAML parsers quote the key in their error.
+        (
+            "dup.yaml",
+            "version: v1alpha1\nmachine: {}\nFILE-SECRET-KEY: 1\nFILE-SECRET-KEY: 2\n",
+        ),
+        (
+            "broken.yaml",
+            "version: v1alpha1\nmachine:\n  token: [FILE-SECRET-VALUE\n",
+        ),
+        ("notalos.yaml", "FILE-SECRET-DOC: true\n"),
+    ];
+    for (name, content) in cases {
+        let path = files.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        let r = call(
+            &s.client,
+            "talos_apply_config",
+            json!({"node": W1, "config_file": path}),
+        )
+        .await;
+        assert_eq!(r.is_error, Some(true), "{name}: {}", text(&r));
+        let all = format!("{}{:?}", text(&r), r.meta);
+        assert!(all.contains(name), "{name}: the file is named: {all}");
+        assert!(!all.contains("FILE-SECRET"), "{name}: {all}");
+    }
+}
+
+/// A reboot's plan says when a configuration this server staged is pending: the reboot
+/// activates it.
+#[tokio::test]
+async fn a_reboot_plan_names_a_pending_staged_config() {
+    let s = setup(SimConfig::default(), TestClient::new(None), |_| {}).await;
+    let config =
+        "version: v1alpha1\nmachine:\n  type: worker\n  network:\n    hostname: staged-one\n";
+    let args = json!({"node": W1, "config": config, "dry_run": false, "mode": "staged"});
+    let plan = call(&s.client, "talos_apply_config", args.clone()).await;
+    let mut with_token = args;
+    with_token["confirmation_token"] = sc(&plan)["confirmation_token"].clone();
+    let done = call(&s.client, "talos_apply_config", with_token).await;
+    assert_eq!(sc(&done)["status"], "done", "{}", text(&done));
+
+    let reboot = call(&s.client, "talos_reboot", json!({"node": W1})).await;
+    let preflight = sc(&reboot)["plan"]["preflight"].to_string();
+    let sha = talos_sim_sha256(config.as_bytes());
+    assert!(
+        preflight.contains("staged") && preflight.contains(&sha),
+        "{preflight}"
+    );
+    assert!(text(&reboot).contains("staged"), "{}", text(&reboot));
+    // Another node has nothing pending.
+    let other = call(&s.client, "talos_reboot", json!({"node": "127.0.10.15"})).await;
+    assert!(
+        !sc(&other)["plan"]["preflight"]
+            .to_string()
+            .contains("staged")
+    );
+    // Once the node has rebooted, nothing is pending any more.
+    let token = sc(&reboot)["confirmation_token"].clone();
+    let rebooted = call(
+        &s.client,
+        "talos_reboot",
+        json!({"node": W1, "confirmation_token": token}),
+    )
+    .await;
+    assert_eq!(sc(&rebooted)["status"], "done", "{}", text(&rebooted));
+    let again = call(&s.client, "talos_reboot", json!({"node": W1})).await;
+    assert!(
+        !sc(&again)["plan"]["preflight"]
+            .to_string()
+            .contains("staged")
+    );
+}
+
+/// The audit file is followed by path: a rotated file is recreated and written to, and when the
+/// path cannot be written any more, changes are refused before anything reaches Talos.
+#[tokio::test]
+async fn changes_are_refused_when_the_audit_path_becomes_unwritable() {
+    let logs = tempfile::tempdir().unwrap();
+    let path = logs.path().join("audit.jsonl");
+    let sink = Arc::new(AuditSink::file(&path).unwrap());
+    let s = setup(SimConfig::default(), TestClient::new(None), {
+        let sink = sink.clone();
+        move |st| st.audit = sink
+    })
+    .await;
+    let restart = json!({"node": W1, "service": "syslogd"});
+    let r = call(&s.client, "talos_service_restart", restart.clone()).await;
+    assert_eq!(sc(&r)["status"], "done", "{}", text(&r));
+    let first = std::fs::read_to_string(&path).unwrap();
+    assert!(first.contains("\"phase\":\"started\""), "{first}");
+
+    // Rotation: the old file is moved away; the next lines go to a new file at the path.
+    std::fs::rename(&path, logs.path().join("audit.jsonl.1")).unwrap();
+    let r = call(&s.client, "talos_service_restart", restart.clone()).await;
+    assert_eq!(sc(&r)["status"], "done", "{}", text(&r));
+    let second = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        second.contains("\"phase\":\"started\"") && second.contains("\"phase\":\"finished\""),
+        "{second}"
+    );
+
+    // The path becomes unusable (here: a directory takes its place, which even root cannot
+    // append to): the change is refused and nothing is sent.
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    let before = s.sim.calls(W1, "ServiceRestart");
+    let r = call(&s.client, "talos_service_restart", restart).await;
+    assert_eq!(r.is_error, Some(true), "{}", text(&r));
+    assert!(
+        text(&r).contains("audit log cannot be written"),
+        "{}",
+        text(&r)
+    );
+    assert_eq!(s.sim.calls(W1, "ServiceRestart"), before);
 }

@@ -1,8 +1,10 @@
 //! The machinery shared by write and destructive tools: one explicit node, a plan with
 //! preflights, confirmation, execution, and a result that records how it was confirmed.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use rmcp::ErrorData;
 use rmcp::model::{CallToolResponse, CallToolResult, ContentBlock};
@@ -60,6 +62,79 @@ pub(crate) struct Prepared {
     pub(crate) preflight: Vec<String>,
     /// A reason to refuse (unless forced).
     pub(crate) blocker: Option<String>,
+    /// Exactly what will be applied, for the human (e.g. a config's hash and redacted diff).
+    pub(crate) details: Option<String>,
+}
+
+/// How long a change waits for another change on the same context (running, or waiting for
+/// its confirmation) before it gives up.
+const CHANGE_LOCK_WAIT: Duration = Duration::from_secs(30);
+
+/// A machine configuration this server staged on a node (activated by the node's next boot).
+#[derive(Debug, Clone)]
+pub(crate) struct StagedConfig {
+    /// Hex SHA-256 of the staged configuration.
+    pub(crate) sha256: String,
+    /// When it was staged (RFC 3339).
+    pub(crate) at: String,
+}
+
+/// State shared by every session's changes: one change at a time per context, and the
+/// configurations staged per node.
+#[derive(Debug, Default)]
+pub(crate) struct Changes {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    staged: Mutex<HashMap<(String, String), StagedConfig>>,
+}
+
+impl Changes {
+    /// Takes the change lock of `context`: preflight, confirmation and execution of one change
+    /// never interleave with another change's on the same cluster.
+    async fn lock(&self, context: &str) -> Result<tokio::sync::OwnedMutexGuard<()>, ToolError> {
+        let lock = self
+            .locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(context.to_owned())
+            .or_default()
+            .clone();
+        tokio::time::timeout(CHANGE_LOCK_WAIT, lock.lock_owned())
+            .await
+            .map_err(|_| {
+                ToolError::Refused(format!(
+                    "another change on context `{context}` is still running or waiting for its confirmation; changes to one cluster run one at a time. Nothing was done; retry when it has finished"
+                ))
+            })
+    }
+
+    /// The configuration this server staged on `node` of `context`, if still pending.
+    pub(crate) fn staged(&self, context: &str, node: &str) -> Option<StagedConfig> {
+        self.staged
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(context.to_owned(), node.to_owned()))
+            .cloned()
+    }
+
+    /// Records (`Some`) or forgets (`None`) a configuration staged on `node` of `context`.
+    pub(crate) fn set_staged(&self, context: &str, node: &str, staged: Option<StagedConfig>) {
+        let mut map = self.staged.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (context.to_owned(), node.to_owned());
+        match staged {
+            Some(s) => map.insert(key, s),
+            None => map.remove(&key),
+        };
+    }
+}
+
+/// The preflight note of a configuration staged on the node: the next boot activates it.
+pub(crate) fn staged_note(staged: Option<StagedConfig>) -> Option<String> {
+    staged.map(|s| {
+        format!(
+            "a machine configuration staged by this server at {} (SHA-256 {}) is pending: the node's next boot activates it",
+            s.at, s.sha256
+        )
+    })
 }
 
 impl TalosMcp {
@@ -94,6 +169,17 @@ impl TalosMcp {
             Err(e) => return Ok(failure(&e).into()),
         };
         let opts = CallOptions::node(node.clone());
+        // One change at a time per cluster, from preflight to the end of the execution: two
+        // changes that are each safe alone (stopping etcd on two of three members) cannot both
+        // pass their preflights. Calls that change nothing (dry runs) do not wait.
+        let _change = if tier == Tier::Read {
+            None
+        } else {
+            match self.changes.lock(&entry.name).await {
+                Ok(guard) => Some(guard),
+                Err(e) => return Ok(failure(&e).into()),
+            }
+        };
         let targets = crate::clusters::Targets {
             entry,
             nodes: vec![node.clone()],
@@ -123,6 +209,7 @@ impl TalosMcp {
             hostname: hostname.clone(),
             effect: prepared.effect,
             preflight,
+            details: prepared.details,
         };
         let confirmation = match self
             .confirm(ask, &plan, args, target.confirmation_token.as_deref())

@@ -307,6 +307,7 @@ fn simple(effect: String, preflight: Vec<String>) -> super::actions::Prepared {
         effect,
         preflight,
         blocker: None,
+        details: None,
     }
 }
 
@@ -562,6 +563,7 @@ impl TalosMcp {
                     ),
                     preflight: vec![],
                     blocker,
+                    details: None,
                 })
             },
             |api, opts| async move {

@@ -38,28 +38,65 @@ pub struct KubeconfigArgs {
     pub target: TargetArgs,
 }
 
-/// Writes `data` to a file in `dir` (0700) with mode 0600.
+/// Writes `data` to `dir/name` (dir 0700, file 0600), replacing any previous file atomically: the
+/// data goes to a fresh temporary file in the same directory, is synced, and is renamed over the
+/// target, so a reader never sees a half-written kubeconfig.
 fn write_private(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<PathBuf> {
     use std::io::Write as _;
     crate::files::private_dir(dir)?;
     let path = dir.join(name);
+    let mut nonce = [0u8; 8];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce);
+    let temp = dir.join(format!(".{name}.{}.tmp", sha256_hex(&nonce)));
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt as _;
         options.mode(0o600);
     }
-    let mut file = options.open(&path)?;
-    #[cfg(unix)]
-    {
-        // An existing file keeps its mode on open: force 0600.
-        use std::os::unix::fs::PermissionsExt as _;
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    let written = options.open(&temp).and_then(|mut file| {
+        #[cfg(unix)]
+        {
+            // The umask cannot widen 0600, but be explicit.
+            use std::os::unix::fs::PermissionsExt as _;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
+        file.write_all(data)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, &path)
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(e);
     }
-    file.write_all(data)?;
-    file.sync_all()?;
     Ok(path)
+}
+
+/// The one file name of the kubeconfig of `context` issued by `node`: each call replaces the
+/// previous one, so kubeconfigs do not pile up (at most one per context and node, and nodes are
+/// limited to the context's). Both names are reduced to safe characters; a hash of the exact
+/// names keeps distinct contexts (`a.b`, `a_b`) apart.
+fn kubeconfig_file_name(context: &str, node: &str) -> String {
+    let safe = |s: &str| -> String {
+        s.chars()
+            .take(64)
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    let id = sha256_hex(format!("{context}\0{node}").as_bytes());
+    format!(
+        "kubeconfig-{}-{}-{}.yaml",
+        safe(context),
+        safe(node),
+        id.get(..12).unwrap_or_default()
+    )
 }
 
 pub(crate) fn sha256_hex(data: &[u8]) -> String {
@@ -75,7 +112,7 @@ impl TalosMcp {
     /// The admin kubeconfig, to a private file.
     #[tool(
         name = "talos_kubeconfig",
-        description = "Fetches the cluster's admin kubeconfig from a control-plane node and writes it to a private file (0600) in the server's artifact directory. Returns the path, size, SHA-256, cluster name and API server URL — never the content, which is a secret. Needs the os:admin role.",
+        description = "Fetches the cluster's admin kubeconfig from a control-plane node and writes it to a private file (0600) in the server's artifact directory, one file per context and node, replaced on every call. Returns the path, size, SHA-256, cluster name and API server URL — never the content, which is a secret. Needs the os:admin role.",
         output_schema = schema_for_output::<KubeconfigOut>(),
         annotations(title = "Kubeconfig", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
     )]
@@ -113,16 +150,7 @@ impl TalosMcp {
                 .and_then(|c| c.get("server"))
                 .and_then(|s| s.as_str())
                 .map(str::to_owned);
-            let stamp = std::time::SystemTime::now()
-                .duration_since(std::time::SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let safe: String = targets
-                .entry
-                .name
-                .chars()
-                .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
-                .collect();
-            let name = format!("kubeconfig-{safe}-{stamp}.yaml");
+            let name = kubeconfig_file_name(&targets.entry.name, &node);
             let path = write_private(&self.settings.artifact_dir, &name, kc.expose_bytes())
                 .map_err(|e| ToolError::Local(format!("cannot write the kubeconfig to {}: {e}", self.settings.artifact_dir.display())))?;
             let out = KubeconfigOut {
@@ -145,5 +173,31 @@ impl TalosMcp {
         }
         .await;
         self.respond_one(result, Keep::First, "")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn one_kubeconfig_file_per_context_and_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = kubeconfig_file_name("prod", "10.0.0.1");
+        assert_eq!(name, kubeconfig_file_name("prod", "10.0.0.1"));
+        assert_ne!(name, kubeconfig_file_name("prod", "10.0.0.2"));
+        assert_ne!(
+            kubeconfig_file_name("a.b", "n"),
+            kubeconfig_file_name("a_b", "n")
+        );
+        assert!(!kubeconfig_file_name("../../x", "/etc").contains('/'));
+        for i in 0..5 {
+            let path = write_private(dir.path(), &name, format!("v{i}").as_bytes()).unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), format!("v{i}").as_bytes());
+        }
+        let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(files.len(), 1, "{files:?}");
     }
 }

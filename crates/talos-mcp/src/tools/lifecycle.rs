@@ -190,6 +190,7 @@ pub(crate) async fn quorum_preflight(
             blocker: Some(
                 "etcd membership could not be read, so the quorum impact is unknown".into(),
             ),
+            details: None,
         };
     };
     let addresses = super::etcd::member_nodes(&members);
@@ -202,6 +203,7 @@ pub(crate) async fn quorum_preflight(
             effect: String::new(),
             preflight: vec!["not an etcd member: no quorum impact".into()],
             blocker: None,
+            details: None,
         };
     };
     let voting: Vec<_> = members
@@ -221,11 +223,7 @@ pub(crate) async fn quorum_preflight(
         if m.id == target_member.id {
             continue;
         }
-        if api
-            .etcd_status(&CallOptions::node((*addr).clone()))
-            .await
-            .is_ok()
-        {
+        if member_is_healthy(api, addr).await {
             healthy_others += 1;
         }
     }
@@ -239,6 +237,23 @@ pub(crate) async fn quorum_preflight(
             format!("taking this control-plane node down would leave {healthy_others} healthy etcd members, below the quorum of {quorum}: the cluster would stop accepting writes")
         }),
         preflight: vec![note],
+        details: None,
+    }
+}
+
+/// A member counts as healthy when its etcd answers and its etcd service is running (a stopped
+/// service may still have answered a moment ago; it is about to be, or already is, down).
+async fn member_is_healthy(api: &dyn TalosApi, node: &str) -> bool {
+    let opts = CallOptions::node(node.to_owned());
+    if api.etcd_status(&opts).await.is_err() {
+        return false;
+    }
+    match api.services(&opts).await {
+        Ok(services) => services
+            .iter()
+            .find(|s| s.id == "etcd")
+            .is_none_or(|s| s.state == "Running"),
+        Err(_) => false,
     }
 }
 
@@ -325,12 +340,88 @@ fn talos(e: TalosError) -> ToolError {
     ToolError::Talos(e)
 }
 
+/// Largest `config_file` read (machine configurations are a few tens of KiB).
+const MAX_CONFIG_FILE: u64 = 4 << 20;
+
+/// Reads a `config_file` under the allowlist and checks it is YAML. Errors name the file and the
+/// error class, never its content (YAML errors can quote the text).
+fn read_config_file(path: &str, allowlist: &[String]) -> Result<Vec<u8>, ToolError> {
+    use std::io::Read as _;
+    let checked =
+        super::cluster::check_path(path, allowlist).map_err(|_| ToolError::PathNotAllowed {
+            path: path.to_owned(),
+            allowed: allowlist.to_vec(),
+        })?;
+    let unreadable = |e: std::io::Error| {
+        ToolError::Local(format!("cannot read config_file `{checked}`: {}", e.kind()))
+    };
+    let file = std::fs::File::open(&checked).map_err(unreadable)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > MAX_CONFIG_FILE {
+        return Err(ToolError::invalid(
+            "config_file",
+            format!(
+                "`{checked}` is larger than {MAX_CONFIG_FILE} bytes; it is not a machine configuration"
+            ),
+        ));
+    }
+    for doc in serde_yaml_ng::Deserializer::from_slice(&bytes) {
+        if let Err(e) = <serde_yaml_ng::Value as serde::Deserialize>::deserialize(doc) {
+            let at = e
+                .location()
+                .map(|l| format!(" at line {}, column {}", l.line(), l.column()))
+                .unwrap_or_default();
+            return Err(ToolError::invalid(
+                "config_file",
+                format!(
+                    "`{checked}` is not valid YAML{at} (the file's content is not shown); fix the file and call again"
+                ),
+            ));
+        }
+    }
+    Ok(bytes)
+}
+
+/// A Talos error about a configuration read from a file: Talos's message can quote the file,
+/// so only its class is shown (connection-level errors, which cannot, keep their message).
+fn file_refused(path: &str, e: TalosError) -> ToolError {
+    use talos_client::ErrorKind as K;
+    match e.kind() {
+        K::Connection | K::Timeout | K::Authentication | K::PermissionDenied => ToolError::Talos(e),
+        kind => ToolError::invalid(
+            "config_file",
+            format!(
+                "Talos refused the configuration in `{path}` ({kind}); its message is not shown because it can quote the file. Check the file (e.g. with `talosctl validate`) and call again"
+            ),
+        ),
+    }
+}
+
+/// Keeps a plan's diff readable; the full redacted diff is one dry run away.
+fn clip_diff(diff: &str) -> String {
+    const MAX: usize = 4000;
+    if diff.len() <= MAX {
+        return diff.to_owned();
+    }
+    let mut end = MAX;
+    while !diff.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}\n… (diff shortened; call with dry_run=true to see all of it)",
+        &diff[..end]
+    )
+}
+
 #[tool_router(router = lifecycle_write_router, vis = "pub(crate)")]
 impl TalosMcp {
     /// Apply a machine configuration.
     #[tool(
         name = "talos_apply_config",
-        description = "Applies a machine configuration to one node (inline YAML or a file under the operator's allowlist). dry_run defaults to true and reports what would change (Talos's summary plus a redacted diff against the current config). Modes: auto, no-reboot, reboot, staged, try. A real apply needs the write tier; modes that may reboot need confirmation. Secrets are never echoed back.",
+        description = "Applies a machine configuration to one node (inline YAML or a file under the operator's allowlist). dry_run defaults to true and reports what would change (Talos's summary plus a redacted diff against the current config). Modes: auto, no-reboot, reboot, staged, try. A real apply needs the write tier and confirmation in every mode; the confirmation shows the config's SHA-256 and the redacted diff against the node's current config, and is bound to those exact bytes. Secrets are never echoed back, and errors about a config_file never quote it.",
         output_schema = schema_for_output::<ActionOut<ApplyOut>>(),
         annotations(title = "Apply machine config", read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = true)
     )]
@@ -353,23 +444,12 @@ impl TalosMcp {
                 .into());
             }
         };
-        let config = match (&args.config, &args.config_file) {
-            (Some(c), None) => c.clone().into_bytes(),
-            (None, Some(path)) => {
-                let checked = super::cluster::check_path(path, &self.settings.config_allowlist)
-                    .map_err(|_| ToolError::PathNotAllowed {
-                        path: path.clone(),
-                        allowed: self.settings.config_allowlist.clone(),
-                    })
-                    .and_then(|p| {
-                        std::fs::read(&p)
-                            .map_err(|e| ToolError::Local(format!("cannot read {p}: {e}")))
-                    });
-                match checked {
-                    Ok(bytes) => bytes,
-                    Err(e) => return Ok(failure(&e).into()),
-                }
-            }
+        let (config, from_file) = match (&args.config, &args.config_file) {
+            (Some(c), None) => (c.clone().into_bytes(), None),
+            (None, Some(path)) => match read_config_file(path, &self.settings.config_allowlist) {
+                Ok(bytes) => (bytes, Some(path.clone())),
+                Err(e) => return Ok(failure(&e).into()),
+            },
             _ => {
                 return Ok(failure(&ToolError::invalid(
                     "config",
@@ -379,6 +459,7 @@ impl TalosMcp {
             }
         };
         let dry_run = args.dry_run.unwrap_or(true);
+        let config_sha256 = super::kubernetes::sha256_hex(&config);
         let request = ApplyConfigRequest {
             config,
             mode,
@@ -386,39 +467,79 @@ impl TalosMcp {
             try_timeout: (mode == ApplyMode::Try)
                 .then(|| Duration::from_secs(u64::from(args.try_timeout_seconds.unwrap_or(60)))),
         };
-        // Dry runs change nothing; real applies that may reboot are treated as destructive for
-        // confirmation.
-        let tier = match (dry_run, mode) {
-            (true, _) => Tier::Read,
-            (false, ApplyMode::Reboot | ApplyMode::Auto) => Tier::Destructive,
-            (false, _) => Tier::Write,
+        // Dry runs change nothing. Every real apply can take the node or the cluster down (a
+        // bad network or etcd setting, a reboot, a staged config activated later), so every
+        // mode is confirmed like a destructive call.
+        let tier = if dry_run {
+            Tier::Read
+        } else {
+            Tier::Destructive
         };
         let effect = if dry_run {
             "dry run: report what would change; nothing is applied".to_owned()
         } else {
-            format!(
-                "apply a new machine configuration in mode {mode:?}{}",
-                if tier == Tier::Destructive {
-                    " (the node may reboot)"
-                } else {
-                    ""
-                }
-            )
+            match mode {
+                ApplyMode::Auto => "apply a new machine configuration (mode auto: the node reboots if the change needs it)".to_owned(),
+                ApplyMode::Reboot => "apply a new machine configuration and reboot the node".to_owned(),
+                ApplyMode::NoReboot => "apply a new machine configuration now, without a reboot (refused by Talos if the change needs one)".to_owned(),
+                ApplyMode::Staged => "stage a new machine configuration: nothing changes now; the node's next boot activates it".to_owned(),
+                ApplyMode::Try => format!(
+                    "apply a new machine configuration for {} s, then roll it back unless applied again",
+                    args.try_timeout_seconds.unwrap_or(60)
+                ),
+            }
         };
         let target = args.target.clone();
         let config_text = String::from_utf8_lossy(&request.config).into_owned();
+        let new_redacted = crate::redact::redact_yaml(&config_text);
+        // The confirmation is bound to the exact bytes: a file changed between plan and apply
+        // no longer matches the token (or the round-trip state).
+        let mut bound = serde_json::to_value(&args).unwrap_or_default();
+        if let serde_json::Value::Object(map) = &mut bound {
+            map.insert("config_sha256".into(), config_sha256.clone().into());
+        }
+        let context = self.context_name(args.target.context.as_deref());
+        let (context_prep, changes_prep) = (context.clone(), self.changes.clone());
+        let changes = self.changes.clone();
+        let sha = config_sha256.clone();
+        let diff_new = new_redacted.clone();
         self.action(
             &ask,
             "talos_apply_config",
             tier,
-            &args,
+            &bound,
             &target,
             false,
-            |_, _| async move {
+            move |api, opts| async move {
+                if dry_run {
+                    return Ok(Prepared {
+                        effect,
+                        preflight: vec![],
+                        blocker: None,
+                        details: None,
+                    });
+                }
+                let mut preflight = Vec::new();
+                if let Some(note) = super::actions::staged_note(
+                    changes_prep.staged(&context_prep, opts.node.as_deref().unwrap_or_default()),
+                ) {
+                    preflight.push(format!("{note}; this apply replaces it"));
+                }
+                let details = match redacted_machine_config(api.as_ref(), &opts).await {
+                    Ok(current) => format!(
+                        "Configuration SHA-256: {sha}\nRedacted diff against the node's current configuration:\n{}",
+                        clip_diff(&line_diff(&current, &diff_new))
+                    ),
+                    Err(e) => format!(
+                        "Configuration SHA-256: {sha}\nThe node's current configuration could not be read ({}), so there is no diff; a dry run shows Talos's own summary.",
+                        e.kind()
+                    ),
+                };
                 Ok(Prepared {
                     effect,
-                    preflight: vec![],
+                    preflight,
                     blocker: None,
+                    details: Some(details),
                 })
             },
             |api, opts| async move {
@@ -426,14 +547,23 @@ impl TalosMcp {
                 let result = api
                     .apply_configuration(&opts, &request)
                     .await
-                    .map_err(talos)?;
+                    .map_err(|e| match &from_file {
+                        Some(path) => file_refused(path, e),
+                        None => talos(e),
+                    })?;
+                if !dry_run {
+                    let node = opts.node.as_deref().unwrap_or_default();
+                    let staged = (mode == ApplyMode::Staged).then(|| super::actions::StagedConfig {
+                        sha256: config_sha256.clone(),
+                        at: crate::audit::now(),
+                    });
+                    changes.set_staged(&context, node, staged);
+                }
                 Ok(ApplyOut {
                     dry_run,
                     mode: format!("{:?}", result.mode),
-                    summary: crate::redact::redact_apply_summary(&redact_lines(
-                        &result.mode_details,
-                    )),
-                    diff: current.map(|c| line_diff(&c, &crate::redact::redact_yaml(&config_text))),
+                    summary: crate::redact::redact_apply_summary(&redact_lines(&result.mode_details)),
+                    diff: current.map(|c| line_diff(&c, &new_redacted)),
                     warnings: result.warnings,
                 })
             },
@@ -490,6 +620,7 @@ impl TalosMcp {
         let target = args.target.clone();
         let progress_token = meta.get_progress_token();
         let progress_peer = ask.peer.clone();
+        let (staged_in, staged_out) = self.staged_tracking(args.target.context.as_deref());
         self.action(
             &ask,
             "talos_reboot",
@@ -510,6 +641,7 @@ impl TalosMcp {
                 p.effect = format!(
                     "reboot the node ({mode:?} mode); it is unavailable until it boots again"
                 );
+                staged_in.note(&opts, &mut p);
                 Ok(p)
             },
             |api, opts| async move {
@@ -519,6 +651,7 @@ impl TalosMcp {
                     None
                 };
                 let ack = api.reboot(&opts, mode).await.map_err(talos)?;
+                staged_out.booted(&opts);
                 if !wait {
                     return Ok(RebootOut {
                         actor_id: ack.actor_id,
@@ -578,6 +711,7 @@ impl TalosMcp {
         let askable = self.askable(args.target.context.as_deref());
         let force = args.force.unwrap_or(false);
         let target = args.target.clone();
+        let (staged_in, staged_out) = self.staged_tracking(args.target.context.as_deref());
         self.action(
             &ask,
             "talos_shutdown",
@@ -596,10 +730,12 @@ impl TalosMcp {
                 )
                 .await;
                 p.effect = "power the node off; it stays off until powered on out of band".into();
+                staged_in.note(&opts, &mut p);
                 Ok(p)
             },
             |api, opts| async move {
                 let ack = api.shutdown(&opts, force).await.map_err(talos)?;
+                staged_out.booted(&opts);
                 Ok(AckOut {
                     actor_id: ack.actor_id,
                 })
@@ -679,7 +815,55 @@ impl TalosMcp {
     }
 }
 
+/// Reads and forgets the configuration staged on a node, for the plan and the execution of a
+/// call that boots it.
+#[derive(Clone)]
+pub(crate) struct StagedTracking {
+    changes: std::sync::Arc<super::actions::Changes>,
+    context: String,
+}
+
+impl StagedTracking {
+    /// Adds the pending staged configuration, if any, to a plan.
+    fn note(&self, opts: &CallOptions, p: &mut Prepared) {
+        let node = opts.node.as_deref().unwrap_or_default();
+        if let Some(note) = super::actions::staged_note(self.changes.staged(&self.context, node)) {
+            p.effect
+                .push_str("; the boot activates a staged machine configuration");
+            p.preflight.push(note);
+        }
+    }
+
+    /// The node is about to boot (or power off and boot later): its staged configuration is no
+    /// longer pending here.
+    fn booted(&self, opts: &CallOptions) {
+        let node = opts.node.as_deref().unwrap_or_default();
+        self.changes.set_staged(&self.context, node, None);
+    }
+}
+
 impl TalosMcp {
+    /// Staged-configuration tracking for a call on `context` (its plan and its execution).
+    pub(crate) fn staged_tracking(
+        &self,
+        context: Option<&str>,
+    ) -> (StagedTracking, StagedTracking) {
+        let t = StagedTracking {
+            changes: self.changes.clone(),
+            context: self.context_name(context),
+        };
+        (t.clone(), t)
+    }
+
+    /// The name of a context (the current one when `None`); empty when it does not resolve (the
+    /// call then fails on resolving its node anyway).
+    pub(crate) fn context_name(&self, context: Option<&str>) -> String {
+        self.clusters
+            .entry(context)
+            .map(|e| e.name.clone())
+            .unwrap_or_default()
+    }
+
     /// Nodes that may answer etcd questions for a context (its default nodes).
     pub(crate) fn askable(&self, context: Option<&str>) -> Vec<String> {
         self.clusters

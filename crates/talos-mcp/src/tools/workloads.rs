@@ -453,6 +453,22 @@ pub struct MessageOut {
     pub message: String,
 }
 
+/// Services whose stop or restart takes the node's part of the cluster down: confirmed like
+/// destructive calls.
+const CRITICAL_SERVICES: &[&str] = &[
+    "apid",
+    "containerd",
+    "cri",
+    "etcd",
+    "kubelet",
+    "machined",
+    "trustd",
+    "udevd",
+];
+
+/// Services whose stop or restart runs the etcd quorum preflight.
+const QUORUM_SERVICES: &[&str] = &["etcd", "kubelet", "apid"];
+
 impl TalosMcp {
     async fn service_action(
         &self,
@@ -472,10 +488,21 @@ impl TalosMcp {
         let verb = format!("{action:?}").to_lowercase();
         let target = args.target.clone();
         let svc = service.clone();
+        let takes_down = action != talos_client::ServiceAction::Start;
+        // Stopping or restarting a service the node (or the cluster) depends on is an outage:
+        // confirmed like a destructive call, and checked against etcd quorum where it matters.
+        let critical = takes_down && CRITICAL_SERVICES.contains(&service.as_str());
+        let quorum_check = takes_down && QUORUM_SERVICES.contains(&service.as_str());
+        let tier = if critical {
+            crate::safety::Tier::Destructive
+        } else {
+            crate::safety::Tier::Write
+        };
+        let askable = self.askable(args.target.context.as_deref());
         self.action(
             &ask,
             tool,
-            crate::safety::Tier::Write,
+            tier,
             &args,
             &target,
             false,
@@ -494,11 +521,28 @@ impl TalosMcp {
                         ),
                     )
                 })?;
-                Ok(super::actions::Prepared {
-                    effect: format!("{verb} the Talos service {svc} (now {})", current.state),
-                    preflight: vec![],
-                    blocker: None,
-                })
+                let effect = format!("{verb} the Talos service {svc} (now {})", current.state);
+                if !quorum_check {
+                    return Ok(super::actions::Prepared {
+                        effect,
+                        preflight: vec![],
+                        blocker: None,
+                        details: None,
+                    });
+                }
+                let hostname = api.hostname(&opts).await.ok();
+                let mut p = super::lifecycle::quorum_preflight(
+                    api.as_ref(),
+                    opts.node.as_deref().unwrap_or_default(),
+                    hostname.as_deref(),
+                    &askable,
+                    false,
+                )
+                .await;
+                p.effect = format!(
+                    "{effect}; while it is down the node's control-plane part (etcd member, API access or kubelet) is unavailable"
+                );
+                Ok(p)
             },
             |api, opts| async move {
                 Ok(MessageOut {
@@ -537,7 +581,7 @@ impl TalosMcp {
     /// Stop a service.
     #[tool(
         name = "talos_service_stop",
-        description = "Stops a Talos service on one node (write tier). Stopping etcd or kubelet takes the node's part of the cluster down until it is started again.",
+        description = "Stops a Talos service on one node (write tier). Stopping a service the cluster depends on (etcd, kubelet, apid, trustd, containerd, cri, machined, udevd) takes the node's part of the cluster down until it is started again, so it always needs confirmation; for etcd, kubelet and apid the call is refused when etcd would lose quorum.",
         output_schema = schema_for_output::<super::actions::ActionOut<MessageOut>>(),
         annotations(title = "Stop service", read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = true)
     )]
@@ -558,7 +602,7 @@ impl TalosMcp {
     /// Restart a service.
     #[tool(
         name = "talos_service_restart",
-        description = "Restarts a Talos service on one node (write tier).",
+        description = "Restarts a Talos service on one node (write tier). Restarting a service the cluster depends on (etcd, kubelet, apid, trustd, containerd, cri, machined, udevd) always needs confirmation; for etcd, kubelet and apid the call is refused when etcd would lose quorum.",
         output_schema = schema_for_output::<super::actions::ActionOut<MessageOut>>(),
         annotations(title = "Restart service", read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = true)
     )]
@@ -614,6 +658,7 @@ impl TalosMcp {
                     effect,
                     preflight: vec![],
                     blocker: None,
+                    details: None,
                 })
             },
             |api, opts| async move {
