@@ -93,6 +93,7 @@ pub const OUTCOMES: &[&str] = &[
     "incomplete",
     "error",
     "protocol_error",
+    "panic",
     "other",
     // ToolError
     "InvalidArgument",
@@ -103,6 +104,7 @@ pub const OUTCOMES: &[&str] = &[
     "NotConfirmed",
     "PreflightFailed",
     "Local",
+    "Internal",
     // talos_client::ErrorKind and talos_config::ConfigErrorKind
     "Connection",
     "Authentication",
@@ -352,6 +354,7 @@ mod tests {
             ToolError::NotConfirmed(String::new()),
             ToolError::Preflight(String::new()),
             ToolError::Local(String::new()),
+            ToolError::Internal(String::new()),
         ];
         for e in errors {
             assert!(OUTCOMES.contains(&e.kind().as_str()), "{}", e.kind());
@@ -371,5 +374,7 @@ mod tests {
         ] {
             assert!(OUTCOMES.contains(&k.to_string().as_str()), "{k}");
         }
+        // The audit outcome of a call whose tool panicked.
+        assert_eq!(outcome_label("panic"), "panic");
     }
 }
