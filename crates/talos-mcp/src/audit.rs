@@ -182,7 +182,14 @@ pub(crate) fn now() -> String {
 /// Argument names whose values are never written to the audit log.
 const SECRET_ARGS: &[&str] = &["config", "confirmation_token"];
 
-/// The call's arguments with secret values replaced.
+/// The most list items (or object fields) of a model-set value an audit line keeps.
+const MAX_AUDIT_ITEMS: usize = 64;
+/// The most characters of one model-set string an audit line keeps.
+const MAX_AUDIT_STRING: usize = 256;
+/// The deepest nesting of a model-set value an audit line keeps.
+const MAX_AUDIT_DEPTH: usize = 8;
+
+/// The call's arguments with secret values replaced, bounded like every model-set value.
 pub(crate) fn redact_arguments(
     args: Option<&serde_json::Map<String, serde_json::Value>>,
 ) -> serde_json::Value {
@@ -192,5 +199,67 @@ pub(crate) fn redact_arguments(
             *v = serde_json::Value::String(crate::redact::REDACTED.into());
         }
     }
-    serde_json::Value::Object(map)
+    bounded(serde_json::Value::Object(map), 0)
+}
+
+/// A model-set string as an audit line keeps it (clipped, with its original size).
+pub(crate) fn bounded_str(text: &str) -> String {
+    crate::error::clip(text, MAX_AUDIT_STRING)
+}
+
+/// A model-set list of strings as an audit line keeps it: at most [`MAX_AUDIT_ITEMS`] items, each
+/// clipped, and a last item saying how many were left out.
+pub(crate) fn bounded_list(items: impl ExactSizeIterator<Item = String>) -> Vec<String> {
+    let total = items.len();
+    let mut out: Vec<String> = items
+        .take(MAX_AUDIT_ITEMS)
+        .map(|i| bounded_str(&i))
+        .collect();
+    if total > MAX_AUDIT_ITEMS {
+        out.push(format!("… and {} more", total - MAX_AUDIT_ITEMS));
+    }
+    out
+}
+
+/// `value` cut down so that one audit line stays small whatever a client sends: strings clipped,
+/// lists and objects cut to their first items (with a note of how many were left out), nesting cut.
+fn bounded(value: serde_json::Value, depth: usize) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => Value::String(bounded_str(&s)),
+        Value::Array(_) | Value::Object(_) if depth >= MAX_AUDIT_DEPTH => {
+            Value::String("[nested too deep]".into())
+        }
+        Value::Array(items) => {
+            let total = items.len();
+            let mut out: Vec<Value> = items
+                .into_iter()
+                .take(MAX_AUDIT_ITEMS)
+                .map(|v| bounded(v, depth + 1))
+                .collect();
+            if total > MAX_AUDIT_ITEMS {
+                out.push(Value::String(format!(
+                    "… and {} more",
+                    total - MAX_AUDIT_ITEMS
+                )));
+            }
+            Value::Array(out)
+        }
+        Value::Object(map) => {
+            let total = map.len();
+            let mut out: serde_json::Map<String, Value> = map
+                .into_iter()
+                .take(MAX_AUDIT_ITEMS)
+                .map(|(k, v)| (bounded_str(&k), bounded(v, depth + 1)))
+                .collect();
+            if total > MAX_AUDIT_ITEMS {
+                out.insert(
+                    "…".into(),
+                    Value::String(format!("{} more fields", total - MAX_AUDIT_ITEMS)),
+                );
+            }
+            Value::Object(out)
+        }
+        other => other,
+    }
 }

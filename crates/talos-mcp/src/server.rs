@@ -469,38 +469,43 @@ impl TalosMcp {
         let tier = Self::tier_of(&tool);
         let args = request.arguments.as_ref();
         let caller = crate::audit::caller(&context.extensions);
+        // Every model-set value in an audit line is bounded: a client cannot make one call write
+        // megabytes (a huge tool name, context, or a list of 70,000 nodes).
+        let audit_tool = crate::audit::bounded_str(&tool);
+        let audit_context = args
+            .and_then(|a| a.get("context"))
+            .and_then(|c| c.as_str())
+            .map(crate::audit::bounded_str);
+        let audit_nodes = args
+            .map(|a| {
+                let mut nodes: Vec<String> = a
+                    .get("nodes")
+                    .and_then(|n| n.as_array())
+                    .map(|n| {
+                        n.iter()
+                            .filter_map(|x| x.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if let Some(node) = a.get("node").and_then(|n| n.as_str()) {
+                    nodes.push(node.to_owned());
+                }
+                crate::audit::bounded_list(nodes.into_iter())
+            })
+            .unwrap_or_default();
         let record = |phase,
                       confirmation: Option<String>,
                       result: Option<String>,
                       duration: Option<u128>| AuditRecord {
             timestamp: crate::audit::now(),
             phase,
-            request_id: context.id.to_string(),
+            request_id: crate::audit::bounded_str(&context.id.to_string()),
             transport: &self.settings.transport,
             caller: caller.as_deref(),
-            tool: &tool,
+            tool: &audit_tool,
             tier: tier.map_or("unknown", Tier::as_str),
-            context: args
-                .and_then(|a| a.get("context"))
-                .and_then(|c| c.as_str())
-                .map(str::to_owned),
-            nodes: args
-                .map(|a| {
-                    let mut nodes: Vec<String> = a
-                        .get("nodes")
-                        .and_then(|n| n.as_array())
-                        .map(|n| {
-                            n.iter()
-                                .filter_map(|x| x.as_str().map(str::to_owned))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    if let Some(node) = a.get("node").and_then(|n| n.as_str()) {
-                        nodes.push(node.to_owned());
-                    }
-                    nodes
-                })
-                .unwrap_or_default(),
+            context: audit_context.clone(),
+            nodes: audit_nodes.clone(),
             arguments: crate::audit::redact_arguments(args),
             confirmation,
             result,

@@ -824,6 +824,44 @@ async fn every_call_is_audited_with_secrets_redacted() {
 }
 
 #[tokio::test]
+async fn audit_lines_stay_small_whatever_the_client_sends() {
+    let s = setup(SimConfig::default(), TestClient::new(None), |_| {}).await;
+    let huge = "n".repeat(200 * 1024);
+    let many: Vec<String> = (0..5_000).map(|i| format!("{huge:.1000}{i}")).collect();
+    call(
+        &s.client,
+        "talos_version",
+        json!({"nodes": many, "context": huge, "extra": {"deep": [[[[[[[[[[huge]]]]]]]]]]}}),
+    )
+    .await;
+    // An unknown tool is a protocol error, and still one audit line.
+    let unknown = s
+        .client
+        .call_tool(CallToolRequestParams::new(huge.clone()))
+        .await;
+    assert!(unknown.is_err());
+    let lines = s.audit.lines();
+    assert_eq!(lines.len(), 2, "one line per call");
+    for line in &lines {
+        assert!(
+            line.len() < 64 * 1024,
+            "an audit line of {} bytes",
+            line.len()
+        );
+    }
+    let second: Value = serde_json::from_str(&lines[1]).unwrap();
+    let tool = second["tool"].as_str().unwrap();
+    assert!(
+        tool.ends_with(&format!("({} bytes)", huge.len())),
+        "{tool:.300}"
+    );
+    let first: Value = serde_json::from_str(&lines[0]).unwrap();
+    let nodes = first["nodes"].as_array().unwrap();
+    assert_eq!(nodes.last().unwrap(), "… and 4936 more", "{nodes:?}");
+    assert!(first["context"].as_str().unwrap().len() < 400);
+}
+
+#[tokio::test]
 async fn writes_fail_closed_when_the_audit_log_breaks() {
     let full = std::path::Path::new("/dev/full");
     if !full.exists() {
