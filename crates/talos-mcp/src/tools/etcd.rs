@@ -478,18 +478,14 @@ impl TalosMcp {
             &target,
             false,
             |api, opts| async move {
-                let hostname = api.hostname(&opts).await.ok();
-                let mut p = super::lifecycle::quorum_preflight(
+                Ok(super::lifecycle::quorum_preflight(
                     api.as_ref(),
-                    opts.node.as_deref().unwrap_or_default(),
-                    hostname.as_deref(),
+                    &opts,
                     &askable,
                     true,
+                    "remove this node's member from etcd; the node stops serving etcd",
                 )
-                .await;
-                p.effect =
-                    "remove this node's member from etcd; the node stops serving etcd".into();
-                Ok(p)
+                .await)
             },
             |api, opts| async move {
                 api.etcd_leave_cluster(&opts).await?;

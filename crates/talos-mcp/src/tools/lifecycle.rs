@@ -172,9 +172,26 @@ fn line_diff(old: &str, new: &str) -> String {
     }
 }
 
-/// etcd quorum impact of taking `node` down (or, with `leaves_membership`, of removing its
-/// member): notes, and a blocker when the remaining healthy members would be below quorum.
+/// The plan of a change with `effect` that takes the call's node down (or, with
+/// `leaves_membership`, removes its etcd member): the etcd quorum notes, and a blocker when the
+/// remaining healthy members would be below quorum.
 pub(crate) async fn quorum_preflight(
+    api: &dyn TalosApi,
+    opts: &CallOptions,
+    askable: &[String],
+    leaves_membership: bool,
+    effect: impl Into<String>,
+) -> Prepared {
+    let node = opts.node.as_deref().unwrap_or_default();
+    let hostname = api.hostname(opts).await.ok();
+    Prepared {
+        effect: effect.into(),
+        ..quorum_impact(api, node, hostname.as_deref(), askable, leaves_membership).await
+    }
+}
+
+/// The etcd part of [`quorum_preflight`], for a node known by address and reported hostname.
+async fn quorum_impact(
     api: &dyn TalosApi,
     node: &str,
     hostname: Option<&str>,
@@ -629,18 +646,16 @@ impl TalosMcp {
             &target,
             args.force.unwrap_or(false),
             |api, opts| async move {
-                let hostname = api.hostname(&opts).await.ok();
                 let mut p = quorum_preflight(
                     api.as_ref(),
-                    opts.node.as_deref().unwrap_or_default(),
-                    hostname.as_deref(),
+                    &opts,
                     &askable,
                     false,
+                    format!(
+                        "reboot the node ({mode:?} mode); it is unavailable until it boots again"
+                    ),
                 )
                 .await;
-                p.effect = format!(
-                    "reboot the node ({mode:?} mode); it is unavailable until it boots again"
-                );
                 staged_in.note(&opts, &mut p);
                 Ok(p)
             },
@@ -720,16 +735,14 @@ impl TalosMcp {
             &target,
             force,
             |api, opts| async move {
-                let hostname = api.hostname(&opts).await.ok();
                 let mut p = quorum_preflight(
                     api.as_ref(),
-                    opts.node.as_deref().unwrap_or_default(),
-                    hostname.as_deref(),
+                    &opts,
                     &askable,
                     false,
+                    "power the node off; it stays off until powered on out of band",
                 )
                 .await;
-                p.effect = "power the node off; it stays off until powered on out of band".into();
                 staged_in.note(&opts, &mut p);
                 Ok(p)
             },
@@ -791,17 +804,7 @@ impl TalosMcp {
             &target,
             args.force.unwrap_or(false),
             |api, opts| async move {
-                let hostname = api.hostname(&opts).await.ok();
-                let mut p = quorum_preflight(
-                    api.as_ref(),
-                    opts.node.as_deref().unwrap_or_default(),
-                    hostname.as_deref(),
-                    &askable,
-                    false,
-                )
-                .await;
-                p.effect = effect;
-                Ok(p)
+                Ok(quorum_preflight(api.as_ref(), &opts, &askable, false, effect).await)
             },
             |api, opts| async move {
                 let ack = api.reset(&opts, &request).await.map_err(talos)?;

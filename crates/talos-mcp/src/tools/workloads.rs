@@ -530,19 +530,10 @@ impl TalosMcp {
                         details: None,
                     });
                 }
-                let hostname = api.hostname(&opts).await.ok();
-                let mut p = super::lifecycle::quorum_preflight(
-                    api.as_ref(),
-                    opts.node.as_deref().unwrap_or_default(),
-                    hostname.as_deref(),
-                    &askable,
-                    false,
-                )
-                .await;
-                p.effect = format!(
+                Ok(super::lifecycle::quorum_preflight(api.as_ref(), &opts, &askable, false, format!(
                     "{effect}; while it is down the node's control-plane part (etcd member, API access or kubelet) is unavailable"
-                );
-                Ok(p)
+                ))
+                .await)
             },
             |api, opts| async move {
                 Ok(MessageOut {
