@@ -127,16 +127,16 @@ proptest! {
         );
         // Damage one credential field: cut its base64 short, or drop it.
         let field = ["ca: ", "crt: ", "key: "][usize::from(corrupt % 3)];
-        if corrupt < 6 {
-            if let Some(at) = yaml.find(field) {
-                let start = at + field.len();
-                let end = yaml[start..].find('\n').map_or(yaml.len(), |n| start + n);
-                let keep = cut.min(end - start);
-                if corrupt < 3 {
-                    yaml.replace_range(start + keep..end, "");
-                } else {
-                    yaml.replace_range(at..end, "");
-                }
+        if corrupt < 6
+            && let Some(at) = yaml.find(field)
+        {
+            let start = at + field.len();
+            let end = yaml[start..].find('\n').map_or(yaml.len(), |n| start + n);
+            let keep = cut.min(end - start);
+            if corrupt < 3 {
+                yaml.replace_range(start + keep..end, "");
+            } else {
+                yaml.replace_range(at..end, "");
             }
         }
         exercise(&yaml);
