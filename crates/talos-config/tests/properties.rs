@@ -60,6 +60,20 @@ fn key_fragments() -> Vec<String> {
         .collect();
     let b64 = base64::engine::general_purpose::STANDARD.encode(key);
     out.push(b64[20..60].to_owned());
+    // The `key:` value exactly as a talosconfig holds it (label as Talos writes it).
+    let yaml = render_talosconfig(
+        "k",
+        &[TalosconfigContext {
+            name: "k",
+            endpoints: vec![],
+            nodes: vec![],
+            ca_pem: pki().ca.cert_pem(),
+            client: &pki().admin,
+        }],
+    );
+    if let Some(value) = yaml.lines().find_map(|l| l.trim().strip_prefix("key: ")) {
+        out.push(value[20..60].to_owned());
+    }
     out
 }
 
@@ -165,4 +179,32 @@ fn a_bare_host_with_colons_must_be_an_ipv6_address() {
     let ep: Endpoint = "fd00::3".parse().unwrap();
     assert_eq!(ep.to_string(), "[fd00::3]:50000");
     assert_eq!(ep.to_string().parse::<Endpoint>().unwrap(), ep);
+}
+
+/// Found by the `talosconfig` fuzz target: a misplaced `key:` (indented as a context of its own)
+/// made the parser's error quote the whole value — the base64 of the private key.
+#[test]
+fn a_misplaced_key_is_not_quoted_in_the_error() {
+    let p = pki();
+    let yaml = render_talosconfig(
+        "prop",
+        &[TalosconfigContext {
+            name: "prop",
+            endpoints: vec!["10.5.0.2".into()],
+            nodes: vec![],
+            ca_pem: p.ca.cert_pem(),
+            client: &p.admin,
+        }],
+    );
+    let misplaced = yaml.replace("        key: ", "    key: ");
+    assert_ne!(misplaced, yaml, "the fixture moved the key");
+    let err = TalosConfig::from_yaml(&misplaced, "<prop>").unwrap_err();
+    let shown = format!("{err} {err:?}");
+    assert!(shown.contains("line "), "{shown}");
+    let value = yaml
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("key: "))
+        .unwrap();
+    assert!(!shown.contains(&value[..40]), "{shown}");
+    assert_no_key(&shown);
 }
