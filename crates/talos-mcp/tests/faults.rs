@@ -378,13 +378,26 @@ impl Fixture {
         let endpoint = self.a.endpoint().to_string();
         self.a.set_fault(FAULTY, Fault::Stall);
         let sim = self.a.clone();
+        let before: Vec<u64> = nodes.iter().map(|n| sim.calls(n, "Version")).collect();
         let restart = async move {
-            // Well inside the 1 s deadline of the held call.
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            // Once every node has the call (the four healthy ones answer at once, the fifth is
+            // held), and well inside the 1 s deadline of the held call.
+            for _ in 0..100 {
+                let arrived = nodes
+                    .iter()
+                    .zip(&before)
+                    .all(|(n, b)| sim.calls(n, "Version") > *b);
+                if arrived {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
             sim.restart(Duration::from_millis(1500)).await.unwrap();
         };
         let started = Instant::now();
-        let (out, ()) = tokio::join!(self.outcomes(Call::Version, "a", &nodes), restart);
+        let all = all_nodes(&self.a);
+        let (out, ()) = tokio::join!(self.outcomes(Call::Version, "a", &all), restart);
         let took = started.elapsed();
         let mut message = String::new();
         let mut intact = 0;
