@@ -39,5 +39,12 @@ pub use lines::{LineAssembler, MAX_LINE_BYTES, TailBuffer};
 pub use options::{CallOptions, NODE_METADATA_KEY};
 pub use types::*;
 
+/// Extracts the `kubeconfig` file from the gzip'd tar apid streams, as [`TalosApi::kubeconfig`]
+/// does with the bytes it receives. Public only for the fuzz targets and property tests.
+#[doc(hidden)]
+pub fn unpack_kubeconfig(gzipped_tar: &[u8]) -> std::result::Result<Kubeconfig, String> {
+    kubeconfig::unpack(gzipped_tar)
+}
+
 /// The generated protobuf crate, for callers of [`GrpcTalosClient::proto`].
 pub use talos_proto as proto;

@@ -106,7 +106,10 @@ impl FromStr for Endpoint {
         if host.contains(['/', ' ', '@']) {
             return Err("host contains `/`, `@` or a space".into());
         }
-        if s.starts_with('[') && host.parse::<std::net::Ipv6Addr>().is_err() {
+        // A bracketed host, and a bare one with colons, can only be an IPv6 address (a bare
+        // `a:b:c` would otherwise print as `[a:b:c]:50000`, which is not an address at all).
+        if (s.starts_with('[') || host.contains(':')) && host.parse::<std::net::Ipv6Addr>().is_err()
+        {
             return Err(format!("`{host}` is not an IPv6 address"));
         }
         let port = match port {

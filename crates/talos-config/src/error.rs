@@ -65,7 +65,7 @@ pub enum ConfigError {
         line: Option<usize>,
         /// 1-based column of the problem, when known.
         column: Option<usize>,
-        /// The parser's description (never includes document content beyond a token).
+        /// The parser's description; values it quotes from the document are replaced by `…`.
         message: String,
     },
 

@@ -90,7 +90,7 @@ impl TalosConfig {
                     path: path.clone(),
                     line: location.as_ref().map(|l| l.line()),
                     column: location.as_ref().map(|l| l.column()),
-                    message: strip_location(&e.to_string()),
+                    message: without_quoted_values(&strip_location(&e.to_string())),
                 }
             })?
         };
@@ -244,6 +244,30 @@ fn strip_location(message: &str) -> String {
         Some(i) => message[..i].to_owned(),
         None => message.to_owned(),
     }
+}
+
+/// Replaces what the parser quotes from the document (`invalid type: string "…"`) with `…`: a
+/// misplaced value in a talosconfig may be a private key, and errors never show content.
+fn without_quoted_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut chars = message.chars();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == '"' {
+            // Skip to the closing quote; an escaped quote is part of the value.
+            let mut escaped = false;
+            for c in chars.by_ref() {
+                match (escaped, c) {
+                    (true, _) => escaped = false,
+                    (false, '\\') => escaped = true,
+                    (false, '"') => break,
+                    (false, _) => {}
+                }
+            }
+            out.push_str("…\"");
+        }
+    }
+    out
 }
 
 #[cfg(unix)]

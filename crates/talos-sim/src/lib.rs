@@ -117,7 +117,7 @@ impl SimCluster {
             ));
         }
         let shared = Arc::new(state::Shared::new(config)?);
-        let (endpoint, running) = tls::serve(shared.clone()).await?;
+        let (endpoint, running) = tls::serve(shared.clone(), shared.config.bind).await?;
         tracing::info!(%endpoint, nodes = shared.node_count(), "simulated Talos apid listening");
         Ok(Self {
             shared,
@@ -197,6 +197,26 @@ impl SimCluster {
         self.shared.is_up(node)
     }
 
+    /// Restarts the endpoint as an apid restart would look to clients: it stops serving (see
+    /// [`SimCluster::shutdown`]: open streams end with `Unavailable`, stalled calls are released),
+    /// keeps the port closed for `down_for`, then serves again on the same port with the same
+    /// state, certificates and faults. Clones of this handle see the restarted server.
+    pub async fn restart(&self, down_for: Duration) -> Result<(), SimError> {
+        let taken = self.stop.lock().ok().and_then(|mut guard| guard.take());
+        if let Some(running) = taken {
+            self.shared.stop();
+            stop_running(running).await;
+        }
+        tokio::time::sleep(down_for).await;
+        self.shared.resume();
+        let (_, running) = tls::serve(self.shared.clone(), self.endpoint).await?;
+        if let Ok(mut guard) = self.stop.lock() {
+            *guard = Some(running);
+        }
+        tracing::info!(endpoint = %self.endpoint, "simulated apid restarted");
+        Ok(())
+    }
+
     /// Stops serving: no new connections, open streams end with `Unavailable` (as when apid goes
     /// away), stalled calls are released, and connections close once their calls are done
     /// (forcibly after a few seconds). Clones of this handle see the same stopped server.
@@ -204,16 +224,21 @@ impl SimCluster {
         let taken = self.stop.lock().ok().and_then(|mut guard| guard.take());
         if let Some(running) = taken {
             self.shared.stop();
-            running.accept.abort();
-            let _ = running.stop.send(());
-            let mut task = running.task;
-            if tokio::time::timeout(Duration::from_secs(5), &mut task)
-                .await
-                .is_err()
-            {
-                tracing::warn!("simulated apid did not stop within 5 s; aborting it");
-                task.abort();
-            }
+            stop_running(running).await;
         }
+    }
+}
+
+/// Stops the accept loop and the server, waiting a few seconds for open calls to end.
+async fn stop_running(running: tls::Running) {
+    running.accept.abort();
+    let _ = running.stop.send(());
+    let mut task = running.task;
+    if tokio::time::timeout(Duration::from_secs(5), &mut task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("simulated apid did not stop within 5 s; aborting it");
+        task.abort();
     }
 }

@@ -512,6 +512,12 @@ impl Shared {
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Clears the stopping mark (the simulator serves again after a restart).
+    pub(crate) fn resume(&self) {
+        self.stopping
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Whether the simulator is stopping.
     pub(crate) fn stopping(&self) -> bool {
         self.stopping.load(std::sync::atomic::Ordering::SeqCst)

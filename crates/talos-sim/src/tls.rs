@@ -183,10 +183,12 @@ pub(crate) struct Running {
     pub(crate) accept: tokio::task::AbortHandle,
 }
 
-/// Binds the listener and serves every service until the stop signal fires.
-pub(crate) async fn serve(shared: Arc<Shared>) -> Result<(SocketAddr, Running), SimError> {
+/// Binds the listener on `bind` and serves every service until the stop signal fires.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    bind: SocketAddr,
+) -> Result<(SocketAddr, Running), SimError> {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config(&shared)?));
-    let bind = shared.config.bind;
     let listener = TcpListener::bind(bind)
         .await
         .map_err(|source| SimError::Bind { addr: bind, source })?;
