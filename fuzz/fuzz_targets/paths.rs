@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(normal) = normalise_path(path) {
         assert!(normal.starts_with('/'), "not absolute: {normal:?}");
         assert_eq!(normalise_path(&normal).ok().as_deref(), Some(normal.as_str()), "not stable");
-        for part in normal.split('/').skip(1) {
+        for part in normal.split('/').skip(1).filter(|_| normal != "/") {
             assert!(!matches!(part, "" | "." | ".."), "a bad component in {normal:?}");
             assert!(!part.contains(['\\', '\0']), "a bad byte in {normal:?}");
         }
