@@ -9,19 +9,17 @@
 //! Otherwise the first call only returns the plan and a single-use token bound to the tool,
 //! context, node and arguments; the call runs when repeated with that token.
 
-use rmcp::handler::server::common::FromContextPart;
-use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::model::{
-    CallToolResult, ContentBlock, ElicitRequest, ElicitRequestParams, ElicitResult,
-    ElicitationAction, ElicitationSchema, InputRequest, InputRequests, InputRequiredResult,
-    InputResponses,
+    CallToolRequestParams, ElicitRequest, ElicitRequestParams, ElicitResult, ElicitationAction,
+    ElicitationSchema, InputRequest, InputRequests, InputRequiredResult, InputResponses,
 };
-use rmcp::{ErrorData, Peer, RoleServer};
+use rmcp::service::RequestContext;
+use rmcp::{Peer, RoleServer};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::call::{Call, Confirmation};
 use crate::error::ToolError;
-use crate::output::failure;
 use crate::safety::{ConfirmForm, ConfirmMode, Tier, TokenError};
 use crate::server::TalosMcp;
 
@@ -71,39 +69,42 @@ pub(crate) struct Ask {
     session: Option<String>,
 }
 
-impl<S> FromContextPart<ToolCallContext<'_, S>> for Ask {
-    fn from_context_part(context: &mut ToolCallContext<'_, S>) -> Result<Self, ErrorData> {
-        let request = &context.request_context;
-        let round_trip = request
+impl Ask {
+    /// What a tool call's request says about reaching the human.
+    pub(crate) fn new(
+        request: &CallToolRequestParams,
+        context: &RequestContext<RoleServer>,
+    ) -> Self {
+        let round_trip = context
             .protocol_version()
             .is_some_and(|v| !v.has_initialize());
-        let forms = request
+        let forms = context
             .client_capabilities()
             .and_then(|c| c.elicitation)
             .is_some_and(|e| e.form.is_some() || e.url.is_none());
-        Ok(Self {
-            peer: request.peer.clone(),
+        Self {
+            peer: context.peer.clone(),
             round_trip,
             forms,
-            responses: context.input_responses.take(),
-            state: context.request_state.take(),
-            caller: crate::audit::caller(&request.extensions),
-            session: crate::audit::session(&request.extensions),
-        })
+            responses: request.input_responses.clone(),
+            state: request.request_state.clone(),
+            caller: crate::audit::caller(&context.extensions),
+            session: crate::audit::session(&context.extensions),
+        }
     }
 }
 
 /// Whether to go ahead.
 #[derive(Debug)]
 pub(crate) enum Gate {
-    /// Go ahead; the string records how it was confirmed.
-    Proceed(String),
-    /// Stop and answer with this result (a plan with a token, or a refusal).
-    Stop(Box<CallToolResult>),
+    /// Go ahead (how is recorded in the call's scope).
+    Proceed,
+    /// Nothing was done: answer with this plan and token (structured value and text).
+    Plan(serde_json::Value, String),
     /// Ask the human first: answer with this and wait for the client's retry.
     Ask(Box<InputRequiredResult>),
-    /// The retry carries state that is not this server's or not for this call.
-    Reject(ErrorData),
+    /// Refuse: not confirmed, or a retry whose state is not this server's or not for this call.
+    Refuse(ToolError),
 }
 
 /// What the human answered in the confirmation form.
@@ -116,30 +117,34 @@ enum Answer {
 }
 
 impl Answer {
-    fn gate(self) -> Gate {
+    fn gate(self, call: &Call) -> Gate {
         match self {
-            Self::Accepted => Gate::Proceed("elicitation: accepted".into()),
+            Self::Accepted => proceed(call, Confirmation::Accepted),
             Self::NotTicked => stop(
+                call,
                 ToolError::NotConfirmed("the human did not tick confirm; nothing was done".into()),
-                "elicitation: not confirmed",
+                Confirmation::NotTicked,
             ),
             Self::Declined => stop(
+                call,
                 ToolError::NotConfirmed(
                     "the human declined; nothing was done. Do not retry unless they ask.".into(),
                 ),
-                "elicitation: declined",
+                Confirmation::Declined,
             ),
             Self::Cancelled => stop(
+                call,
                 ToolError::NotConfirmed(
                     "the human cancelled the confirmation; nothing was done".into(),
                 ),
-                "elicitation: cancelled",
+                Confirmation::Cancelled,
             ),
             Self::Failed(why) => stop(
+                call,
                 ToolError::NotConfirmed(format!(
                     "the confirmation could not be asked ({why}); nothing was done"
                 )),
-                "elicitation: failed",
+                Confirmation::Failed,
             ),
         }
     }
@@ -166,22 +171,23 @@ impl TalosMcp {
     /// Decides whether a write/destructive call may run now.
     pub(crate) async fn confirm<A: Serialize>(
         &self,
-        ask: &Ask,
+        call: &Call,
         plan: &Plan,
         args: &A,
         token: Option<&str>,
     ) -> Gate {
         let safety = &self.settings.safety;
+        let ask = &call.ask;
         match plan.tier {
-            Tier::Read => return Gate::Proceed("not required (changes nothing)".into()),
+            Tier::Read => return proceed(call, Confirmation::NotRequiredReads),
             Tier::Write if !safety.confirm_writes => {
-                return Gate::Proceed("not required (write tier)".into());
+                return proceed(call, Confirmation::NotRequiredWrite);
             }
             _ => {}
         }
         if safety.confirm == ConfirmMode::None {
             tracing::warn!(tool = %plan.tool, node = %plan.node, "running without confirmation (--confirm=none)");
-            return Gate::Proceed("none (confirmation disabled by the operator)".into());
+            return proceed(call, Confirmation::Disabled);
         }
         let who = match &plan.hostname {
             Some(h) => format!("{h} ({})", plan.node),
@@ -210,22 +216,26 @@ impl TalosMcp {
                     message,
                     requested_schema,
                 },
-                Err(e) => return Answer::Failed(format!("no form schema: {e}")).gate(),
+                Err(e) => return Answer::Failed(format!("no form schema: {e}")).gate(call),
             };
             if ask.round_trip {
-                return self.confirm_round_trip(ask, &binding, form);
+                return self.confirm_round_trip(call, &binding, form);
             }
             // The same form and the same reading of the answer as the round trip.
             let answer = match ask.peer.create_elicitation(form).await {
                 Ok(result) => Answer::from_result(result),
                 Err(e) => Answer::Failed(e.to_string()),
             };
-            return answer.gate();
+            return answer.gate(call);
         }
         match token {
             Some(t) => match safety.tokens.redeem(t, &binding) {
-                Ok(()) => Gate::Proceed("token: redeemed".into()),
-                Err(e) => stop(ToolError::NotConfirmed(e.to_string()), "token: refused"),
+                Ok(()) => proceed(call, Confirmation::TokenRedeemed),
+                Err(e) => stop(
+                    call,
+                    ToolError::NotConfirmed(e.to_string()),
+                    Confirmation::TokenRefused,
+                ),
             },
             None => {
                 let token = safety.tokens.issue(&binding);
@@ -246,17 +256,17 @@ impl TalosMcp {
                     "\nTo proceed, show this plan to the human and, only with their approval, call {} again with the same arguments plus confirmation_token=\"{token}\" (valid {ttl} s, single use).",
                     plan.tool
                 ));
-                let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
-                result.structured_content = Some(json!({
+                call.confirmed(Confirmation::TokenIssued);
+                let value = json!({
                     "status": "confirmation_required",
-                    "confirmation": "token: issued",
+                    "confirmation": Confirmation::TokenIssued.as_str(),
                     "plan": plan,
                     "context": plan.context,
                     "node": plan.node,
                     "confirmation_token": token,
                     "expires_in_seconds": ttl,
-                }));
-                Gate::Stop(Box::new(result))
+                });
+                Gate::Plan(value, text)
             }
         }
     }
@@ -264,7 +274,8 @@ impl TalosMcp {
     /// The multi-round-trip confirmation (protocol 2026-07-28): the first call answers with the
     /// form as an input request and sealed state; the retry carries the human's answer and the
     /// state, which must be this server's, for this very call, unexpired and unused.
-    fn confirm_round_trip(&self, ask: &Ask, binding: &str, form: ElicitRequestParams) -> Gate {
+    fn confirm_round_trip(&self, call: &Call, binding: &str, form: ElicitRequestParams) -> Gate {
+        let ask = &call.ask;
         let tokens = &self.settings.safety.tokens;
         // Domain-separated from confirmation tokens: one can never stand in for the other.
         let binding = format!("round-trip|{binding}");
@@ -276,28 +287,28 @@ impl TalosMcp {
         if let (Some(state), Some(answer)) = (&ask.state, answer) {
             return match tokens.redeem(state, &binding) {
                 Ok(()) => match serde_json::from_value::<ElicitResult>(answer) {
-                    Ok(result) => Answer::from_result(result).gate(),
-                    Err(e) => Gate::Reject(ErrorData::invalid_params(
-                        format!("inputResponses.{CONFIRM_INPUT} is not an elicitation result: {e}"),
-                        None,
-                    )),
+                    Ok(result) => Answer::from_result(result).gate(call),
+                    Err(e) => Gate::Refuse(ToolError::RequestState(format!(
+                        "inputResponses.{CONFIRM_INPUT} is not an elicitation result: {e}"
+                    ))),
                 },
                 Err(TokenError::Expired) => stop(
+                    call,
                     ToolError::NotConfirmed(
                         "the confirmation form expired before it was answered; nothing was done. Call again to be asked anew.".into(),
                     ),
-                    "elicitation: expired",
+                    Confirmation::Expired,
                 ),
                 Err(TokenError::Replayed) => stop(
+                    call,
                     ToolError::NotConfirmed(
                         "this confirmation was already used; nothing was done. Call again to be asked anew.".into(),
                     ),
-                    "elicitation: replayed",
+                    Confirmation::Replayed,
                 ),
                 Err(TokenError::Mismatch | TokenError::Malformed) => {
-                    Gate::Reject(ErrorData::invalid_params(
-                        "requestState failed its integrity check or belongs to another call (tool, context, node and arguments must not change between rounds); call again without it",
-                        None,
+                    Gate::Refuse(ToolError::RequestState(
+                        "requestState failed its integrity check or belongs to another call (tool, context, node and arguments must not change between rounds); call again without it".into(),
                     ))
                 }
             };
@@ -307,6 +318,7 @@ impl TalosMcp {
             CONFIRM_INPUT.to_owned(),
             InputRequest::Elicitation(ElicitRequest::new(form)),
         )]);
+        call.confirmed(Confirmation::Asked);
         Gate::Ask(Box::new(InputRequiredResult::new(
             Some(requests),
             Some(tokens.issue(&binding)),
@@ -314,10 +326,16 @@ impl TalosMcp {
     }
 }
 
-fn stop(err: ToolError, outcome: &str) -> Gate {
-    let mut result = failure(&err);
-    crate::output::annotate_error(&mut result, "confirmation", json!(outcome));
-    Gate::Stop(Box::new(result))
+/// Goes ahead, recording how the call was confirmed.
+fn proceed(call: &Call, how: Confirmation) -> Gate {
+    call.confirmed(how);
+    Gate::Proceed
+}
+
+/// Refuses, recording why (the result names it too).
+fn stop(call: &Call, err: ToolError, how: Confirmation) -> Gate {
+    call.confirmed(how);
+    Gate::Refuse(err)
 }
 
 /// What a token is bound to: tool, context, node, the caller and session that asked, and the

@@ -4,7 +4,8 @@ use std::fmt::Write as _;
 
 use rmcp::model::Tool;
 
-use crate::server::{TOOLSETS, TalosMcp};
+use crate::registry::Toolset;
+use crate::server::TalosMcp;
 
 /// Markdown describing every tool, grouped by toolset, with arguments and hints.
 pub fn tools_markdown(tools: &[Tool]) -> String {
@@ -21,7 +22,8 @@ pub fn tools_markdown(tools: &[Tool]) -> String {
          (`--allow-write`, `--allow-destructive`). They take exactly one `node`, and are confirmed \
          through MCP elicitation or a single-use `confirmation_token` (see docs/security.md).\n",
     );
-    for (set, about) in TOOLSETS {
+    for set in Toolset::ALL {
+        let (set, about) = (set.as_str(), set.about());
         let members: Vec<&Tool> = tools
             .iter()
             .filter(|t| TalosMcp::toolset_of(&t.name) == Some(set))

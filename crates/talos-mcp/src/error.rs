@@ -11,8 +11,8 @@ pub enum ToolError {
     /// An argument is malformed or out of range.
     #[error("InvalidArgument: `{field}` {}", clip(.message, MAX_MESSAGE))]
     InvalidArgument {
-        /// The argument.
-        field: &'static str,
+        /// The argument (a path such as `nodes[2]` when it is inside a list).
+        field: std::borrow::Cow<'static, str>,
         /// What is wrong and what is allowed.
         message: String,
     },
@@ -75,6 +75,10 @@ pub enum ToolError {
     /// A bug in the server stopped the call (a panic); the server keeps serving.
     #[error("Internal: {0}")]
     Internal(String),
+    /// A multi-round-trip retry carries state that is not this server's or not for this call:
+    /// a protocol error (JSON-RPC invalid params), not a tool result.
+    #[error("InvalidParams: {}", clip(.0, MAX_MESSAGE))]
+    RequestState(String),
 }
 
 impl ToolError {
@@ -92,13 +96,14 @@ impl ToolError {
             Self::Talos(e) => e.kind().to_string(),
             Self::Local(_) => "Local".into(),
             Self::Internal(_) => "Internal".into(),
+            Self::RequestState(_) => "InvalidParams".into(),
         }
     }
 
     /// Shorthand for an invalid argument.
     pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
         Self::InvalidArgument {
-            field,
+            field: field.into(),
             message: message.into(),
         }
     }

@@ -13,6 +13,7 @@
 //! the operator can enable by name.
 
 pub mod audit;
+mod call;
 pub mod clusters;
 mod confirm;
 mod docs;
@@ -23,6 +24,7 @@ pub mod output;
 mod paths;
 mod prompts;
 mod redact;
+pub mod registry;
 mod resources;
 pub mod safety;
 mod schema;
@@ -32,7 +34,8 @@ pub mod tools;
 pub use clusters::{ApiFactory, Cidr, Clusters, grpc_factory};
 pub use docs::tools_markdown;
 pub use error::ToolError;
-pub use server::{ServerSettings, TOOLSETS, TalosMcp, TargetArgs, state_dir};
+pub use registry::{Registry, ToolDef, Toolset};
+pub use server::{ServerSettings, TalosMcp, TargetArgs, state_dir};
 
 /// Entry points for fuzzing and property tests: path normalisation and the redaction functions
 /// exactly as the tools use them. Not a stable API.

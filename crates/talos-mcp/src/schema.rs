@@ -10,18 +10,153 @@
 //! - anywhere else, a nullable `T` becomes `anyOf: [{type: T, ...}, {type: "null"}]`, which
 //!   still allows the `null` the server may send.
 
-use rmcp::model::{JsonObject, Tool};
+use std::sync::Arc;
+
+use rmcp::handler::server::common::{schema_for_output, schema_for_type};
+use rmcp::model::JsonObject;
+use schemars::JsonSchema;
 use serde_json::Value;
 
-/// Rewrites a tool's input and output schemas into the portable dialect.
-pub(crate) fn make_portable(tool: &mut Tool) {
-    let mut input = (*tool.input_schema).clone();
-    rewrite_object(&mut input, Side::Input);
-    tool.input_schema = input.into();
-    if let Some(output) = &tool.output_schema {
-        let mut output = (**output).clone();
-        rewrite_object(&mut output, Side::Output);
-        tool.output_schema = Some(output.into());
+/// The input schema of a tool taking `A`: portable, lean, every `$ref` inlined.
+pub(crate) fn input_schema<A: JsonSchema + 'static>() -> Arc<JsonObject> {
+    let mut schema = (*schema_for_type::<A>()).clone();
+    schema.remove("title");
+    schema.remove("description");
+    finish(schema, Side::Input)
+}
+
+/// The output schema of a tool answering `O`: portable, lean, every `$ref` inlined, no field
+/// prose (the tool's description and the field names carry the meaning).
+pub(crate) fn output_schema<O: JsonSchema + 'static>() -> Arc<JsonObject> {
+    finish((*schema_for_output::<O>()).clone(), Side::Output)
+}
+
+fn finish(mut schema: JsonObject, side: Side) -> Arc<JsonObject> {
+    inline_refs(&mut schema);
+    rewrite_object(&mut schema, side);
+    let mut value = Value::Object(schema);
+    lean(&mut value, side, false);
+    match value {
+        Value::Object(o) => Arc::new(o),
+        _ => Arc::default(),
+    }
+}
+
+/// Replaces every `{"$ref": "#/$defs/X", ...}` with the definition (plus the referring
+/// schema's own keywords) and drops `$defs`: tool schemas are small trees, and a client that
+/// maps them to function declarations need not resolve references.
+fn inline_refs(schema: &mut JsonObject) {
+    let defs = schema
+        .remove("$defs")
+        .and_then(|d| match d {
+            Value::Object(o) => Some(o),
+            _ => None,
+        })
+        .unwrap_or_default();
+    fn visit(v: &mut Value, defs: &JsonObject, depth: usize) {
+        if depth > 32 {
+            return; // a recursive type would loop; none of ours is.
+        }
+        if let Value::Object(o) = v {
+            if let Some(Value::String(r)) = o.get("$ref")
+                && let Some(def) = r.strip_prefix("#/$defs/").and_then(|n| defs.get(n))
+            {
+                let mut merged = match def.clone() {
+                    Value::Object(d) => d,
+                    _ => JsonObject::new(),
+                };
+                o.remove("$ref");
+                for (k, val) in std::mem::take(o) {
+                    merged.insert(k, val);
+                }
+                *o = merged;
+            }
+            for child in o.values_mut() {
+                visit(child, defs, depth + 1);
+            }
+        } else if let Value::Array(items) = v {
+            for child in items {
+                visit(child, defs, depth + 1);
+            }
+        }
+    }
+    for value in schema.values_mut() {
+        visit(value, &defs, 0);
+    }
+}
+
+/// `{anyOf: [T, {type: null}], ...}` becomes `{...T, ...}`.
+fn collapse_nullable(o: &mut JsonObject) {
+    let Some(Value::Array(branches)) = o.get("anyOf") else {
+        return;
+    };
+    let is_null = |b: &Value| b.get("type") == Some(&Value::from("null"));
+    if branches.len() != 2 || !branches.iter().any(is_null) {
+        return;
+    }
+    let Some(Value::Object(kept)) = branches.iter().find(|b| !is_null(b)).cloned() else {
+        return;
+    };
+    o.remove("anyOf");
+    for (k, v) in kept {
+        o.entry(k).or_insert(v);
+    }
+}
+
+/// Drops what a client does not need to call a tool or read its result: `$schema`, titles,
+/// number formats (`uint64`, `double`: the type is `integer` or `number` either way) and the
+/// zero minimum of unsigned integers; closed choices become one `enum`; output schemas lose
+/// their descriptions.
+fn lean(v: &mut Value, side: Side, map: bool) {
+    match v {
+        Value::Object(o) if map => {
+            // `properties`: the keys are argument names, the values schemas.
+            o.values_mut().for_each(|s| lean(s, side, false));
+        }
+        Value::Object(o) => {
+            if side == Side::Output {
+                collapse_nullable(o);
+            }
+            o.remove("$schema");
+            o.remove("title");
+            if let Some(Value::String(f)) = o.get("format")
+                && (f.starts_with("uint") || f.starts_with("int") || f == "double" || f == "float")
+            {
+                if f.starts_with("uint") && o.get("minimum") == Some(&Value::from(0)) {
+                    o.remove("minimum");
+                }
+                o.remove("format");
+            }
+            if side == Side::Output {
+                o.remove("description");
+                // Results never carry `null` (see `crate::call::drop_nulls`): an optional field
+                // is absent instead, so `anyOf: [T, null]` is just `T`, and nothing is required.
+                o.remove("required");
+            } else if o.get("default") == Some(&Value::Null) {
+                o.remove("default");
+            }
+            // `oneOf: [{const: "a", type: string, description}, …]` (a documented enum): one
+            // `enum` list; the variants' prose belongs in the field's description.
+            if let Some(Value::Array(branches)) = o.get("oneOf")
+                && !branches.is_empty()
+                && branches
+                    .iter()
+                    .all(|b| b.get("const").is_some_and(Value::is_string))
+            {
+                let values: Vec<Value> = branches
+                    .iter()
+                    .filter_map(|b| b.get("const").cloned())
+                    .collect();
+                o.remove("oneOf");
+                o.insert("type".into(), "string".into());
+                o.insert("enum".into(), Value::Array(values));
+            }
+            for (key, child) in o.iter_mut() {
+                lean(child, side, key == "properties");
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|i| lean(i, side, false)),
+        _ => {}
     }
 }
 

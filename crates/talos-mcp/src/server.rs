@@ -5,52 +5,24 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use rmcp::handler::server::router::prompt::PromptRouter;
-use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::model::{
-    CallToolResult, Implementation, InitializeResult, ListResourceTemplatesResult,
-    ListResourcesResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
-    ServerCapabilities,
+    Implementation, InitializeResult, ListResourceTemplatesResult, ListResourcesResult,
+    ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
+    ServerCapabilities, Tool,
 };
 use rmcp::service::RequestContext;
-use rmcp::{ErrorData, RoleServer, ServerHandler, prompt_handler, tool_handler};
+use rmcp::{ErrorData, RoleServer, ServerHandler, prompt_handler};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use talos_client::{CallOptions, TalosApi, TalosError, fan_out};
 
 use crate::audit::{AuditRecord, AuditSink};
+use crate::call::{Call, Outcome, Reply};
 use crate::clusters::{Clusters, Targets};
 use crate::error::ToolError;
 use crate::output::{self, ErrorInfo, Keep, NodeOutcome, PerNode};
+use crate::registry::{Registry, ToolDef, Toolset};
 use crate::safety::{SafetySettings, Tier};
-
-/// Toolsets and the tools in each, in listing order.
-pub const TOOLSETS: &[(&str, &str)] = &[
-    (
-        "info",
-        "Node facts: versions, CPU, memory, processes, disks, mounts, network, time.",
-    ),
-    (
-        "workloads",
-        "Containers, container stats, Talos services and images.",
-    ),
-    (
-        "logs",
-        "Service and container logs, kernel messages, machine events.",
-    ),
-    ("etcd", "etcd membership and health."),
-    (
-        "cluster",
-        "Cluster health check, COSI resources, node files.",
-    ),
-    (
-        "kubernetes",
-        "Kubernetes access: the admin kubeconfig (written to a private file).",
-    ),
-    (
-        "lifecycle",
-        "Machine configuration and node lifecycle: apply config, reboot, shutdown, reset.",
-    ),
-];
 
 /// Operator settings of the MCP server.
 #[derive(Debug, Clone)]
@@ -113,12 +85,10 @@ pub fn state_dir() -> PathBuf {
 /// Which cluster and nodes a call targets. Every tool accepts these.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 pub struct TargetArgs {
-    /// talosconfig context to use (default: the current context). Several clusters can be served
-    /// at once; name one per call.
+    /// talosconfig context (default: the current one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
-    /// Nodes to query (addresses or hostnames; default: the context's nodes). Nodes outside the
-    /// context are refused.
+    /// Node addresses or hostnames (default: the context's nodes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodes: Option<Vec<String>>,
 }
@@ -128,7 +98,8 @@ pub struct TargetArgs {
 pub struct TalosMcp {
     pub(crate) clusters: Arc<Clusters>,
     pub(crate) settings: Arc<ServerSettings>,
-    pub(crate) tool_router: ToolRouter<Self>,
+    /// The enabled tools, in listing order.
+    enabled: Arc<Vec<&'static ToolDef>>,
     pub(crate) prompt_router: PromptRouter<Self>,
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
     /// Change locks per context and configurations staged per node (shared by every session).
@@ -147,88 +118,54 @@ impl std::fmt::Debug for TalosMcp {
 }
 
 impl TalosMcp {
-    /// Every toolset's routers by tier, with their schemas in the portable dialect.
-    fn routers() -> Vec<(&'static str, Tier, ToolRouter<Self>)> {
-        let mut routers = Self::derived_routers();
-        for (_, _, router) in &mut routers {
-            for route in router.map.values_mut() {
-                crate::schema::make_portable(&mut route.attr);
-            }
-        }
-        routers
-    }
-
-    /// Every toolset's routers by tier, as the tool macros derive them.
-    fn derived_routers() -> Vec<(&'static str, Tier, ToolRouter<Self>)> {
-        vec![
-            ("info", Tier::Read, Self::info_router()),
-            ("workloads", Tier::Read, Self::workloads_router()),
-            ("workloads", Tier::Write, Self::workloads_write_router()),
-            ("logs", Tier::Read, Self::logs_router()),
-            ("etcd", Tier::Read, Self::etcd_router()),
-            ("etcd", Tier::Write, Self::etcd_write_router()),
-            ("etcd", Tier::Destructive, Self::etcd_destructive_router()),
-            ("cluster", Tier::Read, Self::cluster_router()),
-            ("kubernetes", Tier::Read, Self::kubernetes_router()),
-            ("lifecycle", Tier::Write, Self::lifecycle_write_router()),
-            (
-                "lifecycle",
-                Tier::Destructive,
-                Self::lifecycle_destructive_router(),
-            ),
-        ]
-    }
-
     /// Builds the server; fails on unknown toolset or tool names. Tools of disabled tiers are
     /// not listed.
     pub fn new(clusters: Clusters, settings: ServerSettings) -> Result<Self, String> {
+        let mut toolsets = Vec::new();
         if let Some(wanted) = &settings.toolsets {
             for name in wanted {
-                if !TOOLSETS.iter().any(|(t, _)| t == name) {
+                match Toolset::parse(name) {
+                    Some(set) => toolsets.push(set),
+                    None => {
+                        return Err(format!(
+                            "unknown toolset `{name}`; available: {}",
+                            Toolset::ALL
+                                .iter()
+                                .map(|t| t.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ));
+                    }
+                }
+            }
+        }
+        let mut enabled: Vec<&'static ToolDef> = Registry::get()
+            .all()
+            .iter()
+            .filter(|t| {
+                (settings.toolsets.is_none() || toolsets.contains(&t.toolset))
+                    && settings.safety.enabled(t.tier)
+            })
+            .collect();
+        if let Some(tools) = &settings.tools {
+            for t in tools {
+                if !enabled.iter().any(|d| d.name == t) {
                     return Err(format!(
-                        "unknown toolset `{name}`; available: {}",
-                        TOOLSETS
+                        "unknown or disabled tool `{t}`; enabled tools: {}",
+                        enabled
                             .iter()
-                            .map(|(t, _)| *t)
+                            .map(|d| d.name)
                             .collect::<Vec<_>>()
                             .join(", ")
                     ));
                 }
             }
-        }
-        let mut router = ToolRouter::new();
-        for (name, tier, part) in Self::routers() {
-            if settings
-                .toolsets
-                .as_ref()
-                .is_none_or(|w| w.iter().any(|t| t == name))
-                && settings.safety.enabled(tier)
-            {
-                router.merge(part);
-            }
-        }
-        if let Some(tools) = &settings.tools {
-            let available: Vec<String> = router
-                .list_all()
-                .into_iter()
-                .map(|t| t.name.to_string())
-                .collect();
-            for t in tools {
-                if !available.contains(t) {
-                    return Err(format!(
-                        "unknown or disabled tool `{t}`; enabled tools: {}",
-                        available.join(", ")
-                    ));
-                }
-            }
-            for name in available.iter().filter(|n| !tools.contains(n)) {
-                router.remove_route(name);
-            }
+            enabled.retain(|d| tools.iter().any(|t| t == d.name));
         }
         Ok(Self {
             clusters: Arc::new(clusters),
             settings: Arc::new(settings),
-            tool_router: router,
+            enabled: Arc::new(enabled),
             prompt_router: Self::prompt_router(),
             in_flight: Arc::default(),
             changes: Arc::default(),
@@ -276,32 +213,27 @@ impl TalosMcp {
     }
 
     /// Every enabled tool as listed to clients.
-    pub fn tools(&self) -> Vec<rmcp::model::Tool> {
-        self.tool_router.list_all()
+    pub fn tools(&self) -> Vec<Tool> {
+        self.enabled.iter().map(|t| t.listing.clone()).collect()
     }
 
     /// Every tool the server knows, enabled or not, with its tier.
-    pub fn all_tools() -> Vec<(rmcp::model::Tool, Tier)> {
-        Self::routers()
-            .into_iter()
-            .flat_map(|(_, tier, r)| r.list_all().into_iter().map(move |t| (t, tier)))
+    pub fn all_tools() -> Vec<(Tool, Tier)> {
+        Registry::get()
+            .all()
+            .iter()
+            .map(|t| (t.listing.clone(), t.tier))
             .collect()
     }
 
     /// The toolset a tool belongs to.
     pub fn toolset_of(tool: &str) -> Option<&'static str> {
-        Self::derived_routers()
-            .into_iter()
-            .find(|(_, _, r)| r.has_route(tool))
-            .map(|(n, _, _)| n)
+        Registry::get().find(tool).map(|t| t.toolset.as_str())
     }
 
     /// The tier of a tool.
     pub fn tier_of(tool: &str) -> Option<Tier> {
-        Self::derived_routers()
-            .into_iter()
-            .find(|(_, _, r)| r.has_route(tool))
-            .map(|(_, t, _)| t)
+        Registry::get().find(tool).map(|t| t.tier)
     }
 
     /// Calls `call` on every target node concurrently and collects per-node outcomes.
@@ -401,99 +333,77 @@ impl TalosMcp {
         result: Result<PerNode<R>, ToolError>,
         line: impl Fn(&R) -> String,
         keep: Keep,
-        narrow_hint: &str,
-    ) -> Result<CallToolResult, ErrorData> {
-        let per_node = match result {
-            Ok(p) => p,
-            Err(e) => return Ok(output::failure(&e)),
-        };
-        let ok = per_node.nodes.iter().filter(|n| n.ok).count();
-        let mut text = format!(
-            "{tool}: {ok}/{} node(s) answered (context {})",
-            per_node.nodes.len(),
-            per_node.context
-        );
-        if !per_node.failed_nodes.is_empty() {
-            text.push_str(&format!("; failed: {}", per_node.failed_nodes.join(", ")));
-        }
-        for n in &per_node.nodes {
-            let who = match &n.hostname {
-                Some(h) => format!("{} ({h})", n.node),
-                None => n.node.clone(),
-            };
-            let body = match (&n.result, &n.error) {
-                (Some(r), _) => line(r),
-                (None, Some(e)) => format!("ERROR {}", e.message),
-                (None, None) => String::new(),
-            };
-            text.push_str(&format!("\n- {who}: {body}"));
-        }
-        Ok(output::finish(
-            &per_node,
-            clip_text(text),
-            self.settings.output_cap,
-            keep,
-            narrow_hint,
-        ))
+        narrow_hint: &'static str,
+    ) -> Result<Reply<PerNode<R>>, ToolError> {
+        result.map(|per_node| Reply::per_node(tool, &per_node, line, keep, narrow_hint))
     }
 
-    /// Renders a single (not per-node) result.
+    /// Renders a single (not per-node) result and its summary.
     pub(crate) fn respond_one<R: Serialize>(
         &self,
         result: Result<(R, String), ToolError>,
         keep: Keep,
-        narrow_hint: &str,
-    ) -> Result<CallToolResult, ErrorData> {
-        match result {
-            Ok((value, summary)) => Ok(output::finish(
-                &value,
-                clip_text(summary),
-                self.settings.output_cap,
-                keep,
-                narrow_hint,
-            )),
-            Err(e) => Ok(output::failure(&e)),
-        }
+        narrow_hint: &'static str,
+    ) -> Result<Reply<R>, ToolError> {
+        result.map(|(value, summary)| Reply::new(&value, summary, keep, narrow_hint))
     }
 }
 
 impl TalosMcp {
-    /// Runs a tool call with tier enforcement and audit lines around it.
+    /// Runs a tool call: find the tool, read its arguments, enforce its tier, write the audit
+    /// lines around it, run it (cancellable until it commits a change) and shape its answer.
     async fn audited_call(
         &self,
         request: rmcp::model::CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
         let started = std::time::Instant::now();
-        let tool = request.name.to_string();
-        let tier = Self::tier_of(&tool);
-        let args = request.arguments.as_ref();
         let caller = crate::audit::caller(&context.extensions);
-        // Every model-set value in an audit line is bounded: a client cannot make one call write
-        // megabytes (a huge tool name, context, or a list of 70,000 nodes).
-        let audit_tool = crate::audit::bounded_str(&tool);
-        let audit_context = args
-            .and_then(|a| a.get("context"))
-            .and_then(|c| c.as_str())
-            .map(crate::audit::bounded_str);
-        let audit_nodes = args
-            .map(|a| {
-                let mut nodes: Vec<String> = a
-                    .get("nodes")
-                    .and_then(|n| n.as_array())
-                    .map(|n| {
-                        n.iter()
-                            .filter_map(|x| x.as_str().map(str::to_owned))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                if let Some(node) = a.get("node").and_then(|n| n.as_str()) {
-                    nodes.push(node.to_owned());
+        // Only enabled tools are callable; a tool of a disabled tier is refused with the flag that
+        // enables it, any other name is a protocol error.
+        let def = match Registry::get().find(&request.name) {
+            Some(def) if self.enabled.iter().any(|d| d.name == def.name) => def,
+            Some(def) if !self.settings.safety.enabled(def.tier) => def,
+            _ => {
+                let err = ErrorData::invalid_params(
+                    format!(
+                        "tool `{}` is not served here",
+                        crate::error::echo(&request.name)
+                    ),
+                    None,
+                );
+                let label = Outcome::Protocol(err.code.0).label();
+                self.settings
+                    .metrics
+                    .record_call(&request.name, &label, started.elapsed());
+                let line = AuditRecord {
+                    timestamp: crate::audit::now(),
+                    phase: "finished",
+                    request_id: crate::audit::bounded_str(&context.id.to_string()),
+                    transport: &self.settings.transport,
+                    caller: caller.as_deref(),
+                    tool: &crate::audit::bounded_str(&request.name),
+                    tier: "unknown",
+                    context: None,
+                    nodes: Vec::new(),
+                    arguments: crate::audit::redact_arguments(request.arguments.as_ref()),
+                    confirmation: None,
+                    result: Some(label),
+                    duration_ms: Some(started.elapsed().as_millis()),
+                };
+                if self.settings.audit.write(&line).is_err() {
+                    self.settings.metrics.audit_failed();
                 }
-                crate::audit::bounded_list(nodes.into_iter())
-            })
-            .unwrap_or_default();
+                return Err(err);
+            }
+        };
+        let tool = def.name;
+        let raw_args = request.arguments.clone();
+        // Every model-set value in an audit line is bounded: a client cannot make one call write
+        // megabytes (a huge context, or a list of 70,000 nodes).
         let record = |phase,
+                      tier: Tier,
+                      target: (Option<String>, Vec<String>),
                       confirmation: Option<String>,
                       result: Option<String>,
                       duration: Option<u128>| AuditRecord {
@@ -502,131 +412,144 @@ impl TalosMcp {
             request_id: crate::audit::bounded_str(&context.id.to_string()),
             transport: &self.settings.transport,
             caller: caller.as_deref(),
-            tool: &audit_tool,
-            tier: tier.map_or("unknown", Tier::as_str),
-            context: audit_context.clone(),
-            nodes: audit_nodes.clone(),
-            arguments: crate::audit::redact_arguments(args),
+            tool,
+            tier: tier.as_str(),
+            context: target.0,
+            nodes: target.1,
+            arguments: crate::audit::redact_arguments(raw_args.as_ref()),
             confirmation,
             result,
             duration_ms: duration,
         };
-        // A tool of a disabled tier is refused with the flag that enables it.
-        if let Some(tier) = tier
-            && !self.settings.safety.enabled(tier)
-        {
-            let err = ToolError::TierDisabled {
-                tool: tool.clone(),
-                tier,
-            };
+        let finish = |tier: Tier, target, outcome: &Outcome, confirmation: Option<String>| {
+            let label = outcome.label();
             self.settings
                 .metrics
-                .record_call(&tool, "refused", started.elapsed());
-            if self
-                .settings
-                .audit
-                .write(&record("finished", None, Some("refused".into()), Some(0)))
-                .is_err()
-            {
+                .record_call(tool, &label, started.elapsed());
+            let line = record(
+                "finished",
+                tier,
+                target,
+                confirmation,
+                Some(label),
+                Some(started.elapsed().as_millis()),
+            );
+            if let Err(e) = self.settings.audit.write(&line) {
+                tracing::error!(error = %e, tool, "audit log write failed");
                 self.settings.metrics.audit_failed();
             }
-            return Ok(output::failure(&err).into());
+        };
+        let parsed = def.invocation(request.arguments.clone().unwrap_or_default());
+        if !self.settings.safety.enabled(def.tier) {
+            let err = ToolError::TierDisabled {
+                tool: tool.to_owned(),
+                tier: def.tier,
+            };
+            let (tier, target) = match &parsed {
+                Ok(i) => (i.tier, (i.context.clone(), i.nodes.clone())),
+                Err(_) => (def.tier, (None, Vec::new())),
+            };
+            finish(tier, target, &Outcome::Refused, None);
+            return Ok(crate::output::failure(&err).into());
         }
+        let invocation = match parsed {
+            Ok(i) => i,
+            Err(e) => {
+                finish(
+                    def.tier,
+                    (None, Vec::new()),
+                    &Outcome::Failed(e.kind()),
+                    None,
+                );
+                return Ok(crate::output::failure(&e).into());
+            }
+        };
+        let target = (invocation.context.clone(), invocation.nodes.clone());
         // Writes fail closed: no audit line, no action.
-        let mutating = matches!(tier, Some(Tier::Write | Tier::Destructive));
+        let mutating = def.tier != Tier::Read || invocation.tier != Tier::Read;
         if mutating
-            && let Err(e) = self
-                .settings
-                .audit
-                .write(&record("started", None, None, None))
+            && let Err(e) = self.settings.audit.write(&record(
+                "started",
+                invocation.tier,
+                target.clone(),
+                None,
+                None,
+                None,
+            ))
         {
-            tracing::error!(error = %e, tool = %tool, "audit log write failed; refusing the call");
+            tracing::error!(error = %e, tool, "audit log write failed; refusing the call");
             self.settings.metrics.audit_failed();
             self.settings
                 .metrics
-                .record_call(&tool, "audit_failed", started.elapsed());
+                .record_call(tool, "audit_failed", started.elapsed());
             let err = ToolError::Local(format!(
                 "the audit log cannot be written ({e}); write and destructive calls are refused until it works"
             ));
-            return Ok(output::failure(&err).into());
+            return Ok(crate::output::failure(&err).into());
         }
-        let tcc = rmcp::handler::server::tool::ToolCallContext::new(
-            self,
-            request.clone(),
-            context.clone(),
-        );
-        let response = {
+        let ask = crate::confirm::Ask::new(&request, &context);
+        let progress = context.meta.get_progress_token();
+        let call = Call::new(tool, invocation.tier, ask, progress);
+        let ran = {
             let _running = InFlight::enter(&self.in_flight);
-            self.run_cancellable(&tool, tcc, context.ct.cancelled())
+            self.run_cancellable(&call, invocation.run, context.ct.cancelled())
                 .await
         };
-        let (result_kind, confirmation) = match &response {
-            Some(Ok(rmcp::model::CallToolResponse::Complete(r))) => outcome_of(r),
-            Some(Ok(rmcp::model::CallToolResponse::InputRequired(_))) => (
-                "confirmation_required".to_owned(),
-                Some("elicitation: asked (multi-round-trip)".to_owned()),
-            ),
-            Some(Ok(_)) => ("incomplete".to_owned(), None),
-            Some(Err(e)) => (format!("protocol error {}", e.code.0), None),
-            None => ("cancelled".to_owned(), None),
-        };
-        self.settings
-            .metrics
-            .record_call(&tool, &result_kind, started.elapsed());
-        let finished = record(
-            "finished",
-            confirmation,
-            Some(result_kind),
-            Some(started.elapsed().as_millis()),
-        );
-        if let Err(e) = self.settings.audit.write(&finished) {
-            tracing::error!(error = %e, tool = %tool, "audit log write failed");
-            self.settings.metrics.audit_failed();
-        }
-        // rmcp drops the answer to a cancelled request; this error only fills the slot.
-        response.unwrap_or_else(|| {
-            Err(ErrorData::new(
+        let confirmation = call.confirmation().map(|c| c.as_str().to_owned());
+        let Some(ran) = ran else {
+            finish(invocation.tier, target, &Outcome::Cancelled, confirmation);
+            // rmcp drops the answer to a cancelled request; this error only fills the slot.
+            return Err(ErrorData::new(
                 rmcp::model::ErrorCode::INTERNAL_ERROR,
                 "the client cancelled the call",
                 None,
-            ))
-        })
+            ));
+        };
+        let (response, outcome) = match ran {
+            Ok(result) => crate::call::respond(result, Some(&call), self.settings.output_cap),
+            Err(Panicked) => {
+                let mut result = crate::output::failure(&ToolError::Internal(format!(
+                    "{tool} stopped on a bug in the server (a panic); nothing more is known about what it did. The server keeps serving; report this to the operator, and check the node's state before retrying a change."
+                )));
+                crate::output::annotate_error(&mut result, "panic", serde_json::json!(true));
+                (Ok(result.into()), Outcome::Panic)
+            }
+        };
+        finish(invocation.tier, target, &outcome, confirmation);
+        response
     }
 
     /// Runs a tool call until it finishes or the client cancels it (`None`).
     ///
     /// A call that has not changed anything yet (every read, and a change still being planned or
     /// confirmed) stops at once: its Talos RPCs are dropped. A change that has started
-    /// ([`commit`]) runs to completion, so the audit log records what really happened.
+    /// ([`Call::commit`]) runs to completion, so the audit log records what really happened. A
+    /// panic inside a tool ends that call only (the payload is never shown or logged: it could
+    /// quote arguments) and the server keeps serving.
     async fn run_cancellable(
         &self,
-        tool: &str,
-        call: rmcp::handler::server::tool::ToolCallContext<'_, Self>,
+        call: &Call,
+        run: crate::registry::Run,
         cancelled: impl Future<Output = ()>,
-    ) -> Option<Result<rmcp::model::CallToolResponse, ErrorData>> {
+    ) -> Option<Result<Result<Reply, ToolError>, Panicked>> {
         use futures_util::FutureExt as _;
-        let committed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        // A panic inside a tool ends that call only: it becomes an `Internal` error result (the
-        // payload is never shown or logged: it could quote arguments) and the server keeps
-        // serving.
-        let caught = std::panic::AssertUnwindSafe(self.tool_router.call(call))
+        let tool = call.tool;
+        let running = std::panic::AssertUnwindSafe(run(self, call))
             .catch_unwind()
             .map(move |ran| {
-                ran.unwrap_or_else(|_| {
-                    tracing::error!(tool, "the tool panicked; the call failed with an Internal error (this is a bug)");
-                    let mut result = output::failure(&ToolError::Internal(format!(
-                        "{tool} stopped on a bug in the server (a panic); nothing more is known about what it did. The server keeps serving; report this to the operator, and check the node's state before retrying a change."
-                    )));
-                    output::annotate_error(&mut result, "panic", serde_json::json!(true));
-                    Ok(result.into())
+                ran.map_err(|_| {
+                    tracing::error!(
+                        tool,
+                        "the tool panicked; the call failed with an Internal error (this is a bug)"
+                    );
+                    Panicked
                 })
             });
-        let running = COMMITTED.scope(committed.clone(), caught);
         tokio::pin!(running);
         tokio::select! {
             result = &mut running => Some(result),
             () = cancelled => {
-                if committed.load(std::sync::atomic::Ordering::SeqCst) {
+                if call.committed() {
                     tracing::warn!(tool, "the client cancelled a change that has started; letting it finish");
                     Some(running.await)
                 } else {
@@ -638,16 +561,8 @@ impl TalosMcp {
     }
 }
 
-tokio::task_local! {
-    /// Set once the running call has begun changing the cluster (see [`commit`]).
-    static COMMITTED: Arc<std::sync::atomic::AtomicBool>;
-}
-
-/// Marks the running tool call as having begun a change: from here on a cancellation by the
-/// client no longer stops it.
-pub(crate) fn commit() {
-    let _ = COMMITTED.try_with(|c| c.store(true, std::sync::atomic::Ordering::SeqCst));
-}
+/// A tool call ended in a panic.
+struct Panicked;
 
 /// Counts a running call for as long as it lives.
 struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
@@ -665,58 +580,6 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// The result kind and confirmation outcome of a tool result, for the audit log.
-fn outcome_of(result: &CallToolResult) -> (String, Option<String>) {
-    if let Some(error) = output::error_meta(result) {
-        let field = |k: &str| error.get(k).and_then(|v| v.as_str()).map(str::to_owned);
-        let kind = if error.get("panic") == Some(&serde_json::Value::Bool(true)) {
-            "panic".to_owned()
-        } else {
-            field("kind").unwrap_or_else(|| "error".to_owned())
-        };
-        return (kind, field("confirmation"));
-    }
-    if result.is_error == Some(true) {
-        return ("error".to_owned(), None);
-    }
-    let structured = result.structured_content.as_ref();
-    let confirmation = structured
-        .and_then(|s| s.get("confirmation"))
-        .and_then(|c| c.as_str())
-        .map(str::to_owned);
-    let kind = if structured
-        .and_then(|s| s.get("failed_nodes"))
-        .and_then(|f| f.as_array())
-        .is_some_and(|f| !f.is_empty())
-    {
-        "partial".to_owned()
-    } else if structured
-        .and_then(|s| s.get("status"))
-        .and_then(|s| s.as_str())
-        == Some("confirmation_required")
-    {
-        "confirmation_required".to_owned()
-    } else {
-        "ok".to_owned()
-    };
-    (kind, confirmation)
-}
-
-/// Keeps the human text short; the structured content carries the details.
-fn clip_text(mut text: String) -> String {
-    const MAX: usize = 8 * 1024;
-    if text.len() > MAX {
-        let mut end = MAX;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push_str("\n… (more in the structured content)");
-    }
-    text
-}
-
-#[tool_handler(router = self.tool_router)]
 #[prompt_handler(router = self.prompt_router)]
 impl ServerHandler for TalosMcp {
     fn get_info(&self) -> InitializeResult {
@@ -743,6 +606,21 @@ impl ServerHandler for TalosMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
         self.audited_call(request, context).await
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(self.tools()))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.enabled
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| t.listing.clone())
     }
 
     async fn list_resources(

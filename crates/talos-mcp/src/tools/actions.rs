@@ -6,27 +6,26 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use rmcp::ErrorData;
-use rmcp::model::{CallToolResponse, CallToolResult, ContentBlock};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use talos_client::{CallOptions, TalosApi};
 
-use crate::confirm::{Ask, Gate, Plan};
+use crate::call::{Call, Reply};
+use crate::confirm::{Gate, Plan};
 use crate::error::ToolError;
-use crate::output::failure;
+use crate::registry::{CallTarget, ToolArgs};
 use crate::safety::Tier;
 use crate::server::TalosMcp;
 
 /// The target of a write or destructive call: exactly one node, named explicitly.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 pub struct NodeTarget {
-    /// talosconfig context (default: the current context).
+    /// talosconfig context (default: the current one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
-    /// The one node to act on (address or hostname). Required: changes never fan out.
+    /// The one node to act on (address or hostname).
     pub node: String,
-    /// The token from the plan returned by the first call (token confirmation).
+    /// The token a first call returned with its plan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confirmation_token: Option<String>,
 }
@@ -56,14 +55,50 @@ pub struct ActionOut<T> {
     pub expires_in_seconds: Option<u64>,
 }
 
-/// What `prepare` found: the effect and preflight notes, or a refusal.
-pub(crate) struct Prepared {
+/// What `prepare` found: the effect and preflight notes, or a refusal, and what the execution
+/// needs from the preparation (`resolved`: e.g. the etcd member a hostname named).
+pub(crate) struct Prepared<X = ()> {
     pub(crate) effect: String,
     pub(crate) preflight: Vec<String>,
     /// A reason to refuse (unless forced).
     pub(crate) blocker: Option<String>,
     /// Exactly what will be applied, for the human (e.g. a config's hash and redacted diff).
     pub(crate) details: Option<String>,
+    /// Handed to the execution as it is.
+    pub(crate) resolved: X,
+}
+
+impl Prepared {
+    /// An effect with preflight notes and nothing to refuse.
+    pub(crate) fn new(effect: String, preflight: Vec<String>) -> Self {
+        Self {
+            effect,
+            preflight,
+            blocker: None,
+            details: None,
+            resolved: (),
+        }
+    }
+}
+
+impl ToolArgs for NodeTarget {
+    fn target(&self) -> CallTarget<'_> {
+        CallTarget {
+            context: self.context.as_deref(),
+            nodes: vec![self.node.as_str()],
+        }
+    }
+}
+
+/// The arguments of a change: what its confirmation is bound to, its one node, and whether the
+/// caller overrides a preflight blocker.
+pub(crate) struct Change<'a, A> {
+    /// The arguments the confirmation is bound to (without the token).
+    pub(crate) args: &'a A,
+    /// The node.
+    pub(crate) target: &'a NodeTarget,
+    /// Go ahead despite a preflight blocker (still confirmed).
+    pub(crate) force: bool,
 }
 
 /// How long a change waits for another change on the same context (running, or waiting for
@@ -138,47 +173,42 @@ pub(crate) fn staged_note(staged: Option<StagedConfig>) -> Option<String> {
 }
 
 impl TalosMcp {
-    /// Runs one write/destructive call: resolve the node, prepare the plan, confirm, execute.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn action<A, P, PF, T, R, RF>(
+    /// Runs one write/destructive call: resolve the node, prepare the plan, confirm, execute
+    /// with what the preparation resolved.
+    pub(crate) async fn action<A, P, PF, X, R, RF, T>(
         &self,
-        ask: &Ask,
-        tool: &'static str,
-        tier: Tier,
-        args: &A,
-        target: &NodeTarget,
-        force: bool,
+        call: &Call,
+        change: Change<'_, A>,
         prepare: P,
         run: R,
         summary: impl Fn(&T) -> String,
-    ) -> Result<CallToolResponse, ErrorData>
+    ) -> Result<Reply<ActionOut<T>>, ToolError>
     where
         A: Serialize,
         P: FnOnce(Arc<dyn TalosApi>, CallOptions) -> PF,
-        PF: Future<Output = Result<Prepared, ToolError>>,
-        R: FnOnce(Arc<dyn TalosApi>, CallOptions) -> RF,
+        PF: Future<Output = Result<Prepared<X>, ToolError>>,
+        R: FnOnce(Arc<dyn TalosApi>, CallOptions, X) -> RF,
         RF: Future<Output = Result<T, ToolError>>,
         T: Serialize,
     {
-        let resolved = self
+        let Change {
+            args,
+            target,
+            force,
+        } = change;
+        let tool = call.tool;
+        let (entry, node) = self
             .clusters
             .single(target.context.as_deref(), Some(target.node.as_str()))
-            .await;
-        let (entry, node) = match resolved {
-            Ok(v) => v,
-            Err(e) => return Ok(failure(&e).into()),
-        };
+            .await?;
         let opts = CallOptions::node(node.clone());
         // One change at a time per cluster, from preflight to the end of the execution: two
         // changes that are each safe alone (stopping etcd on two of three members) cannot both
         // pass their preflights. Calls that change nothing (dry runs) do not wait.
-        let _change = if tier == Tier::Read {
+        let _change = if call.tier == Tier::Read {
             None
         } else {
-            match self.changes.lock(&entry.name).await {
-                Ok(guard) => Some(guard),
-                Err(e) => return Ok(failure(&e).into()),
-            }
+            Some(self.changes.lock(&entry.name).await?)
         };
         let targets = crate::clusters::Targets {
             entry,
@@ -187,23 +217,19 @@ impl TalosMcp {
         self.learn_hostnames(&targets).await;
         let entry = targets.entry;
         let hostname = entry.hostname(&node);
-        let prepared = match prepare(entry.api.clone(), opts.clone()).await {
-            Ok(p) => p,
-            Err(e) => return Ok(failure(&e).into()),
-        };
+        let prepared = prepare(entry.api.clone(), opts.clone()).await?;
         let mut preflight = prepared.preflight;
         if let Some(blocker) = prepared.blocker {
             if !force {
-                return Ok(failure(&ToolError::Preflight(format!(
+                return Err(ToolError::Preflight(format!(
                     "{blocker}. Nothing was done. Fix the cluster first, or repeat with force=true (which needs its own confirmation) if you accept the risk."
-                )))
-                .into());
+                )));
             }
             preflight.push(format!("FORCED despite: {blocker}"));
         }
         let plan = Plan {
             tool: tool.to_owned(),
-            tier,
+            tier: call.tier,
             context: entry.name.clone(),
             node: node.clone(),
             hostname: hostname.clone(),
@@ -211,49 +237,39 @@ impl TalosMcp {
             preflight,
             details: prepared.details,
         };
-        let confirmation = match self
-            .confirm(ask, &plan, args, target.confirmation_token.as_deref())
+        match self
+            .confirm(call, &plan, args, target.confirmation_token.as_deref())
             .await
         {
-            Gate::Proceed(how) => how,
-            Gate::Stop(result) => return Ok((*result).into()),
-            Gate::Ask(input) => return Ok((*input).into()),
-            Gate::Reject(e) => return Err(e),
-        };
-        // From here on the call changes the cluster: a cancellation no longer stops it.
-        crate::server::commit();
-        tracing::info!(tool, node = %node, context = %entry.name, confirmation = %confirmation, "running a state-changing call");
-        match run(entry.api.clone(), opts).await {
-            Ok(outcome) => {
-                let text = format!(
-                    "{tool} on {}: {}",
-                    hostname.as_deref().unwrap_or(&node),
-                    summary(&outcome)
-                );
-                let out = ActionOut {
-                    status: "done".into(),
-                    confirmation,
-                    context: entry.name.clone(),
-                    node,
-                    hostname,
-                    outcome: Some(outcome),
-                    plan: None,
-                    confirmation_token: None,
-                    expires_in_seconds: None,
-                };
-                let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
-                result.structured_content = Some(serde_json::to_value(&out).unwrap_or_default());
-                Ok(result.into())
-            }
-            Err(e) => {
-                let mut result = failure(&e);
-                crate::output::annotate_error(
-                    &mut result,
-                    "confirmation",
-                    serde_json::json!(confirmation),
-                );
-                Ok(result.into())
-            }
+            Gate::Proceed => {}
+            Gate::Plan(value, text) => return Ok(Reply::plan(value, text)),
+            Gate::Ask(input) => return Ok(Reply::input(*input)),
+            Gate::Refuse(e) => return Err(e),
         }
+        let confirmation = call
+            .confirmation()
+            .map_or("", crate::call::Confirmation::as_str)
+            .to_owned();
+        // From here on the call changes the cluster: a cancellation no longer stops it.
+        call.commit();
+        tracing::info!(tool, node = %node, context = %entry.name, confirmation = %confirmation, "running a state-changing call");
+        let outcome = run(entry.api.clone(), opts, prepared.resolved).await?;
+        let text = format!(
+            "{tool} on {}: {}",
+            hostname.as_deref().unwrap_or(&node),
+            summary(&outcome)
+        );
+        let out = ActionOut {
+            status: "done".into(),
+            confirmation,
+            context: entry.name.clone(),
+            node,
+            hostname,
+            outcome: Some(outcome),
+            plan: None,
+            confirmation_token: None,
+            expires_in_seconds: None,
+        };
+        Ok(Reply::small(&out, text))
     }
 }

@@ -1,18 +1,16 @@
 //! Cluster: health check, COSI resources, node files.
 
+use crate::call::{Call, Reply};
+use crate::registry::{ToolDef, Toolset, tool};
 use std::time::Duration;
 
-use rmcp::handler::server::common::schema_for_output;
-use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::CallToolResult;
-use rmcp::{ErrorData, tool, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use talos_client::{CallOptions, HealthCheckRequest, TalosApi};
 
 use super::{bounded, bytes, rfc3339};
 use crate::error::ToolError;
-use crate::output::{Keep, PerNode, failure};
+use crate::output::{Keep, PerNode};
 use crate::server::{TalosMcp, TargetArgs};
 
 /// Arguments of talos_health.
@@ -203,19 +201,13 @@ async fn resolve_type(api: &dyn TalosApi, opts: &CallOptions, wanted: &str) -> T
 
 pub(crate) use crate::paths::check_path;
 
-#[tool_router(router = cluster_router, vis = "pub(crate)")]
 impl TalosMcp {
     /// The cluster health check.
-    #[tool(
-        name = "talos_health",
-        description = "Runs Talos's cluster health check (etcd, apid, kubelet, nodes ready, static pods, …) from one node and summarises each check. Control planes are the etcd members; other context nodes are treated as workers.",
-        output_schema = schema_for_output::<HealthOut>(),
-        annotations(title = "Cluster health", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
-    )]
     pub(crate) async fn talos_health(
         &self,
-        Parameters(args): Parameters<HealthArgs>,
-    ) -> Result<CallToolResult, ErrorData> {
+        _call: &Call,
+        args: HealthArgs,
+    ) -> Result<Reply<HealthOut>, ToolError> {
         let result = async {
             let wait = bounded("wait_seconds", args.wait_seconds.unwrap_or(30), 1, 600)?;
             let targets = self
@@ -289,30 +281,25 @@ impl TalosMcp {
     }
 
     /// Any COSI resource.
-    #[tool(
-        name = "talos_get",
-        description = "Gets or lists Talos resources (COSI), like `talosctl get`: by type or alias, namespace and id. The escape hatch for everything else. Secrets and machine configs are refused; other specs have secret-looking values redacted.",
-        output_schema = schema_for_output::<PerNode<Vec<ResourceOut>>>(),
-        annotations(title = "Get resources", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
-    )]
     pub(crate) async fn talos_get(
         &self,
-        Parameters(args): Parameters<GetArgs>,
-    ) -> Result<CallToolResult, ErrorData> {
+        _call: &Call,
+        args: GetArgs,
+    ) -> Result<Reply<PerNode<Vec<ResourceOut>>>, ToolError> {
         let limit = match bounded("limit", args.limit.unwrap_or(100), 1, 500) {
             Ok(l) => l as usize,
-            Err(e) => return Ok(failure(&e)),
+            Err(e) => return Err(e),
         };
         if args.resource_type.trim().is_empty() {
-            return Ok(failure(&ToolError::invalid(
+            return Err(ToolError::invalid(
                 "resource_type",
                 "is required, e.g. `members` or `Members.cluster.talos.dev`",
-            )));
+            ));
         }
         if let Some(ns) = &args.namespace
             && is_sensitive(ns, &args.resource_type)
         {
-            return Ok(failure(&refusal(&args.resource_type)));
+            return Err(refusal(&args.resource_type));
         }
         let (wanted, ns_arg, id) = (
             args.resource_type.trim().to_owned(),
@@ -372,16 +359,11 @@ impl TalosMcp {
     }
 
     /// Directory listing under the allowlist.
-    #[tool(
-        name = "talos_list_files",
-        description = "Lists a directory on each node (like ls -R to `depth`), only under the operator's allowed paths (default /proc, /sys, /var/log). Links out of /proc (/proc/<pid>/root, cwd, fd, environ, mem, …) and secret locations (/system/state, /system/secrets, /var/lib/etcd, …) are refused and left out.",
-        output_schema = schema_for_output::<PerNode<Vec<FileOut>>>(),
-        annotations(title = "List files", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
-    )]
     pub(crate) async fn talos_list_files(
         &self,
-        Parameters(args): Parameters<ListFilesArgs>,
-    ) -> Result<CallToolResult, ErrorData> {
+        _call: &Call,
+        args: ListFilesArgs,
+    ) -> Result<Reply<PerNode<Vec<FileOut>>>, ToolError> {
         let checked = check_path(&args.path, &self.settings.file_allowlist).and_then(|p| {
             Ok((
                 p,
@@ -391,7 +373,7 @@ impl TalosMcp {
         });
         let (path, depth, limit) = match checked {
             Ok(v) => v,
-            Err(e) => return Ok(failure(&e)),
+            Err(e) => return Err(e),
         };
         let result = self
             .per_node(&args.target, |api, opts| {
@@ -427,16 +409,11 @@ impl TalosMcp {
     }
 
     /// File contents under the allowlist.
-    #[tool(
-        name = "talos_read_file",
-        description = "Reads a file on each node, only under the operator's allowed paths (default /proc, /sys, /var/log), capped at `max_bytes`. Links out of /proc (/proc/<pid>/root, cwd, fd, environ, mem, …) and secret locations are refused; private keys, tokens and passwords in the content are redacted, and machine configs or kubeconfigs are withheld. Talos allows this for the os:admin role only.",
-        output_schema = schema_for_output::<PerNode<FileContentOut>>(),
-        annotations(title = "Read file", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
-    )]
     pub(crate) async fn talos_read_file(
         &self,
-        Parameters(args): Parameters<ReadFileArgs>,
-    ) -> Result<CallToolResult, ErrorData> {
+        _call: &Call,
+        args: ReadFileArgs,
+    ) -> Result<Reply<PerNode<FileContentOut>>, ToolError> {
         let checked = check_path(&args.path, &self.settings.file_allowlist).and_then(|p| {
             Ok((
                 p,
@@ -450,7 +427,7 @@ impl TalosMcp {
         });
         let (path, max) = match checked {
             Ok(v) => v,
-            Err(e) => return Ok(failure(&e)),
+            Err(e) => return Err(e),
         };
         let result = self
             .per_node(&args.target, |api, opts| {
@@ -487,6 +464,68 @@ fn refusal(resource_type: &str) -> ToolError {
         "`{resource_type}` holds secrets (keys, tokens or the full machine config), which talos-mcp never shows. \
          For the machine config, read the resource talos://{{context}}/nodes/{{node}}/machineconfig, which is redacted."
     ))
+}
+
+/// The tools of this module, in listing order.
+pub(crate) fn tools() -> Vec<ToolDef> {
+    vec![
+        tool(
+            Toolset::Cluster,
+            "talos_health",
+            "Cluster health",
+            "Runs Talos's cluster health check (etcd, apid, kubelet, nodes ready, static pods, …) from one node and summarises each check. Control planes are the etcd members; other context nodes are treated as workers.",
+        )
+        .run(TalosMcp::talos_health)
+        .build(),
+        tool(
+            Toolset::Cluster,
+            "talos_get",
+            "Get resources",
+            "Gets or lists Talos resources (COSI), like `talosctl get`: by type or alias, namespace and id. The escape hatch for everything else. Secrets and machine configs are refused; other specs have secret-looking values redacted.",
+        )
+        .run(TalosMcp::talos_get)
+        .build(),
+        tool(
+            Toolset::Cluster,
+            "talos_list_files",
+            "List files",
+            "Lists a directory on each node (like ls -R to `depth`), only under the operator's allowed paths (default /proc, /sys, /var/log). Links out of /proc (/proc/<pid>/root, cwd, fd, environ, mem, …) and secret locations (/system/state, /system/secrets, /var/lib/etcd, …) are refused and left out.",
+        )
+        .run(TalosMcp::talos_list_files)
+        .build(),
+        tool(
+            Toolset::Cluster,
+            "talos_read_file",
+            "Read file",
+            "Reads a file on each node, only under the operator's allowed paths (default /proc, /sys, /var/log), capped at `max_bytes`. Links out of /proc (/proc/<pid>/root, cwd, fd, environ, mem, …) and secret locations are refused; private keys, tokens and passwords in the content are redacted, and machine configs or kubeconfigs are withheld. Talos allows this for the os:admin role only.",
+        )
+        .run(TalosMcp::talos_read_file)
+        .build(),
+    ]
+}
+
+impl crate::registry::ToolArgs for HealthArgs {
+    fn target(&self) -> crate::registry::CallTarget<'_> {
+        self.target.target()
+    }
+}
+
+impl crate::registry::ToolArgs for GetArgs {
+    fn target(&self) -> crate::registry::CallTarget<'_> {
+        self.target.target()
+    }
+}
+
+impl crate::registry::ToolArgs for ListFilesArgs {
+    fn target(&self) -> crate::registry::CallTarget<'_> {
+        self.target.target()
+    }
+}
+
+impl crate::registry::ToolArgs for ReadFileArgs {
+    fn target(&self) -> crate::registry::CallTarget<'_> {
+        self.target.target()
+    }
 }
 
 #[cfg(test)]

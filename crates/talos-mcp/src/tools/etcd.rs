@@ -1,9 +1,9 @@
 //! etcd: membership and health with a verdict.
 
-use rmcp::handler::server::common::schema_for_output;
-use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::CallToolResult;
-use rmcp::{ErrorData, tool, tool_router};
+use super::actions::Change;
+use crate::call::{Call, Reply};
+use crate::registry::{Effect, ToolDef, Toolset, tool};
+use crate::safety::Tier;
 use schemars::JsonSchema;
 use serde::Serialize;
 use talos_client::{CallOptions, EtcdAlarmKind, EtcdMember};
@@ -168,19 +168,13 @@ pub(crate) fn member_nodes(members: &[EtcdMember]) -> Vec<String> {
     members.iter().map(member_node).collect()
 }
 
-#[tool_router(router = etcd_router, vis = "pub(crate)")]
 impl TalosMcp {
     /// etcd members.
-    #[tool(
-        name = "talos_etcd_members",
-        description = "etcd members as one control-plane node sees them (id, hostname, peer/client URLs, learner). `nodes` may name the node to ask; default: the first node of the context.",
-        output_schema = schema_for_output::<MembersOut>(),
-        annotations(title = "etcd members", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
-    )]
     pub(crate) async fn talos_etcd_members(
         &self,
-        Parameters(args): Parameters<TargetArgs>,
-    ) -> Result<CallToolResult, ErrorData> {
+        _call: &Call,
+        args: TargetArgs,
+    ) -> Result<Reply<MembersOut>, ToolError> {
         let result = async {
             let targets = self
                 .clusters
@@ -209,16 +203,11 @@ impl TalosMcp {
     }
 
     /// etcd health with a verdict.
-    #[tool(
-        name = "talos_etcd_status",
-        description = "etcd health across members: per-member leader, raft index/term, DB size and in-use, alarms, learner state, and a verdict (healthy / degraded with reasons / quorum_at_risk / quorum_lost). Default nodes: every etcd member.",
-        output_schema = schema_for_output::<EtcdStatusOut>(),
-        annotations(title = "etcd status", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
-    )]
     pub(crate) async fn talos_etcd_status(
         &self,
-        Parameters(args): Parameters<TargetArgs>,
-    ) -> Result<CallToolResult, ErrorData> {
+        _call: &Call,
+        args: TargetArgs,
+    ) -> Result<Reply<EtcdStatusOut>, ToolError> {
         let result = async {
             // Validates the named nodes (or takes the defaults), then learns membership.
             let targets = self.clusters.targets(args.context.as_deref(), args.nodes.as_deref()).await?;
@@ -302,40 +291,24 @@ pub struct SnapshotOut {
     pub sha256: String,
 }
 
-fn simple(effect: String, preflight: Vec<String>) -> super::actions::Prepared {
-    super::actions::Prepared {
-        effect,
-        preflight,
-        blocker: None,
-        details: None,
-    }
-}
-
-#[tool_router(router = etcd_write_router, vis = "pub(crate)")]
 impl TalosMcp {
     /// Defragment the node's etcd member.
-    #[tool(
-        name = "talos_etcd_defragment",
-        description = "Defragments the etcd member on one control-plane node (write tier), reclaiming space after compaction. The member blocks reads and writes while it runs; do one member at a time.",
-        output_schema = schema_for_output::<super::actions::ActionOut<EtcdActionOut>>(),
-        annotations(title = "Defragment etcd", read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
-    )]
     pub(crate) async fn talos_etcd_defragment(
         &self,
-        ask: crate::confirm::Ask,
-        Parameters(args): Parameters<super::actions::NodeTarget>,
-    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
+        call: &Call,
+        args: super::actions::NodeTarget,
+    ) -> Result<Reply<super::actions::ActionOut<EtcdActionOut>>, ToolError> {
         let target = args.clone();
         self.action(
-            &ask,
-            "talos_etcd_defragment",
-            crate::safety::Tier::Write,
-            &args,
-            &target,
-            false,
+            call,
+            Change {
+                args: &args,
+                target: &target,
+                force: false,
+            },
             |api, opts| async move {
                 let s = api.etcd_status(&opts).await?;
-                Ok(simple(
+                Ok(super::actions::Prepared::new(
                     "defragment this node's etcd member (it pauses while compacting its database)"
                         .into(),
                     vec![format!(
@@ -345,7 +318,7 @@ impl TalosMcp {
                     )],
                 ))
             },
-            |api, opts| async move {
+            |api, opts, ()| async move {
                 api.etcd_defragment(&opts).await?;
                 let s = api.etcd_status(&opts).await?;
                 Ok(EtcdActionOut {
@@ -362,28 +335,22 @@ impl TalosMcp {
     }
 
     /// Disarm etcd alarms.
-    #[tool(
-        name = "talos_etcd_alarm_disarm",
-        description = "Disarms etcd alarms (e.g. NOSPACE after freeing space) through one control-plane node (write tier).",
-        output_schema = schema_for_output::<super::actions::ActionOut<EtcdActionOut>>(),
-        annotations(title = "Disarm etcd alarms", read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
-    )]
     pub(crate) async fn talos_etcd_alarm_disarm(
         &self,
-        ask: crate::confirm::Ask,
-        Parameters(args): Parameters<super::actions::NodeTarget>,
-    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
+        call: &Call,
+        args: super::actions::NodeTarget,
+    ) -> Result<Reply<super::actions::ActionOut<EtcdActionOut>>, ToolError> {
         let target = args.clone();
         self.action(
-            &ask,
-            "talos_etcd_alarm_disarm",
-            crate::safety::Tier::Write,
-            &args,
-            &target,
-            false,
+            call,
+            Change {
+                args: &args,
+                target: &target,
+                force: false,
+            },
             |api, opts| async move {
                 let alarms = api.etcd_alarms(&opts).await?;
-                Ok(simple(
+                Ok(super::actions::Prepared::new(
                     "disarm all etcd alarms".into(),
                     vec![format!(
                         "active alarms: {}",
@@ -395,7 +362,7 @@ impl TalosMcp {
                     )],
                 ))
             },
-            |api, opts| async move {
+            |api, opts, ()| async move {
                 let disarmed = api.etcd_alarm_disarm(&opts).await?;
                 Ok(EtcdActionOut {
                     message: format!("disarmed {} alarm(s)", disarmed.len()),
@@ -407,28 +374,21 @@ impl TalosMcp {
     }
 }
 
-#[tool_router(router = etcd_destructive_router, vis = "pub(crate)")]
 impl TalosMcp {
     /// Move etcd leadership away from a node.
-    #[tool(
-        name = "talos_etcd_forfeit_leadership",
-        description = "Makes the etcd member on one node give up leadership (destructive tier), e.g. before maintenance. Causes a leader election.",
-        output_schema = schema_for_output::<super::actions::ActionOut<EtcdActionOut>>(),
-        annotations(title = "Forfeit etcd leadership", read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = true)
-    )]
     pub(crate) async fn talos_etcd_forfeit_leadership(
         &self,
-        ask: crate::confirm::Ask,
-        Parameters(args): Parameters<super::actions::NodeTarget>,
-    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
+        call: &Call,
+        args: super::actions::NodeTarget,
+    ) -> Result<Reply<super::actions::ActionOut<EtcdActionOut>>, ToolError> {
         let target = args.clone();
         self.action(
-            &ask,
-            "talos_etcd_forfeit_leadership",
-            crate::safety::Tier::Destructive,
-            &args,
-            &target,
-            false,
+            call,
+            Change {
+                args: &args,
+                target: &target,
+                force: false,
+            },
             |api, opts| async move {
                 let s = api.etcd_status(&opts).await?;
                 let note = if s.leader == s.member_id {
@@ -436,12 +396,12 @@ impl TalosMcp {
                 } else {
                     "this member is not the leader: nothing will change"
                 };
-                Ok(simple(
+                Ok(super::actions::Prepared::new(
                     "make this etcd member hand leadership to another member".into(),
                     vec![note.into()],
                 ))
             },
-            |api, opts| async move {
+            |api, opts, ()| async move {
                 let new = api.etcd_forfeit_leadership(&opts).await?;
                 Ok(EtcdActionOut {
                     message: if new.is_empty() {
@@ -457,26 +417,20 @@ impl TalosMcp {
     }
 
     /// Remove a node's member from etcd.
-    #[tool(
-        name = "talos_etcd_leave",
-        description = "Removes the etcd member of one control-plane node from the cluster (destructive tier), e.g. before decommissioning it. Refuses when the remaining members could not keep quorum.",
-        output_schema = schema_for_output::<super::actions::ActionOut<EtcdActionOut>>(),
-        annotations(title = "Leave etcd", read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = true)
-    )]
     pub(crate) async fn talos_etcd_leave(
         &self,
-        ask: crate::confirm::Ask,
-        Parameters(args): Parameters<super::actions::NodeTarget>,
-    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
+        call: &Call,
+        args: super::actions::NodeTarget,
+    ) -> Result<Reply<super::actions::ActionOut<EtcdActionOut>>, ToolError> {
         let askable = self.askable(args.context.as_deref());
         let target = args.clone();
         self.action(
-            &ask,
-            "talos_etcd_leave",
-            crate::safety::Tier::Destructive,
-            &args,
-            &target,
-            false,
+            call,
+            Change {
+                args: &args,
+                target: &target,
+                force: false,
+            },
             |api, opts| async move {
                 Ok(super::lifecycle::quorum_preflight(
                     api.as_ref(),
@@ -487,7 +441,7 @@ impl TalosMcp {
                 )
                 .await)
             },
-            |api, opts| async move {
+            |api, opts, ()| async move {
                 api.etcd_leave_cluster(&opts).await?;
                 Ok(EtcdActionOut {
                     message: "left the etcd cluster".into(),
@@ -499,28 +453,20 @@ impl TalosMcp {
     }
 
     /// Remove another member by id.
-    #[tool(
-        name = "talos_etcd_remove_member",
-        description = "Removes an etcd member by id or hostname, through a healthy control-plane node (destructive tier). For members whose node is gone for good.",
-        output_schema = schema_for_output::<super::actions::ActionOut<EtcdActionOut>>(),
-        annotations(title = "Remove etcd member", read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = true)
-    )]
     pub(crate) async fn talos_etcd_remove_member(
         &self,
-        ask: crate::confirm::Ask,
-        Parameters(args): Parameters<RemoveMemberArgs>,
-    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
+        call: &Call,
+        args: RemoveMemberArgs,
+    ) -> Result<Reply<super::actions::ActionOut<EtcdActionOut>>, ToolError> {
         let target = args.target.clone();
         let wanted = args.member.trim().to_owned();
-        let chosen = std::sync::Arc::new(std::sync::Mutex::new(None::<(u64, String)>));
-        let (chosen_in, chosen_out) = (chosen.clone(), chosen);
         self.action(
-            &ask,
-            "talos_etcd_remove_member",
-            crate::safety::Tier::Destructive,
-            &args,
-            &target,
-            false,
+            call,
+            Change {
+                args: &args,
+                target: &target,
+                force: false,
+            },
             |api, opts| async move {
                 let members = api.etcd_members(&opts).await?;
                 let member = members
@@ -548,10 +494,6 @@ impl TalosMcp {
                 let blocker = (after == 0).then(|| {
                     "removing the last voting member would destroy the cluster".to_owned()
                 });
-                *chosen_in
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                    Some((member.id, member.hostname.clone()));
                 Ok(super::actions::Prepared {
                     effect: format!(
                         "remove etcd member {} ({:x}); {voting} voting members become {after}",
@@ -560,16 +502,11 @@ impl TalosMcp {
                     preflight: vec![],
                     blocker,
                     details: None,
+                    // The member the preflight found is the one removed.
+                    resolved: (member.id, member.hostname.clone()),
                 })
             },
-            |api, opts| async move {
-                let chosen = chosen_out
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .clone();
-                let Some((id, host)) = chosen else {
-                    return Err(ToolError::invalid("member", "was not resolved"));
-                };
+            |api, opts, (id, host): (u64, String)| async move {
                 api.etcd_remove_member(&opts, id).await?;
                 Ok(EtcdActionOut {
                     message: format!("removed member {host} ({id:x})"),
@@ -581,34 +518,28 @@ impl TalosMcp {
     }
 
     /// Snapshot etcd to a private file.
-    #[tool(
-        name = "talos_etcd_snapshot",
-        description = "Streams an etcd snapshot from one control-plane node into a private file (0600) in the server's artifact directory and returns its path, size and SHA-256 — never the data, which holds every cluster secret (destructive tier).",
-        output_schema = schema_for_output::<super::actions::ActionOut<SnapshotOut>>(),
-        annotations(title = "etcd snapshot", read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = true)
-    )]
     pub(crate) async fn talos_etcd_snapshot(
         &self,
-        ask: crate::confirm::Ask,
-        Parameters(args): Parameters<super::actions::NodeTarget>,
-    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
+        call: &Call,
+        args: super::actions::NodeTarget,
+    ) -> Result<Reply<super::actions::ActionOut<SnapshotOut>>, ToolError> {
         let target = args.clone();
         let dir = self.settings.artifact_dir.clone();
         self.action(
-            &ask,
-            "talos_etcd_snapshot",
-            crate::safety::Tier::Destructive,
-            &args,
-            &target,
-            false,
+            call,
+            Change {
+                args: &args,
+                target: &target,
+                force: false,
+            },
             |api, opts| async move {
                 let s = api.etcd_status(&opts).await?;
-                Ok(simple(
+                Ok(super::actions::Prepared::new(
                     "write a full etcd snapshot (all cluster secrets) to a private file on the server".into(),
                     vec![format!("database size {}", bytes(s.db_size))],
                 ))
             },
-            |api, opts| async move {
+            |api, opts, ()| async move {
                 crate::files::private_dir(&dir).map_err(|e| ToolError::Local(format!("cannot create {}: {e}", dir.display())))?;
                 let stamp = std::time::SystemTime::now()
                     .duration_since(std::time::SystemTime::UNIX_EPOCH)
@@ -625,5 +556,90 @@ impl TalosMcp {
             |o| format!("snapshot written to {} ({}, sha256 {})", o.path, bytes(o.size_bytes), o.sha256),
         )
         .await
+    }
+}
+
+/// The tools of this module, in listing order.
+pub(crate) fn tools() -> Vec<ToolDef> {
+    vec![
+        tool(
+            Toolset::Etcd,
+            "talos_etcd_members",
+            "etcd members",
+            "etcd members as one control-plane node sees them (id, hostname, peer/client URLs, learner). `nodes` may name the node to ask; default: the first node of the context.",
+        )
+        .run(TalosMcp::talos_etcd_members)
+        .build(),
+        tool(
+            Toolset::Etcd,
+            "talos_etcd_status",
+            "etcd status",
+            "etcd health across members: per-member leader, raft index/term, DB size and in-use, alarms, learner state, and a verdict (healthy / degraded with reasons / quorum_at_risk / quorum_lost). Default nodes: every etcd member.",
+        )
+        .run(TalosMcp::talos_etcd_status)
+        .build(),
+        tool(
+            Toolset::Etcd,
+            "talos_etcd_defragment",
+            "Defragment etcd",
+            "Defragments the etcd member on one control-plane node (write tier), reclaiming space after compaction. The member blocks reads and writes while it runs; do one member at a time.",
+        )
+        .tier(Tier::Write)
+        .effect(Effect::Changes { idempotent: true })
+        .run(TalosMcp::talos_etcd_defragment)
+        .build(),
+        tool(
+            Toolset::Etcd,
+            "talos_etcd_alarm_disarm",
+            "Disarm etcd alarms",
+            "Disarms etcd alarms (e.g. NOSPACE after freeing space) through one control-plane node (write tier).",
+        )
+        .tier(Tier::Write)
+        .effect(Effect::Changes { idempotent: true })
+        .run(TalosMcp::talos_etcd_alarm_disarm)
+        .build(),
+        tool(
+            Toolset::Etcd,
+            "talos_etcd_forfeit_leadership",
+            "Forfeit etcd leadership",
+            "Makes the etcd member on one node give up leadership (destructive tier), e.g. before maintenance. Causes a leader election.",
+        )
+        .tier(Tier::Destructive)
+        .run(TalosMcp::talos_etcd_forfeit_leadership)
+        .build(),
+        tool(
+            Toolset::Etcd,
+            "talos_etcd_leave",
+            "Leave etcd",
+            "Removes the etcd member of one control-plane node from the cluster (destructive tier), e.g. before decommissioning it. Refuses when the remaining members could not keep quorum.",
+        )
+        .tier(Tier::Destructive)
+        .run(TalosMcp::talos_etcd_leave)
+        .build(),
+        tool(
+            Toolset::Etcd,
+            "talos_etcd_remove_member",
+            "Remove etcd member",
+            "Removes an etcd member by id or hostname, through a healthy control-plane node (destructive tier). For members whose node is gone for good.",
+        )
+        .tier(Tier::Destructive)
+        .run(TalosMcp::talos_etcd_remove_member)
+        .build(),
+        tool(
+            Toolset::Etcd,
+            "talos_etcd_snapshot",
+            "etcd snapshot",
+            "Streams an etcd snapshot from one control-plane node into a private file (0600) in the server's artifact directory and returns its path, size and SHA-256 — never the data, which holds every cluster secret (destructive tier).",
+        )
+        .tier(Tier::Destructive)
+        .effect(Effect::Changes { idempotent: false })
+        .run(TalosMcp::talos_etcd_snapshot)
+        .build(),
+    ]
+}
+
+impl crate::registry::ToolArgs for RemoveMemberArgs {
+    fn target(&self) -> crate::registry::CallTarget<'_> {
+        self.target.target()
     }
 }

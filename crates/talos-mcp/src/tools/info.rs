@@ -1,9 +1,8 @@
 //! Node facts: version, system stats, CPU, memory, processes, disks, mounts, network, time.
 
-use rmcp::handler::server::common::schema_for_output;
-use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::CallToolResult;
-use rmcp::{ErrorData, tool, tool_router};
+use crate::call::{Call, Reply};
+use crate::error::ToolError;
+use crate::registry::{ToolDef, Toolset, tool};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use talos_client::{CallOptions, NetstatFilter};
@@ -259,19 +258,13 @@ fn percent(part: u64, whole: u64) -> f64 {
     }
 }
 
-#[tool_router(router = info_router, vis = "pub(crate)")]
 impl TalosMcp {
     /// Talos version of each node, and of this server.
-    #[tool(
-        name = "talos_version",
-        description = "Talos version (tag, commit, OS/arch, platform) of each node, with this server's version. Start here to check connectivity.",
-        output_schema = schema_for_output::<PerNode<VersionOut>>(),
-        annotations(title = "Talos version", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
-    )]
     pub(crate) async fn talos_version(
         &self,
-        Parameters(args): Parameters<TargetArgs>,
-    ) -> Result<CallToolResult, ErrorData> {
+        _call: &Call,
+        args: TargetArgs,
+    ) -> Result<Reply<PerNode<VersionOut>>, ToolError> {
         let result = self
             .per_node(&args, |api, opts| async move {
                 let v = api.version(&opts).await?;
@@ -294,16 +287,11 @@ impl TalosMcp {
     }
 
     /// One compact health line per node.
-    #[tool(
-        name = "talos_system_stats",
-        description = "Compact per-node summary: uptime, CPU count and busy share, load averages, memory used, process counts.",
-        output_schema = schema_for_output::<PerNode<SystemStatsOut>>(),
-        annotations(title = "System stats", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
-    )]
     pub(crate) async fn talos_system_stats(
         &self,
-        Parameters(args): Parameters<TargetArgs>,
-    ) -> Result<CallToolResult, ErrorData> {
+        _call: &Call,
+        args: TargetArgs,
+    ) -> Result<Reply<PerNode<SystemStatsOut>>, ToolError> {
         let result = self
             .per_node(&args, |api, opts| async move {
                 let (stat, mem, load) = tokio::join!(
@@ -350,16 +338,11 @@ impl TalosMcp {
     }
 
     /// CPU model and count per node.
-    #[tool(
-        name = "talos_cpu",
-        description = "CPU model, count and clock of each node.",
-        output_schema = schema_for_output::<PerNode<CpuOut>>(),
-        annotations(title = "CPU info", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
-    )]
     pub(crate) async fn talos_cpu(
         &self,
-        Parameters(args): Parameters<TargetArgs>,
-    ) -> Result<CallToolResult, ErrorData> {
+        _call: &Call,
+        args: TargetArgs,
+    ) -> Result<Reply<PerNode<CpuOut>>, ToolError> {
         let result = self
             .per_node(&args, |api, opts| async move {
                 let cpus = api.cpu_info(&opts).await?;
@@ -382,16 +365,11 @@ impl TalosMcp {
     }
 
     /// Memory per node.
-    #[tool(
-        name = "talos_memory",
-        description = "Memory of each node in bytes: total, available, used, cache, swap.",
-        output_schema = schema_for_output::<PerNode<MemoryOut>>(),
-        annotations(title = "Memory", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
-    )]
     pub(crate) async fn talos_memory(
         &self,
-        Parameters(args): Parameters<TargetArgs>,
-    ) -> Result<CallToolResult, ErrorData> {
+        _call: &Call,
+        args: TargetArgs,
+    ) -> Result<Reply<PerNode<MemoryOut>>, ToolError> {
         let result = self
             .per_node(&args, |api, opts| async move {
                 let m = api.memory(&opts).await?;
@@ -425,29 +403,24 @@ impl TalosMcp {
     }
 
     /// Top processes per node.
-    #[tool(
-        name = "talos_processes",
-        description = "Top processes of each node by CPU time or resident memory, with an optional command filter.",
-        output_schema = schema_for_output::<PerNode<ProcessesOut>>(),
-        annotations(title = "Processes", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
-    )]
     pub(crate) async fn talos_processes(
         &self,
-        Parameters(args): Parameters<ProcessesArgs>,
-    ) -> Result<CallToolResult, ErrorData> {
+        _call: &Call,
+        args: ProcessesArgs,
+    ) -> Result<Reply<PerNode<ProcessesOut>>, ToolError> {
         let by_memory = match args.sort_by.as_deref() {
             None | Some("cpu") => false,
             Some("memory") => true,
             Some(other) => {
-                return Ok(crate::output::failure(&crate::ToolError::invalid(
+                return Err(crate::ToolError::invalid(
                     "sort_by",
                     format!("must be `cpu` or `memory`, got `{other}`"),
-                )));
+                ));
             }
         };
         let limit = match bounded("limit", args.limit.unwrap_or(20), 1, 200) {
             Ok(l) => l as usize,
-            Err(e) => return Ok(crate::output::failure(&e)),
+            Err(e) => return Err(e),
         };
         let filter = args.filter.map(|f| f.to_lowercase());
         let result = self
@@ -504,16 +477,11 @@ impl TalosMcp {
     }
 
     /// Block devices per node.
-    #[tool(
-        name = "talos_disks",
-        description = "Block devices of each node (StorageService): device, size, model, serial, type, system disk.",
-        output_schema = schema_for_output::<PerNode<Vec<DiskOut>>>(),
-        annotations(title = "Disks", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
-    )]
     pub(crate) async fn talos_disks(
         &self,
-        Parameters(args): Parameters<TargetArgs>,
-    ) -> Result<CallToolResult, ErrorData> {
+        _call: &Call,
+        args: TargetArgs,
+    ) -> Result<Reply<PerNode<Vec<DiskOut>>>, ToolError> {
         let result = self
             .per_node(&args, |api, opts| async move {
                 Ok(api
@@ -546,21 +514,16 @@ impl TalosMcp {
     }
 
     /// Sizes of directories.
-    #[tool(
-        name = "talos_disk_usage",
-        description = "Disk usage of paths on each node (like du), descending `depth` levels, at most `limit` entries.",
-        output_schema = schema_for_output::<PerNode<Vec<UsageOut>>>(),
-        annotations(title = "Disk usage", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
-    )]
     pub(crate) async fn talos_disk_usage(
         &self,
-        Parameters(args): Parameters<DiskUsageArgs>,
-    ) -> Result<CallToolResult, ErrorData> {
+        _call: &Call,
+        args: DiskUsageArgs,
+    ) -> Result<Reply<PerNode<Vec<UsageOut>>>, ToolError> {
         let checked = bounded("depth", args.depth.unwrap_or(1), 0, 5)
             .and_then(|d| Ok((d, bounded("limit", args.limit.unwrap_or(50), 1, 500)?)));
         let (depth, limit) = match checked {
             Ok(v) => v,
-            Err(e) => return Ok(crate::output::failure(&e)),
+            Err(e) => return Err(e),
         };
         let paths = args
             .paths
@@ -579,7 +542,7 @@ impl TalosMcp {
             .collect();
         let paths = match paths {
             Ok(p) => p,
-            Err(e) => return Ok(crate::output::failure(&e)),
+            Err(e) => return Err(e),
         };
         let result = self
             .per_node(&args.target, |api, opts| {
@@ -615,16 +578,11 @@ impl TalosMcp {
     }
 
     /// Mounted filesystems.
-    #[tool(
-        name = "talos_mounts",
-        description = "Mounted filesystems of each node with size, free space and use percent.",
-        output_schema = schema_for_output::<PerNode<Vec<MountOut>>>(),
-        annotations(title = "Mounts", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
-    )]
     pub(crate) async fn talos_mounts(
         &self,
-        Parameters(args): Parameters<TargetArgs>,
-    ) -> Result<CallToolResult, ErrorData> {
+        _call: &Call,
+        args: TargetArgs,
+    ) -> Result<Reply<PerNode<Vec<MountOut>>>, ToolError> {
         let result = self
             .per_node(&args, |api, opts| async move {
                 Ok(api
@@ -664,39 +622,34 @@ impl TalosMcp {
     }
 
     /// Interfaces, addresses, routes and sockets.
-    #[tool(
-        name = "talos_network",
-        description = "Network view of each node: interface counters, addresses, routes, and sockets (listening, connected or all; optional port filter).",
-        output_schema = schema_for_output::<PerNode<NetworkOut>>(),
-        annotations(title = "Network", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
-    )]
     pub(crate) async fn talos_network(
         &self,
-        Parameters(args): Parameters<NetworkArgs>,
-    ) -> Result<CallToolResult, ErrorData> {
+        _call: &Call,
+        args: NetworkArgs,
+    ) -> Result<Reply<PerNode<NetworkOut>>, ToolError> {
         const SECTIONS: [&str; 4] = ["interfaces", "addresses", "routes", "sockets"];
         let include = args
             .include
             .clone()
             .unwrap_or_else(|| vec!["interfaces".into(), "addresses".into(), "routes".into()]);
         if let Some(bad) = include.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
-            return Ok(crate::output::failure(&crate::ToolError::invalid(
+            return Err(crate::ToolError::invalid(
                 "include",
                 format!(
                     "has unknown section `{bad}`; allowed: {}",
                     SECTIONS.join(", ")
                 ),
-            )));
+            ));
         }
         let filter = match args.sockets.as_deref() {
             None | Some("listening") => NetstatFilter::Listening,
             Some("connected") => NetstatFilter::Connected,
             Some("all") => NetstatFilter::All,
             Some(other) => {
-                return Ok(crate::output::failure(&crate::ToolError::invalid(
+                return Err(crate::ToolError::invalid(
                     "sockets",
                     format!("must be `listening`, `connected` or `all`, got `{other}`"),
-                )));
+                ));
             }
         };
         let port = args.port;
@@ -731,16 +684,11 @@ impl TalosMcp {
     }
 
     /// Clock and NTP offset.
-    #[tool(
-        name = "talos_time",
-        description = "Clock of each node versus its NTP server, with the offset in milliseconds.",
-        output_schema = schema_for_output::<PerNode<TimeOut>>(),
-        annotations(title = "Time", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
-    )]
     pub(crate) async fn talos_time(
         &self,
-        Parameters(args): Parameters<TargetArgs>,
-    ) -> Result<CallToolResult, ErrorData> {
+        _call: &Call,
+        args: TargetArgs,
+    ) -> Result<Reply<PerNode<TimeOut>>, ToolError> {
         let result = self
             .per_node(&args, |api, opts| async move {
                 let t = api.time(&opts).await?;
@@ -768,16 +716,11 @@ impl TalosMcp {
     }
 
     /// Hostnames.
-    #[tool(
-        name = "talos_hostname",
-        description = "Hostname of each node.",
-        output_schema = schema_for_output::<PerNode<HostnameOut>>(),
-        annotations(title = "Hostname", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
-    )]
     pub(crate) async fn talos_hostname(
         &self,
-        Parameters(args): Parameters<TargetArgs>,
-    ) -> Result<CallToolResult, ErrorData> {
+        _call: &Call,
+        args: TargetArgs,
+    ) -> Result<Reply<PerNode<HostnameOut>>, ToolError> {
         let result = self
             .per_node(&args, |api, opts| async move {
                 Ok(HostnameOut {
@@ -863,4 +806,116 @@ async fn network(
         );
     }
     Ok(out)
+}
+
+/// The tools of this module, in listing order.
+pub(crate) fn tools() -> Vec<ToolDef> {
+    vec![
+        tool(
+            Toolset::Info,
+            "talos_version",
+            "Talos version",
+            "Talos version (tag, commit, OS/arch, platform) of each node, with this server's version. Start here to check connectivity.",
+        )
+        .run(TalosMcp::talos_version)
+        .build(),
+        tool(
+            Toolset::Info,
+            "talos_system_stats",
+            "System stats",
+            "Compact per-node summary: uptime, CPU count and busy share, load averages, memory used, process counts.",
+        )
+        .run(TalosMcp::talos_system_stats)
+        .build(),
+        tool(
+            Toolset::Info,
+            "talos_cpu",
+            "CPU info",
+            "CPU model, count and clock of each node.",
+        )
+        .run(TalosMcp::talos_cpu)
+        .build(),
+        tool(
+            Toolset::Info,
+            "talos_memory",
+            "Memory",
+            "Memory of each node in bytes: total, available, used, cache, swap.",
+        )
+        .run(TalosMcp::talos_memory)
+        .build(),
+        tool(
+            Toolset::Info,
+            "talos_processes",
+            "Processes",
+            "Top processes of each node by CPU time or resident memory, with an optional command filter.",
+        )
+        .run(TalosMcp::talos_processes)
+        .build(),
+        tool(
+            Toolset::Info,
+            "talos_disks",
+            "Disks",
+            "Block devices of each node (StorageService): device, size, model, serial, type, system disk.",
+        )
+        .run(TalosMcp::talos_disks)
+        .build(),
+        tool(
+            Toolset::Info,
+            "talos_disk_usage",
+            "Disk usage",
+            "Disk usage of paths on each node (like du), descending `depth` levels, at most `limit` entries.",
+        )
+        .run(TalosMcp::talos_disk_usage)
+        .build(),
+        tool(
+            Toolset::Info,
+            "talos_mounts",
+            "Mounts",
+            "Mounted filesystems of each node with size, free space and use percent.",
+        )
+        .run(TalosMcp::talos_mounts)
+        .build(),
+        tool(
+            Toolset::Info,
+            "talos_network",
+            "Network",
+            "Network view of each node: interface counters, addresses, routes, and sockets (listening, connected or all; optional port filter).",
+        )
+        .run(TalosMcp::talos_network)
+        .build(),
+        tool(
+            Toolset::Info,
+            "talos_time",
+            "Time",
+            "Clock of each node versus its NTP server, with the offset in milliseconds.",
+        )
+        .run(TalosMcp::talos_time)
+        .build(),
+        tool(
+            Toolset::Info,
+            "talos_hostname",
+            "Hostname",
+            "Hostname of each node.",
+        )
+        .run(TalosMcp::talos_hostname)
+        .build(),
+    ]
+}
+
+impl crate::registry::ToolArgs for ProcessesArgs {
+    fn target(&self) -> crate::registry::CallTarget<'_> {
+        self.target.target()
+    }
+}
+
+impl crate::registry::ToolArgs for DiskUsageArgs {
+    fn target(&self) -> crate::registry::CallTarget<'_> {
+        self.target.target()
+    }
+}
+
+impl crate::registry::ToolArgs for NetworkArgs {
+    fn target(&self) -> crate::registry::CallTarget<'_> {
+        self.target.target()
+    }
 }

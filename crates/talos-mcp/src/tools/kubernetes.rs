@@ -1,11 +1,9 @@
 //! Kubernetes access: the admin kubeconfig, written to a private file and never returned.
 
+use crate::call::{Call, Reply};
+use crate::registry::{ToolDef, Toolset, tool};
 use std::path::{Path, PathBuf};
 
-use rmcp::handler::server::common::schema_for_output;
-use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::CallToolResult;
-use rmcp::{ErrorData, tool, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use talos_client::CallOptions;
@@ -107,19 +105,13 @@ pub(crate) fn sha256_hex(data: &[u8]) -> String {
         .collect()
 }
 
-#[tool_router(router = kubernetes_router, vis = "pub(crate)")]
 impl TalosMcp {
     /// The admin kubeconfig, to a private file.
-    #[tool(
-        name = "talos_kubeconfig",
-        description = "Fetches the cluster's admin kubeconfig from a control-plane node and writes it to a private file (0600) in the server's artifact directory, one file per context and node, replaced on every call. Returns the path, size, SHA-256, cluster name and API server URL — never the content, which is a secret. Needs the os:admin role.",
-        output_schema = schema_for_output::<KubeconfigOut>(),
-        annotations(title = "Kubeconfig", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
-    )]
     pub(crate) async fn talos_kubeconfig(
         &self,
-        Parameters(args): Parameters<KubeconfigArgs>,
-    ) -> Result<CallToolResult, ErrorData> {
+        _call: &Call,
+        args: KubeconfigArgs,
+    ) -> Result<Reply<KubeconfigOut>, ToolError> {
         let result = async {
             let targets = self.clusters.targets(args.target.context.as_deref(), args.target.nodes.as_deref()).await?;
             let mut last_err = None;
@@ -173,6 +165,26 @@ impl TalosMcp {
         }
         .await;
         self.respond_one(result, Keep::First, "")
+    }
+}
+
+/// The tools of this module, in listing order.
+pub(crate) fn tools() -> Vec<ToolDef> {
+    vec![
+        tool(
+            Toolset::Kubernetes,
+            "talos_kubeconfig",
+            "Kubeconfig",
+            "Fetches the cluster's admin kubeconfig from a control-plane node and writes it to a private file (0600) in the server's artifact directory, one file per context and node, replaced on every call. Returns the path, size, SHA-256, cluster name and API server URL — never the content, which is a secret. Needs the os:admin role.",
+        )
+        .run(TalosMcp::talos_kubeconfig)
+        .build(),
+    ]
+}
+
+impl crate::registry::ToolArgs for KubeconfigArgs {
+    fn target(&self) -> crate::registry::CallTarget<'_> {
+        self.target.target()
     }
 }
 

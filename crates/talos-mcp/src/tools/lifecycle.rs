@@ -1,24 +1,33 @@
 //! Machine configuration and node lifecycle: apply config (write tier); reboot, shutdown, reset
 //! (destructive tier). Every call targets one named node, is confirmed, and is audited.
 
+use crate::call::{Call, Reply};
+use crate::registry::{Effect, ToolDef, Toolset, tool};
 use futures_util::future::BoxFuture;
 use std::time::{Duration, Instant};
 
-use rmcp::handler::server::common::schema_for_output;
-use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{ProgressNotificationParam, RequestMetaObject};
-use rmcp::{ErrorData, tool, tool_router};
+use rmcp::model::ProgressNotificationParam;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use talos_client::{
     ApplyConfigRequest, ApplyMode, CallOptions, RebootMode, ResetRequest, TalosApi, TalosError,
 };
 
-use super::actions::{ActionOut, NodeTarget, Prepared};
+use super::actions::{ActionOut, Change, NodeTarget, Prepared};
 use crate::error::ToolError;
-use crate::output::failure;
 use crate::safety::Tier;
 use crate::server::TalosMcp;
+
+/// The tier an apply runs at. Dry runs change nothing. Every real apply can take the node or the
+/// cluster down (a bad network or etcd setting, a reboot, a staged config activated later), so
+/// every mode is confirmed like a destructive call.
+fn apply_tier(args: &ApplyConfigArgs) -> Tier {
+    if args.dry_run.unwrap_or(true) {
+        Tier::Read
+    } else {
+        Tier::Destructive
+    }
+}
 
 /// Arguments of talos_apply_config.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -208,6 +217,7 @@ async fn quorum_impact(
                 "etcd membership could not be read, so the quorum impact is unknown".into(),
             ),
             details: None,
+            resolved: (),
         };
     };
     let addresses = super::etcd::member_nodes(&members);
@@ -221,6 +231,7 @@ async fn quorum_impact(
             preflight: vec!["not an etcd member: no quorum impact".into()],
             blocker: None,
             details: None,
+            resolved: (),
         };
     };
     let voting: Vec<_> = members
@@ -255,6 +266,7 @@ async fn quorum_impact(
         }),
         preflight: vec![note],
         details: None,
+        resolved: (),
     }
 }
 
@@ -433,20 +445,13 @@ fn clip_diff(diff: &str) -> String {
     )
 }
 
-#[tool_router(router = lifecycle_write_router, vis = "pub(crate)")]
 impl TalosMcp {
     /// Apply a machine configuration.
-    #[tool(
-        name = "talos_apply_config",
-        description = "Applies a machine configuration to one node (inline YAML or a file under the operator's allowlist). dry_run defaults to true and reports what would change (Talos's summary plus a redacted diff against the current config). Modes: auto, no-reboot, reboot, staged, try. A real apply needs the write tier and confirmation in every mode; the confirmation shows the config's SHA-256 and the redacted diff against the node's current config, and is bound to those exact bytes. Secrets are never echoed back, and errors about a config_file never quote it.",
-        output_schema = schema_for_output::<ActionOut<ApplyOut>>(),
-        annotations(title = "Apply machine config", read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = true)
-    )]
     pub(crate) async fn talos_apply_config(
         &self,
-        ask: crate::confirm::Ask,
-        Parameters(args): Parameters<ApplyConfigArgs>,
-    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
+        call: &Call,
+        args: ApplyConfigArgs,
+    ) -> Result<Reply<ActionOut<ApplyOut>>, ToolError> {
         let mode = match args.mode.as_deref() {
             None | Some("auto") => ApplyMode::Auto,
             Some("no-reboot") => ApplyMode::NoReboot,
@@ -454,25 +459,23 @@ impl TalosMcp {
             Some("staged") => ApplyMode::Staged,
             Some("try") => ApplyMode::Try,
             Some(other) => {
-                return Ok(failure(&ToolError::invalid(
+                return Err(ToolError::invalid(
                     "mode",
                     format!("must be auto, no-reboot, reboot, staged or try, got `{other}`"),
-                ))
-                .into());
+                ));
             }
         };
         let (config, from_file) = match (&args.config, &args.config_file) {
             (Some(c), None) => (c.clone().into_bytes(), None),
             (None, Some(path)) => match read_config_file(path, &self.settings.config_allowlist) {
                 Ok(bytes) => (bytes, Some(path.clone())),
-                Err(e) => return Ok(failure(&e).into()),
+                Err(e) => return Err(e),
             },
             _ => {
-                return Ok(failure(&ToolError::invalid(
+                return Err(ToolError::invalid(
                     "config",
                     "give exactly one of `config` (inline YAML) or `config_file`",
-                ))
-                .into());
+                ));
             }
         };
         let dry_run = args.dry_run.unwrap_or(true);
@@ -483,14 +486,6 @@ impl TalosMcp {
             dry_run,
             try_timeout: (mode == ApplyMode::Try)
                 .then(|| Duration::from_secs(u64::from(args.try_timeout_seconds.unwrap_or(60)))),
-        };
-        // Dry runs change nothing. Every real apply can take the node or the cluster down (a
-        // bad network or etcd setting, a reboot, a staged config activated later), so every
-        // mode is confirmed like a destructive call.
-        let tier = if dry_run {
-            Tier::Read
-        } else {
-            Tier::Destructive
         };
         let effect = if dry_run {
             "dry run: report what would change; nothing is applied".to_owned()
@@ -521,12 +516,12 @@ impl TalosMcp {
         let sha = config_sha256.clone();
         let diff_new = new_redacted.clone();
         self.action(
-            &ask,
-            "talos_apply_config",
-            tier,
-            &bound,
-            &target,
-            false,
+            call,
+            Change {
+                args: &bound,
+                target: &target,
+                force: false,
+            },
             move |api, opts| async move {
                 if dry_run {
                     return Ok(Prepared {
@@ -534,6 +529,7 @@ impl TalosMcp {
                         preflight: vec![],
                         blocker: None,
                         details: None,
+                        resolved: (),
                     });
                 }
                 let mut preflight = Vec::new();
@@ -557,9 +553,10 @@ impl TalosMcp {
                     preflight,
                     blocker: None,
                     details: Some(details),
+                    resolved: (),
                 })
             },
-            |api, opts| async move {
+            |api, opts, ()| async move {
                 let current = redacted_machine_config(api.as_ref(), &opts).await.ok();
                 let result = api
                     .apply_configuration(&opts, &request)
@@ -604,30 +601,23 @@ impl TalosMcp {
     }
 }
 
-#[tool_router(router = lifecycle_destructive_router, vis = "pub(crate)")]
 impl TalosMcp {
     /// Reboot one node.
-    #[tool(
-        name = "talos_reboot",
-        description = "Reboots one node after confirmation. Refuses to take a control-plane node down when etcd would lose quorum (unless force, which needs its own confirmation). With wait=true, follows the node until it is back with a new boot id, reporting progress.",
-        output_schema = schema_for_output::<ActionOut<RebootOut>>(),
-        annotations(title = "Reboot node", read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = true)
-    )]
     pub(crate) async fn talos_reboot(
         &self,
-        ask: crate::confirm::Ask,
-        meta: RequestMetaObject,
-        Parameters(args): Parameters<RebootArgs>,
-    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
+        call: &Call,
+        args: RebootArgs,
+    ) -> Result<Reply<ActionOut<RebootOut>>, ToolError> {
+        let ask = &call.ask;
+        let progress_token = call.progress.clone();
         let mode = match args.mode.as_deref() {
             None | Some("default") => RebootMode::Default,
             Some("powercycle") => RebootMode::Powercycle,
             Some(other) => {
-                return Ok(failure(&ToolError::invalid(
+                return Err(ToolError::invalid(
                     "mode",
                     format!("must be default or powercycle, got `{other}`"),
-                ))
-                .into());
+                ));
             }
         };
         let wait = args.wait.unwrap_or(false);
@@ -635,16 +625,15 @@ impl TalosMcp {
             .min(self.settings.max_wait);
         let askable = self.askable(args.target.context.as_deref());
         let target = args.target.clone();
-        let progress_token = meta.get_progress_token();
         let progress_peer = ask.peer.clone();
         let (staged_in, staged_out) = self.staged_tracking(args.target.context.as_deref());
         self.action(
-            &ask,
-            "talos_reboot",
-            Tier::Destructive,
-            &args,
-            &target,
-            args.force.unwrap_or(false),
+            call,
+            Change {
+                args: &args,
+                target: &target,
+                force: args.force.unwrap_or(false),
+            },
             |api, opts| async move {
                 let mut p = quorum_preflight(
                     api.as_ref(),
@@ -659,7 +648,7 @@ impl TalosMcp {
                 staged_in.note(&opts, &mut p);
                 Ok(p)
             },
-            |api, opts| async move {
+            |api, opts, ()| async move {
                 let before = if wait {
                     boot_id(api.as_ref(), &opts).await
                 } else {
@@ -712,28 +701,22 @@ impl TalosMcp {
     }
 
     /// Shut one node down.
-    #[tool(
-        name = "talos_shutdown",
-        description = "Powers one node off after confirmation; it stays off until someone powers it on. Refuses when etcd would lose quorum (unless force, which needs its own confirmation).",
-        output_schema = schema_for_output::<ActionOut<AckOut>>(),
-        annotations(title = "Shut down node", read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = true)
-    )]
     pub(crate) async fn talos_shutdown(
         &self,
-        ask: crate::confirm::Ask,
-        Parameters(args): Parameters<ShutdownArgs>,
-    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
+        call: &Call,
+        args: ShutdownArgs,
+    ) -> Result<Reply<ActionOut<AckOut>>, ToolError> {
         let askable = self.askable(args.target.context.as_deref());
         let force = args.force.unwrap_or(false);
         let target = args.target.clone();
         let (staged_in, staged_out) = self.staged_tracking(args.target.context.as_deref());
         self.action(
-            &ask,
-            "talos_shutdown",
-            Tier::Destructive,
-            &args,
-            &target,
-            force,
+            call,
+            Change {
+                args: &args,
+                target: &target,
+                force,
+            },
             |api, opts| async move {
                 let mut p = quorum_preflight(
                     api.as_ref(),
@@ -746,7 +729,7 @@ impl TalosMcp {
                 staged_in.note(&opts, &mut p);
                 Ok(p)
             },
-            |api, opts| async move {
+            |api, opts, ()| async move {
                 let ack = api.shutdown(&opts, force).await.map_err(talos)?;
                 staged_out.booted(&opts);
                 Ok(AckOut {
@@ -759,17 +742,11 @@ impl TalosMcp {
     }
 
     /// Reset one node.
-    #[tool(
-        name = "talos_reset",
-        description = "Resets (wipes) one node after confirmation: graceful by default (leaves etcd first), then reboots or powers off. Data on the wiped partitions is lost. Refuses when etcd would lose quorum (unless force, which needs its own confirmation).",
-        output_schema = schema_for_output::<ActionOut<AckOut>>(),
-        annotations(title = "Reset node", read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = true)
-    )]
     pub(crate) async fn talos_reset(
         &self,
-        ask: crate::confirm::Ask,
-        Parameters(args): Parameters<ResetArgs>,
-    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
+        call: &Call,
+        args: ResetArgs,
+    ) -> Result<Reply<ActionOut<AckOut>>, ToolError> {
         let askable = self.askable(args.target.context.as_deref());
         let request = ResetRequest {
             graceful: args.graceful.unwrap_or(true),
@@ -797,16 +774,16 @@ impl TalosMcp {
             }
         );
         self.action(
-            &ask,
-            "talos_reset",
-            Tier::Destructive,
-            &args,
-            &target,
-            args.force.unwrap_or(false),
+            call,
+            Change {
+                args: &args,
+                target: &target,
+                force: args.force.unwrap_or(false),
+            },
             |api, opts| async move {
                 Ok(quorum_preflight(api.as_ref(), &opts, &askable, false, effect).await)
             },
-            |api, opts| async move {
+            |api, opts, ()| async move {
                 let ack = api.reset(&opts, &request).await.map_err(talos)?;
                 Ok(AckOut {
                     actor_id: ack.actor_id,
@@ -873,6 +850,74 @@ impl TalosMcp {
             .entry(context)
             .map(|e| e.default_nodes.clone())
             .unwrap_or_default()
+    }
+}
+
+/// The tools of this module, in listing order.
+pub(crate) fn tools() -> Vec<ToolDef> {
+    vec![
+        tool(
+            Toolset::Lifecycle,
+            "talos_apply_config",
+            "Apply machine config",
+            "Applies a machine configuration to one node (inline YAML or a file under the operator's allowlist). dry_run defaults to true and reports what would change (Talos's summary plus a redacted diff against the current config). Modes: auto, no-reboot, reboot, staged, try. A real apply needs the write tier and confirmation in every mode; the confirmation shows the config's SHA-256 and the redacted diff against the node's current config, and is bound to those exact bytes. Secrets are never echoed back, and errors about a config_file never quote it.",
+        )
+        .tier(Tier::Write)
+        .effect(Effect::Destroys { idempotent: false })
+        .run(TalosMcp::talos_apply_config)
+        .tier_by(apply_tier)
+        .build(),
+        tool(
+            Toolset::Lifecycle,
+            "talos_reboot",
+            "Reboot node",
+            "Reboots one node after confirmation. Refuses to take a control-plane node down when etcd would lose quorum (unless force, which needs its own confirmation). With wait=true, follows the node until it is back with a new boot id, reporting progress.",
+        )
+        .tier(Tier::Destructive)
+        .run(TalosMcp::talos_reboot)
+        .build(),
+        tool(
+            Toolset::Lifecycle,
+            "talos_shutdown",
+            "Shut down node",
+            "Powers one node off after confirmation; it stays off until someone powers it on. Refuses when etcd would lose quorum (unless force, which needs its own confirmation).",
+        )
+        .tier(Tier::Destructive)
+        .run(TalosMcp::talos_shutdown)
+        .build(),
+        tool(
+            Toolset::Lifecycle,
+            "talos_reset",
+            "Reset node",
+            "Resets (wipes) one node after confirmation: graceful by default (leaves etcd first), then reboots or powers off. Data on the wiped partitions is lost. Refuses when etcd would lose quorum (unless force, which needs its own confirmation).",
+        )
+        .tier(Tier::Destructive)
+        .run(TalosMcp::talos_reset)
+        .build(),
+    ]
+}
+
+impl crate::registry::ToolArgs for ApplyConfigArgs {
+    fn target(&self) -> crate::registry::CallTarget<'_> {
+        self.target.target()
+    }
+}
+
+impl crate::registry::ToolArgs for RebootArgs {
+    fn target(&self) -> crate::registry::CallTarget<'_> {
+        self.target.target()
+    }
+}
+
+impl crate::registry::ToolArgs for ShutdownArgs {
+    fn target(&self) -> crate::registry::CallTarget<'_> {
+        self.target.target()
+    }
+}
+
+impl crate::registry::ToolArgs for ResetArgs {
+    fn target(&self) -> crate::registry::CallTarget<'_> {
+        self.target.target()
     }
 }
 

@@ -1,18 +1,16 @@
 //! Logs: service and container logs, kernel messages, machine events.
 
+use crate::call::{Call, Reply};
+use crate::registry::{ToolDef, Toolset, tool};
 use std::time::Duration;
 
-use rmcp::handler::server::common::schema_for_output;
-use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::CallToolResult;
-use rmcp::{ErrorData, tool, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use talos_client::{EventsRequest, LogSource, StreamLimits};
 
 use super::bounded;
 use crate::error::{ToolError, echo};
-use crate::output::{Keep, PerNode, failure};
+use crate::output::{Keep, PerNode};
 use crate::server::{TalosMcp, TargetArgs};
 
 /// Lines kept per node, at most; the output cap applies on top.
@@ -103,19 +101,13 @@ fn level_of(line: &str) -> Option<usize> {
         .find_map(|part| LEVELS.iter().position(|l| *l == part.trim()))
 }
 
-#[tool_router(router = logs_router, vis = "pub(crate)")]
 impl TalosMcp {
     /// Logs of a Talos service or Kubernetes container.
-    #[tool(
-        name = "talos_service_logs",
-        description = "Newest log lines of a Talos service (etcd, kubelet, apid, …) or a Kubernetes container (namespace k8s.io) on each node, with an optional case-insensitive grep. Large logs are streamed with bounded memory and the newest lines kept.",
-        output_schema = schema_for_output::<PerNode<LinesOut>>(),
-        annotations(title = "Service logs", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
-    )]
     pub(crate) async fn talos_service_logs(
         &self,
-        Parameters(args): Parameters<ServiceLogsArgs>,
-    ) -> Result<CallToolResult, ErrorData> {
+        _call: &Call,
+        args: ServiceLogsArgs,
+    ) -> Result<Reply<PerNode<LinesOut>>, ToolError> {
         let checked = (|| {
             if args.since.is_some() {
                 return Err(ToolError::invalid(
@@ -146,7 +138,7 @@ impl TalosMcp {
         })();
         let (source, tail) = match checked {
             Ok(v) => v,
-            Err(e) => return Ok(failure(&e)),
+            Err(e) => return Err(e),
         };
         let limits = StreamLimits {
             // With grep the whole log is scanned; otherwise the node sends only the tail.
@@ -198,16 +190,11 @@ impl TalosMcp {
     }
 
     /// Kernel messages.
-    #[tool(
-        name = "talos_dmesg",
-        description = "Newest kernel messages of each node, filtered by text and minimum severity (err, warning, notice, info, debug).",
-        output_schema = schema_for_output::<PerNode<LinesOut>>(),
-        annotations(title = "Kernel messages", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
-    )]
     pub(crate) async fn talos_dmesg(
         &self,
-        Parameters(args): Parameters<DmesgArgs>,
-    ) -> Result<CallToolResult, ErrorData> {
+        _call: &Call,
+        args: DmesgArgs,
+    ) -> Result<Reply<PerNode<LinesOut>>, ToolError> {
         let checked = (|| {
             let level = match args.level.as_deref() {
                 None => None,
@@ -234,7 +221,7 @@ impl TalosMcp {
         })();
         let (level, tail) = match checked {
             Ok(v) => v,
-            Err(e) => return Ok(failure(&e)),
+            Err(e) => return Err(e),
         };
         // Level filtering happens here, so read enough lines to find `tail` matches.
         let limits = StreamLimits {
@@ -285,19 +272,14 @@ impl TalosMcp {
     }
 
     /// Recent machine events.
-    #[tool(
-        name = "talos_events",
-        description = "Recent machine events of each node (boot sequences, phases, service state changes, machine status), newest last.",
-        output_schema = schema_for_output::<PerNode<Vec<EventOut>>>(),
-        annotations(title = "Machine events", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
-    )]
     pub(crate) async fn talos_events(
         &self,
-        Parameters(args): Parameters<EventsArgs>,
-    ) -> Result<CallToolResult, ErrorData> {
+        _call: &Call,
+        args: EventsArgs,
+    ) -> Result<Reply<PerNode<Vec<EventOut>>>, ToolError> {
         let tail = match bounded("tail", args.tail.unwrap_or(50), 1, 500) {
             Ok(t) => t,
-            Err(e) => return Ok(failure(&e)),
+            Err(e) => return Err(e),
         };
         let request = EventsRequest {
             tail_events: Some(tail as i32),
@@ -335,6 +317,54 @@ impl TalosMcp {
             Keep::Last,
             "lower `tail` or filter by `actor_id`",
         )
+    }
+}
+
+/// The tools of this module, in listing order.
+pub(crate) fn tools() -> Vec<ToolDef> {
+    vec![
+        tool(
+            Toolset::Logs,
+            "talos_service_logs",
+            "Service logs",
+            "Newest log lines of a Talos service (etcd, kubelet, apid, …) or a Kubernetes container (namespace k8s.io) on each node, with an optional case-insensitive grep. Large logs are streamed with bounded memory and the newest lines kept.",
+        )
+        .run(TalosMcp::talos_service_logs)
+        .build(),
+        tool(
+            Toolset::Logs,
+            "talos_dmesg",
+            "Kernel messages",
+            "Newest kernel messages of each node, filtered by text and minimum severity (err, warning, notice, info, debug).",
+        )
+        .run(TalosMcp::talos_dmesg)
+        .build(),
+        tool(
+            Toolset::Logs,
+            "talos_events",
+            "Machine events",
+            "Recent machine events of each node (boot sequences, phases, service state changes, machine status), newest last.",
+        )
+        .run(TalosMcp::talos_events)
+        .build(),
+    ]
+}
+
+impl crate::registry::ToolArgs for ServiceLogsArgs {
+    fn target(&self) -> crate::registry::CallTarget<'_> {
+        self.target.target()
+    }
+}
+
+impl crate::registry::ToolArgs for DmesgArgs {
+    fn target(&self) -> crate::registry::CallTarget<'_> {
+        self.target.target()
+    }
+}
+
+impl crate::registry::ToolArgs for EventsArgs {
+    fn target(&self) -> crate::registry::CallTarget<'_> {
+        self.target.target()
     }
 }
 

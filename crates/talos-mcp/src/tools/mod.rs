@@ -1,5 +1,5 @@
-//! The tools, one function each, grouped by domain. Each module adds a router that becomes a
-//! toolset.
+//! The tools, one function each, grouped by domain. Each module lists its tools (`tools()`);
+//! the registry ([`crate::registry`]) collects them by toolset.
 
 pub mod actions;
 pub mod cluster;
@@ -13,6 +13,36 @@ pub mod workloads;
 use std::time::SystemTime;
 
 use crate::error::ToolError;
+use crate::registry::{CallTarget, ToolArgs, ToolDef, Toolset};
+use crate::server::TargetArgs;
+
+/// The tools of a toolset, in listing order.
+pub(crate) fn of(set: Toolset) -> Vec<ToolDef> {
+    match set {
+        Toolset::Info => info::tools(),
+        Toolset::Workloads => workloads::tools(),
+        Toolset::Logs => logs::tools(),
+        Toolset::Etcd => etcd::tools(),
+        Toolset::Cluster => cluster::tools(),
+        Toolset::Kubernetes => kubernetes::tools(),
+        Toolset::Lifecycle => lifecycle::tools(),
+    }
+}
+
+impl ToolArgs for TargetArgs {
+    fn target(&self) -> CallTarget<'_> {
+        CallTarget {
+            context: self.context.as_deref(),
+            nodes: self
+                .nodes
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .map(String::as_str)
+                .collect(),
+        }
+    }
+}
 
 /// RFC 3339 (UTC, seconds) rendering of a time, without a date library.
 pub(crate) fn rfc3339(t: SystemTime) -> String {

@@ -1,16 +1,16 @@
 //! Workloads: containers, container stats, Talos services, images.
 
-use rmcp::handler::server::common::schema_for_output;
-use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::CallToolResult;
-use rmcp::{ErrorData, tool, tool_router};
+use super::actions::Change;
+use crate::call::{Call, Reply};
+use crate::registry::{Effect, ToolDef, Toolset, tool};
+use crate::safety::Tier;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use talos_client::ContainerNamespace;
 
 use super::{bounded, bytes};
 use crate::error::ToolError;
-use crate::output::{Keep, PerNode, failure};
+use crate::output::{Keep, PerNode};
 use crate::server::{TalosMcp, TargetArgs};
 
 /// Arguments of the container tools.
@@ -149,26 +149,20 @@ fn matches(filter: &Option<String>, fields: &[&str]) -> bool {
     })
 }
 
-#[tool_router(router = workloads_router, vis = "pub(crate)")]
 impl TalosMcp {
     /// Containers per node.
-    #[tool(
-        name = "talos_list_containers",
-        description = "Containers on each node: namespace `system` (Talos services) or `k8s.io` (Kubernetes pods), filtered by id, name, pod or image.",
-        output_schema = schema_for_output::<PerNode<ContainersOut>>(),
-        annotations(title = "List containers", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
-    )]
     pub(crate) async fn talos_list_containers(
         &self,
-        Parameters(args): Parameters<ContainersArgs>,
-    ) -> Result<CallToolResult, ErrorData> {
+        _call: &Call,
+        args: ContainersArgs,
+    ) -> Result<Reply<PerNode<ContainersOut>>, ToolError> {
         let (ns, limit) = match namespace_and_limit(
             args.namespace.as_deref(),
             ContainerNamespace::System,
             args.limit,
         ) {
             Ok(v) => v,
-            Err(e) => return Ok(failure(&e)),
+            Err(e) => return Err(e),
         };
         let filter = args.filter.clone();
         let result = self
@@ -223,23 +217,18 @@ impl TalosMcp {
     }
 
     /// Container resource use per node.
-    #[tool(
-        name = "talos_container_stats",
-        description = "Memory and CPU use of containers on each node, largest memory first.",
-        output_schema = schema_for_output::<PerNode<Vec<ContainerStatOut>>>(),
-        annotations(title = "Container stats", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
-    )]
     pub(crate) async fn talos_container_stats(
         &self,
-        Parameters(args): Parameters<ContainersArgs>,
-    ) -> Result<CallToolResult, ErrorData> {
+        _call: &Call,
+        args: ContainersArgs,
+    ) -> Result<Reply<PerNode<Vec<ContainerStatOut>>>, ToolError> {
         let (ns, limit) = match namespace_and_limit(
             args.namespace.as_deref(),
             ContainerNamespace::Cri,
             args.limit,
         ) {
             Ok(v) => v,
-            Err(e) => return Ok(failure(&e)),
+            Err(e) => return Err(e),
         };
         let filter = args.filter.clone();
         let result = self
@@ -285,19 +274,14 @@ impl TalosMcp {
     }
 
     /// Talos services.
-    #[tool(
-        name = "talos_services",
-        description = "Talos system services of each node (etcd, kubelet, apid, …) with state, health and recent events.",
-        output_schema = schema_for_output::<PerNode<Vec<ServiceOut>>>(),
-        annotations(title = "Services", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
-    )]
     pub(crate) async fn talos_services(
         &self,
-        Parameters(args): Parameters<ServicesArgs>,
-    ) -> Result<CallToolResult, ErrorData> {
+        _call: &Call,
+        args: ServicesArgs,
+    ) -> Result<Reply<PerNode<Vec<ServiceOut>>>, ToolError> {
         let events = match bounded("events", args.events.unwrap_or(3), 0, 20) {
             Ok(e) => e as usize,
-            Err(e) => return Ok(failure(&e)),
+            Err(e) => return Err(e),
         };
         let only = args.service.clone();
         let result = self
@@ -372,23 +356,18 @@ impl TalosMcp {
     }
 
     /// Cached images.
-    #[tool(
-        name = "talos_images",
-        description = "Container images cached on each node (namespace `k8s.io` or `system`), filtered by reference.",
-        output_schema = schema_for_output::<PerNode<Vec<ImageOut>>>(),
-        annotations(title = "Images", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
-    )]
     pub(crate) async fn talos_images(
         &self,
-        Parameters(args): Parameters<ImagesArgs>,
-    ) -> Result<CallToolResult, ErrorData> {
+        _call: &Call,
+        args: ImagesArgs,
+    ) -> Result<Reply<PerNode<Vec<ImageOut>>>, ToolError> {
         let (ns, limit) = match namespace_and_limit(
             args.namespace.as_deref(),
             ContainerNamespace::Cri,
             args.limit,
         ) {
             Ok(v) => v,
-            Err(e) => return Ok(failure(&e)),
+            Err(e) => return Err(e),
         };
         let filter = args.filter.clone();
         let result = self
@@ -469,43 +448,42 @@ const CRITICAL_SERVICES: &[&str] = &[
 /// Services whose stop or restart runs the etcd quorum preflight.
 const QUORUM_SERVICES: &[&str] = &["etcd", "kubelet", "apid"];
 
+/// The tier a stop or restart runs at: stopping a service the node (or the cluster) depends on
+/// is an outage, confirmed like a destructive call.
+fn takes_down_tier(args: &ServiceActionArgs) -> Tier {
+    if CRITICAL_SERVICES.contains(&args.service.trim()) {
+        Tier::Destructive
+    } else {
+        Tier::Write
+    }
+}
+
 impl TalosMcp {
     async fn service_action(
         &self,
-        ask: crate::confirm::Ask,
-        tool: &'static str,
+        call: &Call,
         args: ServiceActionArgs,
         action: talos_client::ServiceAction,
-    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
+    ) -> Result<Reply<super::actions::ActionOut<MessageOut>>, ToolError> {
         let service = args.service.trim().to_owned();
         if service.is_empty() {
-            return Ok(failure(&ToolError::invalid(
-                "service",
-                "is required, e.g. `kubelet`",
-            ))
-            .into());
+            return Err(ToolError::invalid("service", "is required, e.g. `kubelet`"));
         }
         let verb = format!("{action:?}").to_lowercase();
         let target = args.target.clone();
         let svc = service.clone();
         let takes_down = action != talos_client::ServiceAction::Start;
-        // Stopping or restarting a service the node (or the cluster) depends on is an outage:
-        // confirmed like a destructive call, and checked against etcd quorum where it matters.
-        let critical = takes_down && CRITICAL_SERVICES.contains(&service.as_str());
+        // Stopping or restarting a service the node (or the cluster) depends on is checked
+        // against etcd quorum where it matters (and confirmed as destructive: `takes_down_tier`).
         let quorum_check = takes_down && QUORUM_SERVICES.contains(&service.as_str());
-        let tier = if critical {
-            crate::safety::Tier::Destructive
-        } else {
-            crate::safety::Tier::Write
-        };
         let askable = self.askable(args.target.context.as_deref());
         self.action(
-            &ask,
-            tool,
-            tier,
-            &args,
-            &target,
-            false,
+            call,
+            Change {
+                args: &args,
+                target: &target,
+                force: false,
+            },
             |api, opts| async move {
                 let services = api.services(&opts).await?;
                 let current = services.iter().find(|s| s.id == svc).ok_or_else(|| {
@@ -528,6 +506,7 @@ impl TalosMcp {
                         preflight: vec![],
                         blocker: None,
                         details: None,
+                        resolved: (),
                     });
                 }
                 Ok(super::lifecycle::quorum_preflight(api.as_ref(), &opts, &askable, false, format!(
@@ -535,7 +514,7 @@ impl TalosMcp {
                 ))
                 .await)
             },
-            |api, opts| async move {
+            |api, opts, ()| async move {
                 Ok(MessageOut {
                     message: api.service_action(&opts, &service, action).await?,
                 })
@@ -546,113 +525,73 @@ impl TalosMcp {
     }
 }
 
-#[tool_router(router = workloads_write_router, vis = "pub(crate)")]
 impl TalosMcp {
     /// Start a service.
-    #[tool(
-        name = "talos_service_start",
-        description = "Starts a Talos service on one node (write tier).",
-        output_schema = schema_for_output::<super::actions::ActionOut<MessageOut>>(),
-        annotations(title = "Start service", read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
-    )]
     pub(crate) async fn talos_service_start(
         &self,
-        ask: crate::confirm::Ask,
-        Parameters(args): Parameters<ServiceActionArgs>,
-    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
-        self.service_action(
-            ask,
-            "talos_service_start",
-            args,
-            talos_client::ServiceAction::Start,
-        )
-        .await
+        call: &Call,
+        args: ServiceActionArgs,
+    ) -> Result<Reply<super::actions::ActionOut<MessageOut>>, ToolError> {
+        self.service_action(call, args, talos_client::ServiceAction::Start)
+            .await
     }
 
     /// Stop a service.
-    #[tool(
-        name = "talos_service_stop",
-        description = "Stops a Talos service on one node (write tier). Stopping a service the cluster depends on (etcd, kubelet, apid, trustd, containerd, cri, machined, udevd) takes the node's part of the cluster down until it is started again, so it always needs confirmation; for etcd, kubelet and apid the call is refused when etcd would lose quorum.",
-        output_schema = schema_for_output::<super::actions::ActionOut<MessageOut>>(),
-        annotations(title = "Stop service", read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = true)
-    )]
     pub(crate) async fn talos_service_stop(
         &self,
-        ask: crate::confirm::Ask,
-        Parameters(args): Parameters<ServiceActionArgs>,
-    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
-        self.service_action(
-            ask,
-            "talos_service_stop",
-            args,
-            talos_client::ServiceAction::Stop,
-        )
-        .await
+        call: &Call,
+        args: ServiceActionArgs,
+    ) -> Result<Reply<super::actions::ActionOut<MessageOut>>, ToolError> {
+        self.service_action(call, args, talos_client::ServiceAction::Stop)
+            .await
     }
 
     /// Restart a service.
-    #[tool(
-        name = "talos_service_restart",
-        description = "Restarts a Talos service on one node (write tier). Restarting a service the cluster depends on (etcd, kubelet, apid, trustd, containerd, cri, machined, udevd) always needs confirmation; for etcd, kubelet and apid the call is refused when etcd would lose quorum.",
-        output_schema = schema_for_output::<super::actions::ActionOut<MessageOut>>(),
-        annotations(title = "Restart service", read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = true)
-    )]
     pub(crate) async fn talos_service_restart(
         &self,
-        ask: crate::confirm::Ask,
-        Parameters(args): Parameters<ServiceActionArgs>,
-    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
-        self.service_action(
-            ask,
-            "talos_service_restart",
-            args,
-            talos_client::ServiceAction::Restart,
-        )
-        .await
+        call: &Call,
+        args: ServiceActionArgs,
+    ) -> Result<Reply<super::actions::ActionOut<MessageOut>>, ToolError> {
+        self.service_action(call, args, talos_client::ServiceAction::Restart)
+            .await
     }
 
     /// Pull an image.
-    #[tool(
-        name = "talos_image_pull",
-        description = "Pulls a container image into one node's cache (write tier), e.g. to pre-stage an upgrade.",
-        output_schema = schema_for_output::<super::actions::ActionOut<MessageOut>>(),
-        annotations(title = "Pull image", read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
-    )]
     pub(crate) async fn talos_image_pull(
         &self,
-        ask: crate::confirm::Ask,
-        Parameters(args): Parameters<ImagePullArgs>,
-    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
+        call: &Call,
+        args: ImagePullArgs,
+    ) -> Result<Reply<super::actions::ActionOut<MessageOut>>, ToolError> {
         let ns = match namespace(args.namespace.as_deref(), ContainerNamespace::Cri) {
             Ok(ns) => ns,
-            Err(e) => return Ok(failure(&e).into()),
+            Err(e) => return Err(e),
         };
         let image = args.image.trim().to_owned();
         if image.is_empty() || image.contains(char::is_whitespace) {
-            return Ok(failure(&ToolError::invalid(
+            return Err(ToolError::invalid(
                 "image",
                 "must be an image reference such as registry.k8s.io/pause:3.10",
-            ))
-            .into());
+            ));
         }
         let target = args.target.clone();
         let effect = format!("pull {image} into the {} image cache", ns.as_str());
         self.action(
-            &ask,
-            "talos_image_pull",
-            crate::safety::Tier::Write,
-            &args,
-            &target,
-            false,
+            call,
+            Change {
+                args: &args,
+                target: &target,
+                force: false,
+            },
             |_, _| async move {
                 Ok(super::actions::Prepared {
                     effect,
                     preflight: vec![],
                     blocker: None,
                     details: None,
+                    resolved: (),
                 })
             },
-            |api, opts| async move {
+            |api, opts, ()| async move {
                 Ok(MessageOut {
                     message: format!("pulled {}", api.image_pull(&opts, ns, &image).await?),
                 })
@@ -660,5 +599,114 @@ impl TalosMcp {
             |o| o.message.clone(),
         )
         .await
+    }
+}
+
+/// The tools of this module, in listing order.
+pub(crate) fn tools() -> Vec<ToolDef> {
+    vec![
+        tool(
+            Toolset::Workloads,
+            "talos_list_containers",
+            "List containers",
+            "Containers on each node: namespace `system` (Talos services) or `k8s.io` (Kubernetes pods), filtered by id, name, pod or image.",
+        )
+        .run(TalosMcp::talos_list_containers)
+        .build(),
+        tool(
+            Toolset::Workloads,
+            "talos_container_stats",
+            "Container stats",
+            "Memory and CPU use of containers on each node, largest memory first.",
+        )
+        .run(TalosMcp::talos_container_stats)
+        .build(),
+        tool(
+            Toolset::Workloads,
+            "talos_services",
+            "Services",
+            "Talos system services of each node (etcd, kubelet, apid, …) with state, health and recent events.",
+        )
+        .run(TalosMcp::talos_services)
+        .build(),
+        tool(
+            Toolset::Workloads,
+            "talos_images",
+            "Images",
+            "Container images cached on each node (namespace `k8s.io` or `system`), filtered by reference.",
+        )
+        .run(TalosMcp::talos_images)
+        .build(),
+        tool(
+            Toolset::Workloads,
+            "talos_service_start",
+            "Start service",
+            "Starts a Talos service on one node (write tier).",
+        )
+        .tier(Tier::Write)
+        .effect(Effect::Changes { idempotent: true })
+        .run(TalosMcp::talos_service_start)
+        .build(),
+        tool(
+            Toolset::Workloads,
+            "talos_service_stop",
+            "Stop service",
+            "Stops a Talos service on one node (write tier). Stopping a service the cluster depends on (etcd, kubelet, apid, trustd, containerd, cri, machined, udevd) takes the node's part of the cluster down until it is started again, so it always needs confirmation; for etcd, kubelet and apid the call is refused when etcd would lose quorum.",
+        )
+        .tier(Tier::Write)
+        .effect(Effect::Destroys { idempotent: true })
+        .run(TalosMcp::talos_service_stop)
+        .tier_by(takes_down_tier)
+        .build(),
+        tool(
+            Toolset::Workloads,
+            "talos_service_restart",
+            "Restart service",
+            "Restarts a Talos service on one node (write tier). Restarting a service the cluster depends on (etcd, kubelet, apid, trustd, containerd, cri, machined, udevd) always needs confirmation; for etcd, kubelet and apid the call is refused when etcd would lose quorum.",
+        )
+        .tier(Tier::Write)
+        .run(TalosMcp::talos_service_restart)
+        .tier_by(takes_down_tier)
+        .build(),
+        tool(
+            Toolset::Workloads,
+            "talos_image_pull",
+            "Pull image",
+            "Pulls a container image into one node's cache (write tier), e.g. to pre-stage an upgrade.",
+        )
+        .tier(Tier::Write)
+        .effect(Effect::Changes { idempotent: true })
+        .run(TalosMcp::talos_image_pull)
+        .build(),
+    ]
+}
+
+impl crate::registry::ToolArgs for ContainersArgs {
+    fn target(&self) -> crate::registry::CallTarget<'_> {
+        self.target.target()
+    }
+}
+
+impl crate::registry::ToolArgs for ServicesArgs {
+    fn target(&self) -> crate::registry::CallTarget<'_> {
+        self.target.target()
+    }
+}
+
+impl crate::registry::ToolArgs for ImagesArgs {
+    fn target(&self) -> crate::registry::CallTarget<'_> {
+        self.target.target()
+    }
+}
+
+impl crate::registry::ToolArgs for ServiceActionArgs {
+    fn target(&self) -> crate::registry::CallTarget<'_> {
+        self.target.target()
+    }
+}
+
+impl crate::registry::ToolArgs for ImagePullArgs {
+    fn target(&self) -> crate::registry::CallTarget<'_> {
+        self.target.target()
     }
 }

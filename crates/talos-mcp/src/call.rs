@@ -1,0 +1,400 @@
+//! The typed call pipeline: a tool reads typed arguments, runs with a per-call scope, and
+//! returns `Result<Reply<Out>, ToolError>`; one adapter turns that into the MCP result and the
+//! audit's outcome. Nothing about a call is recovered by parsing its result JSON.
+
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use rmcp::ErrorData;
+use rmcp::model::{
+    CallToolResponse, CallToolResult, ContentBlock, InputRequiredResult, JsonObject, ProgressToken,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::confirm::Ask;
+use crate::error::ToolError;
+use crate::output::{self, Keep, PerNode};
+use crate::safety::Tier;
+
+/// The scope of one tool call, filled in as it runs and read by the audit afterwards.
+#[derive(Debug)]
+pub(crate) struct Call {
+    /// The tool.
+    pub(crate) tool: &'static str,
+    /// The tier this call runs at.
+    pub(crate) tier: Tier,
+    /// How to reach the human (confirmation) and the client (progress).
+    pub(crate) ask: Ask,
+    /// The client's progress token, when it asked for progress.
+    pub(crate) progress: Option<ProgressToken>,
+    /// Set once the call has begun changing the cluster (see [`Call::commit`]).
+    committed: Arc<AtomicBool>,
+    /// How the call was confirmed (write and destructive calls).
+    confirmation: OnceLock<Confirmation>,
+}
+
+impl Call {
+    pub(crate) fn new(
+        tool: &'static str,
+        tier: Tier,
+        ask: Ask,
+        progress: Option<ProgressToken>,
+    ) -> Self {
+        Self {
+            tool,
+            tier,
+            ask,
+            progress,
+            committed: Arc::default(),
+            confirmation: OnceLock::new(),
+        }
+    }
+
+    /// Marks the call as having begun a change: from here on a cancellation by the client no
+    /// longer stops it.
+    pub(crate) fn commit(&self) {
+        self.committed.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the call has begun changing the cluster.
+    pub(crate) fn committed(&self) -> bool {
+        self.committed.load(Ordering::SeqCst)
+    }
+
+    /// Records how the call was confirmed (the first record stands).
+    pub(crate) fn confirmed(&self, how: Confirmation) {
+        let _ = self.confirmation.set(how);
+    }
+
+    /// How the call was confirmed, if it got that far.
+    pub(crate) fn confirmation(&self) -> Option<Confirmation> {
+        self.confirmation.get().copied()
+    }
+}
+
+/// How a write or destructive call was confirmed, or why it was not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Confirmation {
+    /// A dry run or other call that changes nothing.
+    NotRequiredReads,
+    /// A write-tier call while `--confirm-writes` is off.
+    NotRequiredWrite,
+    /// The operator disabled confirmation (`--confirm=none`).
+    Disabled,
+    /// A plan and a token were returned; nothing was done.
+    TokenIssued,
+    /// The call carried a valid token.
+    TokenRedeemed,
+    /// The call carried a token that was refused.
+    TokenRefused,
+    /// The human is being asked through a multi-round-trip input request.
+    Asked,
+    /// The human accepted the form.
+    Accepted,
+    /// The human answered the form without ticking confirm.
+    NotTicked,
+    /// The human declined.
+    Declined,
+    /// The human cancelled.
+    Cancelled,
+    /// The form could not be asked.
+    Failed,
+    /// A round trip's state expired before the answer came.
+    Expired,
+    /// A round trip's state was used before.
+    Replayed,
+}
+
+impl Confirmation {
+    /// The words the audit log and the results use.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::NotRequiredReads => "not required (changes nothing)",
+            Self::NotRequiredWrite => "not required (write tier)",
+            Self::Disabled => "none (confirmation disabled by the operator)",
+            Self::TokenIssued => "token: issued",
+            Self::TokenRedeemed => "token: redeemed",
+            Self::TokenRefused => "token: refused",
+            Self::Asked => "elicitation: asked (multi-round-trip)",
+            Self::Accepted => "elicitation: accepted",
+            Self::NotTicked => "elicitation: not confirmed",
+            Self::Declined => "elicitation: declined",
+            Self::Cancelled => "elicitation: cancelled",
+            Self::Failed => "elicitation: failed",
+            Self::Expired => "elicitation: expired",
+            Self::Replayed => "elicitation: replayed",
+        }
+    }
+}
+
+/// The erased output type of a [`Reply`] once its schema is no longer needed.
+#[derive(Debug)]
+pub(crate) enum Erased {}
+
+/// What a tool answers when it does not fail: a result whose structured content has type `O`
+/// (the type the output schema is derived from), a plan awaiting confirmation, or a request
+/// for the human's input.
+#[derive(Debug)]
+pub(crate) struct Reply<O = Erased> {
+    body: Body,
+    _out: PhantomData<fn() -> O>,
+}
+
+#[derive(Debug)]
+enum Body {
+    /// A finished call.
+    Done {
+        value: serde_json::Value,
+        text: String,
+        /// How to cut the value to the output cap (`None`: small by construction).
+        cut: Option<(Keep, &'static str)>,
+        /// Some nodes failed.
+        partial: bool,
+    },
+    /// Nothing was done: the plan and a token to confirm it.
+    Plan {
+        value: serde_json::Value,
+        text: String,
+    },
+    /// Ask the human; the client repeats the call with the answer.
+    Input(Box<InputRequiredResult>),
+}
+
+impl<O: Serialize> Reply<O> {
+    /// A finished call's value and summary, cut to the output cap when too large by shortening
+    /// lists from `keep`'s end; `narrow` tells the model how to ask for less.
+    pub(crate) fn new(value: &O, text: String, keep: Keep, narrow: &'static str) -> Self {
+        Self::done(value, text, Some((keep, narrow)), false)
+    }
+
+    /// A finished call's small value and summary.
+    pub(crate) fn small(value: &O, text: String) -> Self {
+        Self::done(value, text, None, false)
+    }
+
+    fn done(value: &O, text: String, cut: Option<(Keep, &'static str)>, partial: bool) -> Self {
+        let mut value = serde_json::to_value(value).unwrap_or_default();
+        drop_nulls(&mut value);
+        Self {
+            body: Body::Done {
+                value,
+                text,
+                cut,
+                partial,
+            },
+            _out: PhantomData,
+        }
+    }
+}
+
+impl<R: Serialize> Reply<PerNode<R>> {
+    /// A per-node result: a line per node in text, everything in structured content; partial
+    /// when some nodes failed.
+    pub(crate) fn per_node(
+        tool: &str,
+        per_node: &PerNode<R>,
+        line: impl Fn(&R) -> String,
+        keep: Keep,
+        narrow: &'static str,
+    ) -> Self {
+        let ok = per_node.nodes.iter().filter(|n| n.ok).count();
+        let mut text = format!(
+            "{tool}: {ok}/{} node(s) answered (context {})",
+            per_node.nodes.len(),
+            per_node.context
+        );
+        if !per_node.failed_nodes.is_empty() {
+            text.push_str(&format!("; failed: {}", per_node.failed_nodes.join(", ")));
+        }
+        for n in &per_node.nodes {
+            let who = match &n.hostname {
+                Some(h) => format!("{} ({h})", n.node),
+                None => n.node.clone(),
+            };
+            let body = match (&n.result, &n.error) {
+                (Some(r), _) => line(r),
+                (None, Some(e)) => format!("ERROR {}", e.message),
+                (None, None) => String::new(),
+            };
+            text.push_str(&format!("\n- {who}: {body}"));
+        }
+        Self::done(
+            per_node,
+            text,
+            Some((keep, narrow)),
+            !per_node.failed_nodes.is_empty(),
+        )
+    }
+}
+
+impl<O> Reply<O> {
+    /// A plan awaiting confirmation; `value` has the tool's output shape.
+    pub(crate) fn plan(mut value: serde_json::Value, text: String) -> Self {
+        drop_nulls(&mut value);
+        Self {
+            body: Body::Plan { value, text },
+            _out: PhantomData,
+        }
+    }
+
+    /// A request for the human's input (multi-round-trip confirmation).
+    pub(crate) fn input(request: InputRequiredResult) -> Self {
+        Self {
+            body: Body::Input(Box::new(request)),
+            _out: PhantomData,
+        }
+    }
+
+    /// The same reply with its output type forgotten.
+    pub(crate) fn erase(self) -> Reply {
+        Reply {
+            body: self.body,
+            _out: PhantomData,
+        }
+    }
+}
+
+/// How a call ended, for the audit log and the metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Every node answered.
+    Ok,
+    /// Some nodes failed.
+    Partial,
+    /// A plan awaits confirmation (token or form).
+    ConfirmationRequired,
+    /// The call failed with this error kind.
+    Failed(String),
+    /// The tool panicked.
+    Panic,
+    /// The client cancelled it before it changed anything.
+    Cancelled,
+    /// Refused before it ran (its tier is disabled).
+    Refused,
+    /// A protocol error answered it.
+    Protocol(i32),
+}
+
+impl Outcome {
+    /// The outcome as the audit log and the metrics name it.
+    pub(crate) fn label(&self) -> String {
+        match self {
+            Self::Ok => "ok".into(),
+            Self::Partial => "partial".into(),
+            Self::ConfirmationRequired => "confirmation_required".into(),
+            Self::Failed(kind) => kind.clone(),
+            Self::Panic => "panic".into(),
+            Self::Cancelled => "cancelled".into(),
+            Self::Refused => "refused".into(),
+            Self::Protocol(code) => format!("protocol error {code}"),
+        }
+    }
+}
+
+/// Turns a tool's answer into the MCP response, and says how the call ended.
+pub(crate) fn respond(
+    result: Result<Reply, ToolError>,
+    call: Option<&Call>,
+    cap: usize,
+) -> (Result<CallToolResponse, ErrorData>, Outcome) {
+    let reply = match result {
+        Ok(reply) => reply,
+        Err(ToolError::RequestState(why)) => {
+            return (
+                Err(ErrorData::invalid_params(why, None)),
+                Outcome::Protocol(rmcp::model::ErrorCode::INVALID_PARAMS.0),
+            );
+        }
+        Err(e) => {
+            let mut result = output::failure(&e);
+            if let Some(how) = call.and_then(Call::confirmation) {
+                output::annotate_error(&mut result, "confirmation", how.as_str().into());
+            }
+            return (Ok(result.into()), Outcome::Failed(e.kind()));
+        }
+    };
+    match reply.body {
+        Body::Done {
+            value,
+            text,
+            cut,
+            partial,
+        } => {
+            let text = clip_text(text);
+            let result = match cut {
+                Some((keep, narrow)) => output::finish(&value, text, cap, keep, narrow),
+                None => {
+                    let mut r = CallToolResult::success(vec![ContentBlock::text(text)]);
+                    r.structured_content = Some(value);
+                    r
+                }
+            };
+            let outcome = if partial {
+                Outcome::Partial
+            } else {
+                Outcome::Ok
+            };
+            (Ok(result.into()), outcome)
+        }
+        Body::Plan { value, text } => {
+            let mut r = CallToolResult::success(vec![ContentBlock::text(text)]);
+            r.structured_content = Some(value);
+            (Ok(r.into()), Outcome::ConfirmationRequired)
+        }
+        Body::Input(request) => (
+            Ok(CallToolResponse::InputRequired(*request)),
+            Outcome::ConfirmationRequired,
+        ),
+    }
+}
+
+/// Removes every object member whose value is `null`: a result says "none" by leaving a field
+/// out, which keeps the output schemas free of `null` branches.
+pub(crate) fn drop_nulls(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(drop_nulls);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
+}
+
+/// Keeps the human text short; the structured content carries the details.
+fn clip_text(mut text: String) -> String {
+    const MAX: usize = 8 * 1024;
+    if text.len() > MAX {
+        let mut end = MAX;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("\n… (more in the structured content)");
+    }
+    text
+}
+
+/// Reads a call's arguments. A value that does not fit (a wrong type, a choice outside an
+/// enum, a missing required argument) is an `InvalidArgument` naming the argument and, for a
+/// closed choice, the accepted values.
+pub(crate) fn arguments<A: DeserializeOwned>(args: JsonObject) -> Result<A, ToolError> {
+    let value = serde_json::Value::Object(args);
+    serde_path_to_error::deserialize::<_, A>(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        // serde_json appends no position for values; keep its words, which name the accepted
+        // variants of an enum ("expected one of `a`, `b`").
+        let field = if path == "." || path.is_empty() {
+            "arguments".to_owned()
+        } else {
+            path
+        };
+        ToolError::InvalidArgument {
+            field: crate::error::echo(&field).into(),
+            message: inner,
+        }
+    })
+}
