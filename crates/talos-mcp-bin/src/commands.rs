@@ -16,17 +16,18 @@ use crate::cli::{CallArgs, Global};
 use crate::wiring;
 
 pub(crate) fn tools(json: bool) -> Result<ExitCode> {
-    let all = TalosMcp::all_tools();
+    let all = talos_mcp::Registry::get().all();
     if json {
         let list: Vec<serde_json::Value> = all
             .iter()
-            .map(|(tool, tier)| {
-                let mut v = serde_json::to_value(tool).unwrap_or_default();
+            .map(|def| {
+                let mut v = serde_json::to_value(&def.listing).unwrap_or_default();
                 if let serde_json::Value::Object(map) = &mut v {
-                    map.insert("tier".into(), serde_json::json!(tier.as_str()));
+                    map.insert("tier".into(), serde_json::json!(def.tier.as_str()));
+                    map.insert("toolset".into(), serde_json::json!(def.toolset.as_str()));
                     map.insert(
-                        "toolset".into(),
-                        serde_json::json!(TalosMcp::toolset_of(&tool.name)),
+                        "tierDependsOnArguments".into(),
+                        serde_json::json!(def.tier_depends_on_arguments),
                     );
                 }
                 v
@@ -38,14 +39,14 @@ pub(crate) fn tools(json: bool) -> Result<ExitCode> {
             "{:<32} {:<12} {:<11} DESCRIPTION",
             "TOOL", "TOOLSET", "TIER"
         );
-        for (tool, tier) in &all {
-            let desc = tool.description.as_deref().unwrap_or_default();
+        for def in all {
+            let desc = def.listing.description.as_deref().unwrap_or_default();
             let first = desc.split(". ").next().unwrap_or(desc);
             println!(
                 "{:<32} {:<12} {:<11} {first}",
-                tool.name,
-                TalosMcp::toolset_of(&tool.name).unwrap_or("-"),
-                tier.as_str()
+                def.name,
+                def.toolset.as_str(),
+                def.tier.as_str()
             );
         }
     }

@@ -7,6 +7,33 @@ use rmcp::model::Tool;
 use crate::registry::Toolset;
 use crate::server::TalosMcp;
 
+/// Bytes of a tool's definition in `tools/list`, as compact JSON.
+pub fn listed_bytes(tool: &Tool) -> usize {
+    serde_json::to_string(tool).map_or(0, |s| s.len())
+}
+
+/// The size of each tool's definition: what a model pays in context for the tool list.
+fn sizes_table(tools: &[Tool]) -> String {
+    let read_only = |t: &&Tool| t.annotations.as_ref().and_then(|a| a.read_only_hint) == Some(true);
+    let all: usize = tools.iter().map(listed_bytes).sum();
+    let read: usize = tools.iter().filter(read_only).map(listed_bytes).sum();
+    let mut out = format!(
+        "\n## Size of the tool list\n\nWhat each definition costs a model's context in `tools/list` (compact JSON; tokens \
+         are estimated as bytes / 4). The default (read-only) list is {read} bytes (~{} tokens) for {} tools; \
+         with every tier enabled, {all} bytes (~{} tokens) for {} tools. A test keeps them within 24 KiB and \
+         40 KiB.\n\n| tool | bytes | ~tokens |\n|---|---|---|\n",
+        read / 4,
+        tools.iter().filter(read_only).count(),
+        all / 4,
+        tools.len()
+    );
+    for t in tools {
+        let b = listed_bytes(t);
+        let _ = writeln!(out, "| `{}` | {b} | {} |", t.name, b / 4);
+    }
+    out
+}
+
 /// Markdown describing every tool, grouped by toolset, with arguments and hints.
 pub fn tools_markdown(tools: &[Tool]) -> String {
     let mut out = String::from(
@@ -22,6 +49,7 @@ pub fn tools_markdown(tools: &[Tool]) -> String {
          (`--allow-write`, `--allow-destructive`). They take exactly one `node`, and are confirmed \
          through MCP elicitation or a single-use `confirmation_token` (see docs/security.md).\n",
     );
+    out.push_str(&sizes_table(tools));
     for set in Toolset::ALL {
         let (set, about) = (set.as_str(), set.about());
         let members: Vec<&Tool> = tools

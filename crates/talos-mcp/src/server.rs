@@ -593,9 +593,10 @@ impl ServerHandler for TalosMcp {
             .with_instructions(
                 "Talos Linux cluster access over the native Talos API. Read tools are always \
                  available; write and destructive tools appear only when the operator enables them, \
-                 target one named node and need confirmation. Each tool takes an optional `context` (talosconfig context) and, for per-node tools, \
-                 `nodes` (default: the context's nodes). Results list every node with its own \
-                 result or error. Start with talos_version or talos_health; see the prompts for \
+                 target one named node and need confirmation. Each tool takes an optional `context` (talosconfig context; \
+                 several clusters may be served, name one per call) and, for per-node tools, \
+                 `nodes` (default: the context's nodes; nodes outside the context are refused). \
+                 Results list every node with its own result or error. Start with talos_version or talos_health; see the prompts for \
                  guided workflows.",
             )
     }

@@ -124,3 +124,43 @@ fn every_tool_is_annotated_and_schematised() {
         );
     }
 }
+
+/// The tool list is context a model pays for before its first call: the default (read-only)
+/// list stays within 24 KiB and the full list within 40 KiB, as compact JSON, with every tool's
+/// output schema.
+#[test]
+fn tool_list_fits_the_budgets() {
+    let all = server().tools();
+    let read_only = TalosMcp::new(
+        common::mock_clusters(Arc::new(MockTalosApi::new()), &["10.5.0.2"]),
+        common::settings(&tempfile::tempdir().unwrap()),
+    )
+    .unwrap()
+    .tools();
+    assert!(all.iter().all(|t| t.output_schema.is_some()));
+    let bytes = |tools: &[rmcp::model::Tool]| -> usize {
+        serde_json::to_string(tools).unwrap().len()
+    };
+    let (r, a) = (bytes(&read_only), bytes(&all));
+    assert!(r <= 24 * 1024, "read-only tools/list is {r} bytes");
+    assert!(a <= 40 * 1024, "full tools/list is {a} bytes");
+    assert_eq!(
+        all.iter().map(talos_mcp::listed_bytes).sum::<usize>() + all.len() + 1,
+        a,
+        "per-tool sizes in docs/tools.md add up to the list"
+    );
+}
+
+/// The README states the tool count the registry has.
+#[test]
+fn readme_counts_the_registered_tools() {
+    let readme = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../README.md"),
+    )
+    .unwrap();
+    let n = talos_mcp::Registry::get().all().len();
+    let sets = talos_mcp::Toolset::ALL.len();
+    let words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"];
+    let phrase = format!("{n} tools in {} toolsets", words.get(sets).copied().unwrap_or("many"));
+    assert!(readme.contains(&phrase), "README.md should say `{phrase}`");
+}
