@@ -266,7 +266,7 @@ pub(crate) enum Outcome {
     /// A plan awaits confirmation (token or form).
     ConfirmationRequired,
     /// The call failed with this error kind.
-    Failed(String),
+    Failed(crate::error::ErrorKind),
     /// The tool panicked.
     Panic,
     /// The client cancelled it before it changed anything.
@@ -284,7 +284,7 @@ impl Outcome {
             Self::Ok => "ok".into(),
             Self::Partial => "partial".into(),
             Self::ConfirmationRequired => "confirmation_required".into(),
-            Self::Failed(kind) => kind.clone(),
+            Self::Failed(kind) => kind.to_string(),
             Self::Panic => "panic".into(),
             Self::Cancelled => "cancelled".into(),
             Self::Refused => "refused".into(),

@@ -81,22 +81,73 @@ pub enum ToolError {
     RequestState(String),
 }
 
+/// The kind of a [`ToolError`]: the word its message starts with, and the audit's and the
+/// metrics' outcome of the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// An argument is malformed or out of range.
+    InvalidArgument,
+    /// A node outside the context was named.
+    NodeNotAllowed,
+    /// A path outside the allowlist was named.
+    PathNotAllowed,
+    /// Refused: a disabled tier, secret data, a busy cluster.
+    Refused,
+    /// The human or the confirmation rules did not allow the call.
+    NotConfirmed,
+    /// A preflight check refused the call.
+    PreflightFailed,
+    /// A local operation failed.
+    Local,
+    /// A bug in the server.
+    Internal,
+    /// A multi-round-trip retry with state that is not for this call.
+    InvalidParams,
+    /// The talosconfig cannot be used (an unknown context is `InvalidConfig`).
+    Config(talos_config::ConfigErrorKind),
+    /// The Talos API call failed.
+    Talos(talos_client::ErrorKind),
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Config(k) => k.fmt(f),
+            Self::Talos(k) => k.fmt(f),
+            other => f.write_str(match other {
+                Self::InvalidArgument => "InvalidArgument",
+                Self::NodeNotAllowed => "NodeNotAllowed",
+                Self::PathNotAllowed => "PathNotAllowed",
+                Self::Refused => "Refused",
+                Self::NotConfirmed => "NotConfirmed",
+                Self::PreflightFailed => "PreflightFailed",
+                Self::Local => "Local",
+                Self::Internal => "Internal",
+                _ => "InvalidParams",
+            }),
+        }
+    }
+}
+
 impl ToolError {
     /// The error kind as shown to the model.
-    pub fn kind(&self) -> String {
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::InvalidArgument { .. } => "InvalidArgument".into(),
-            Self::NodeNotAllowed { .. } => "NodeNotAllowed".into(),
-            Self::UnknownContext { .. } => "InvalidConfig".into(),
-            Self::PathNotAllowed { .. } => "PathNotAllowed".into(),
-            Self::Refused(_) | Self::TierDisabled { .. } => "Refused".into(),
-            Self::NotConfirmed(_) => "NotConfirmed".into(),
-            Self::Preflight(_) => "PreflightFailed".into(),
-            Self::Config(e) => e.kind().to_string(),
-            Self::Talos(e) => e.kind().to_string(),
-            Self::Local(_) => "Local".into(),
-            Self::Internal(_) => "Internal".into(),
-            Self::RequestState(_) => "InvalidParams".into(),
+            Self::InvalidArgument { .. } => ErrorKind::InvalidArgument,
+            Self::NodeNotAllowed { .. } => ErrorKind::NodeNotAllowed,
+            Self::UnknownContext { .. } => {
+                ErrorKind::Config(talos_config::ConfigErrorKind::InvalidConfig)
+            }
+            Self::PathNotAllowed { .. } => ErrorKind::PathNotAllowed,
+            Self::Refused(_) | Self::TierDisabled { .. } => ErrorKind::Refused,
+            Self::NotConfirmed(_) => ErrorKind::NotConfirmed,
+            Self::Preflight(_) => ErrorKind::PreflightFailed,
+            Self::Config(e) => ErrorKind::Config(e.kind()),
+            Self::Talos(e) => ErrorKind::Talos(e.kind()),
+            Self::Local(_) => ErrorKind::Local,
+            Self::Internal(_) => ErrorKind::Internal,
+            Self::RequestState(_) => ErrorKind::InvalidParams,
         }
     }
 

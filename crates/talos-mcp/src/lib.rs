@@ -33,7 +33,7 @@ pub mod tools;
 
 pub use clusters::{ApiFactory, Cidr, Clusters, grpc_factory};
 pub use docs::{listed_bytes, tools_markdown};
-pub use error::ToolError;
+pub use error::{ErrorKind, ToolError};
 pub use registry::{Registry, ToolDef, Toolset};
 pub use server::{ServerSettings, TalosMcp, TargetArgs, state_dir};
 

@@ -159,7 +159,7 @@ pub(crate) fn failure(err: &ToolError) -> CallToolResult {
     let mut meta = rmcp::model::MetaObject::new();
     meta.insert(
         ERROR_META.into(),
-        serde_json::json!({ "kind": err.kind(), "message": err.to_string() }),
+        serde_json::json!({ "kind": err.kind().to_string(), "message": err.to_string() }),
     );
     result.meta = Some(meta);
     result
