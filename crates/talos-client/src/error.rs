@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use talos_config::ConfigError;
 
+use crate::Code;
+
 /// Where a call was going: the endpoint dialled and the node it targeted.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct Target {
@@ -31,11 +33,11 @@ impl fmt::Display for Target {
 pub enum ErrorKind {
     /// The endpoint or node could not be reached (refused, DNS, unavailable, reset).
     Connection,
-    /// TLS handshake or certificate failure, or the server rejected the credentials.
+    /// TLS handshake or certificate failure, or the server answered `Unauthenticated`.
     Authentication,
     /// The client certificate's Talos role is too low for this call.
     PermissionDenied,
-    /// No answer within the deadline.
+    /// No answer within this client's deadline, or the server answered `DeadlineExceeded`.
     Timeout,
     /// The thing asked for does not exist on the node.
     NotFound,
@@ -51,9 +53,10 @@ pub enum ErrorKind {
     Local,
 }
 
-impl fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl ErrorKind {
+    /// The kind's stable name (`Connection`, `Timeout`, …), the leading word of every message.
+    pub const fn as_str(self) -> &'static str {
+        match self {
             Self::Connection => "Connection",
             Self::Authentication => "Authentication",
             Self::PermissionDenied => "PermissionDenied",
@@ -64,7 +67,13 @@ impl fmt::Display for ErrorKind {
             Self::MissingCredentials => "MissingCredentials",
             Self::Protocol => "Protocol",
             Self::Local => "Local",
-        })
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -83,7 +92,7 @@ pub enum TalosError {
         /// What failed.
         message: String,
     },
-    /// TLS or credential failure.
+    /// The TLS handshake failed (certificates, CA, protocol version).
     #[error(
         "Authentication: TLS with {target} failed: {message}; check that the talosconfig's ca matches the cluster and its client certificate is valid and not expired"
     )]
@@ -91,6 +100,17 @@ pub enum TalosError {
         /// Where the call was going.
         target: Target,
         /// What failed.
+        message: String,
+    },
+    /// The TLS session was established, but the server answered `Unauthenticated`: it (the node,
+    /// or apid relaying the call to it) did not accept the credentials.
+    #[error(
+        "Authentication: {target} refused the credentials (Unauthenticated): {message}; the TLS handshake succeeded, but the server (the node, or the apid relaying to it) did not accept the client certificate — check that the talosconfig belongs to this cluster and that its certificate has not been revoked or replaced"
+    )]
+    Unauthenticated {
+        /// Where the call was going.
+        target: Target,
+        /// The server's message.
         message: String,
     },
     /// The role in the client certificate does not allow this call.
@@ -103,7 +123,7 @@ pub enum TalosError {
         /// The server's message.
         message: String,
     },
-    /// No answer in time.
+    /// This client's deadline passed without an answer.
     #[error(
         "Timeout: {target} did not answer within {after:?}; the node may be busy, rebooting or unreachable — retry later or raise the timeout"
     )]
@@ -112,6 +132,17 @@ pub enum TalosError {
         target: Target,
         /// The deadline that passed.
         after: Duration,
+    },
+    /// The server answered `DeadlineExceeded`: the node, or apid relaying the call to it, gave up
+    /// waiting. This client's own deadline had not passed.
+    #[error(
+        "Timeout: {target} answered DeadlineExceeded: {message}; the node (or the apid relaying to it) gave up before the call completed, not this client's deadline — the node may be busy, rebooting or unreachable from the endpoint; retry later"
+    )]
+    DeadlineExceeded {
+        /// Where the call was going.
+        target: Target,
+        /// The server's message.
+        message: String,
     },
     /// Not found on the node.
     #[error("NotFound: {target}: {message}")]
@@ -126,8 +157,8 @@ pub enum TalosError {
     Api {
         /// Where the call was going.
         target: Target,
-        /// The gRPC status code name (e.g. `FailedPrecondition`).
-        code: String,
+        /// The gRPC status code the server answered (e.g. [`Code::FailedPrecondition`]).
+        code: Code,
         /// The server's message.
         message: String,
     },
@@ -155,9 +186,9 @@ impl TalosError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::Connection { .. } => ErrorKind::Connection,
-            Self::Authentication { .. } => ErrorKind::Authentication,
+            Self::Authentication { .. } | Self::Unauthenticated { .. } => ErrorKind::Authentication,
             Self::PermissionDenied { .. } => ErrorKind::PermissionDenied,
-            Self::Timeout { .. } => ErrorKind::Timeout,
+            Self::Timeout { .. } | Self::DeadlineExceeded { .. } => ErrorKind::Timeout,
             Self::NotFound { .. } => ErrorKind::NotFound,
             Self::Api { .. } => ErrorKind::Api,
             Self::Protocol { .. } => ErrorKind::Protocol,
@@ -174,8 +205,10 @@ impl TalosError {
         match self {
             Self::Connection { target, .. }
             | Self::Authentication { target, .. }
+            | Self::Unauthenticated { target, .. }
             | Self::PermissionDenied { target, .. }
             | Self::Timeout { target, .. }
+            | Self::DeadlineExceeded { target, .. }
             | Self::NotFound { target, .. }
             | Self::Api { target, .. }
             | Self::Protocol { target, .. } => Some(target),
@@ -190,6 +223,12 @@ impl TalosError {
     }
 
     /// Maps a gRPC status into an error for `target`; `timeout` is the deadline the call had.
+    ///
+    /// A failed TLS handshake and this client's own deadline (tonic's `grpc-timeout` enforcement)
+    /// are recognised from the status's source chain, whatever its code. A status the server sent
+    /// is mapped by its code: `Unauthenticated` and `DeadlineExceeded` become
+    /// [`TalosError::Unauthenticated`] and [`TalosError::DeadlineExceeded`] (the server refused or
+    /// gave up: no handshake failed, our deadline did not pass).
     pub fn from_status(status: &tonic::Status, target: Target, timeout: Duration) -> Self {
         use tonic::Code;
         if let Some(tls) = find_tls_error(status) {
@@ -217,16 +256,22 @@ impl TalosError {
                     message: describe_transport(status),
                 }
             }
-            Code::Unauthenticated => Self::Authentication { target, message },
-            Code::PermissionDenied => Self::PermissionDenied { target, message },
-            Code::DeadlineExceeded => Self::Timeout {
+            // Raised by our own transport rather than sent by the server: keep the TLS wording
+            // and our deadline.
+            Code::Unauthenticated if is_local_transport(status) => {
+                Self::Authentication { target, message }
+            }
+            Code::DeadlineExceeded if is_local_transport(status) => Self::Timeout {
                 target,
                 after: timeout,
             },
+            Code::Unauthenticated => Self::Unauthenticated { target, message },
+            Code::DeadlineExceeded => Self::DeadlineExceeded { target, message },
+            Code::PermissionDenied => Self::PermissionDenied { target, message },
             Code::NotFound => Self::NotFound { target, message },
             code => Self::Api {
                 target,
-                code: format!("{code:?}"),
+                code: code.into(),
                 message,
             },
         }
@@ -372,5 +417,146 @@ mod tests {
         assert_eq!(denied.kind(), ErrorKind::PermissionDenied);
         let other = TalosError::from_status(&tonic::Status::cancelled("by peer"), target(), after);
         assert_eq!(other.kind(), ErrorKind::Api);
+    }
+
+    fn node() -> Target {
+        Target {
+            endpoint: Some("127.0.0.1:50000".into()),
+            node: Some("10.5.0.2".into()),
+        }
+    }
+
+    #[test]
+    fn every_status_code_the_server_sends_maps_to_its_variant() {
+        let after = Duration::from_secs(3);
+        for code in Code::ALL {
+            if code == Code::Ok {
+                continue;
+            }
+            let status = tonic::Status::new(code.into(), "from the node");
+            let err = TalosError::from_status(&status, node(), after);
+            let kind = match code {
+                Code::Unavailable => ErrorKind::Connection,
+                Code::Unauthenticated => ErrorKind::Authentication,
+                Code::PermissionDenied => ErrorKind::PermissionDenied,
+                Code::DeadlineExceeded => ErrorKind::Timeout,
+                Code::NotFound => ErrorKind::NotFound,
+                _ => ErrorKind::Api,
+            };
+            assert_eq!(err.kind(), kind, "{code}");
+            assert_eq!(err.target(), Some(&node()), "{code}");
+            assert!(
+                err.to_string().starts_with(&format!("{}: ", kind.as_str())),
+                "{err}"
+            );
+            match (code, &err) {
+                (Code::Unauthenticated, TalosError::Unauthenticated { message, .. })
+                | (Code::DeadlineExceeded, TalosError::DeadlineExceeded { message, .. }) => {
+                    assert_eq!(message, "from the node");
+                }
+                (
+                    _,
+                    TalosError::Api {
+                        code: got, message, ..
+                    },
+                ) => {
+                    assert_eq!(*got, code);
+                    assert_eq!(message, "from the node");
+                    assert!(
+                        err.to_string().contains(&format!("answered {code}:")),
+                        "{err}"
+                    );
+                }
+                (Code::Unavailable, TalosError::Connection { .. })
+                | (Code::PermissionDenied, TalosError::PermissionDenied { .. })
+                | (Code::NotFound, TalosError::NotFound { .. }) => {}
+                (code, err) => panic!("{code} mapped to {err:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn deadline_exceeded_from_the_node_is_not_reported_as_our_deadline() {
+        let err = TalosError::from_status(
+            &tonic::Status::deadline_exceeded("proxying to 10.5.0.3 timed out"),
+            node(),
+            Duration::from_secs(3),
+        );
+        assert_eq!(err.kind(), ErrorKind::Timeout);
+        assert!(!err.is_transient());
+        let text = err.to_string();
+        assert!(
+            text.starts_with("Timeout: node 10.5.0.2 via endpoint 127.0.0.1:50000 answered DeadlineExceeded: proxying to 10.5.0.3 timed out;"),
+            "{text}"
+        );
+        assert!(text.contains("not this client's deadline"), "{text}");
+        assert!(!text.contains("did not answer within"), "{text}");
+        assert!(!text.contains("3s"), "{text}");
+        // Our own deadline (tonic ends the call with `Cancelled: Timeout expired`) keeps its text.
+        let ours = TalosError::from_status(
+            &tonic::Status::cancelled(tonic::TimeoutExpired(()).to_string()),
+            node(),
+            Duration::from_secs(3),
+        );
+        assert!(
+            matches!(ours, TalosError::Timeout { after, .. } if after == Duration::from_secs(3))
+        );
+        assert!(
+            ours.to_string().contains("did not answer within 3s"),
+            "{ours}"
+        );
+    }
+
+    #[test]
+    fn unauthenticated_from_the_node_is_not_reported_as_a_tls_failure() {
+        let err = TalosError::from_status(
+            &tonic::Status::unauthenticated("certificate not accepted"),
+            node(),
+            Duration::from_secs(3),
+        );
+        assert_eq!(err.kind(), ErrorKind::Authentication);
+        let text = err.to_string();
+        assert!(
+            text.starts_with("Authentication: node 10.5.0.2 via endpoint 127.0.0.1:50000 refused the credentials (Unauthenticated): certificate not accepted;"),
+            "{text}"
+        );
+        assert!(text.contains("the TLS handshake succeeded"), "{text}");
+        assert!(!text.contains("TLS with"), "{text}");
+        // A real handshake failure keeps the TLS wording.
+        let alert = TalosError::from_status(
+            &tonic::Status::from_error(Box::new(std::io::Error::other(
+                "received fatal alert: UnknownCA",
+            ))),
+            node(),
+            Duration::from_secs(3),
+        );
+        assert!(
+            matches!(alert, TalosError::Authentication { .. }),
+            "{alert:?}"
+        );
+        assert!(
+            alert.to_string().contains("TLS with node 10.5.0.2"),
+            "{alert}"
+        );
+    }
+
+    #[test]
+    fn error_kind_names_are_stable() {
+        let names = [
+            (ErrorKind::Connection, "Connection"),
+            (ErrorKind::Authentication, "Authentication"),
+            (ErrorKind::PermissionDenied, "PermissionDenied"),
+            (ErrorKind::Timeout, "Timeout"),
+            (ErrorKind::NotFound, "NotFound"),
+            (ErrorKind::Api, "Api"),
+            (ErrorKind::InvalidConfig, "InvalidConfig"),
+            (ErrorKind::MissingCredentials, "MissingCredentials"),
+            (ErrorKind::Protocol, "Protocol"),
+            (ErrorKind::Local, "Local"),
+        ];
+        for (kind, name) in names {
+            assert_eq!(kind.as_str(), name);
+            assert_eq!(kind.to_string(), name);
+        }
     }
 }

@@ -229,7 +229,7 @@ fn check_metadata(metadata: Option<&common::Metadata>, target: &Target) -> Resul
     match metadata {
         Some(m) if !m.error.is_empty() => Err(TalosError::Api {
             target: target.clone(),
-            code: "Unknown".into(),
+            code: crate::Code::Unknown,
             message: m.error.clone(),
         }),
         _ => Ok(()),
@@ -591,7 +591,10 @@ impl TalosApi for GrpcTalosClient {
                 }
             }
             // Nodes before ImageService: the MachineService API.
-            Err(TalosError::Api { code, .. }) if code == "Unimplemented" => {
+            Err(TalosError::Api {
+                code: crate::Code::Unimplemented,
+                ..
+            }) => {
                 let request = machine::ImageListRequest {
                     namespace: ns as i32,
                 };
@@ -652,7 +655,10 @@ impl TalosApi for GrpcTalosClient {
                     name
                 })
             }
-            Err(TalosError::Api { code, .. }) if code == "Unimplemented" => {
+            Err(TalosError::Api {
+                code: crate::Code::Unimplemented,
+                ..
+            }) => {
                 let request = machine::ImagePullRequest {
                     namespace: ns as i32,
                     reference: reference.to_owned(),
@@ -1086,7 +1092,10 @@ impl TalosApi for GrpcTalosClient {
                 })
             }
             // Releases that dropped the classic API: the streaming LifecycleService.
-            Err(TalosError::Api { code, .. }) if code == "Unimplemented" => {
+            Err(TalosError::Api {
+                code: crate::Code::Unimplemented,
+                ..
+            }) => {
                 let max = self.max_decoding();
                 let proto = machine::LifecycleServiceUpgradeRequest {
                     containerd: Some(common::ContainerdInstance {
@@ -1114,7 +1123,7 @@ impl TalosApi for GrpcTalosClient {
                         Some(Response::ExitCode(code)) => {
                             return Err(TalosError::Api {
                                 target,
-                                code: "Aborted".into(),
+                                code: crate::Code::Aborted,
                                 message: format!("upgrade failed with exit code {code}: {last}"),
                             });
                         }
@@ -1226,7 +1235,7 @@ impl TalosApi for GrpcTalosClient {
                         if let Some(error) = event.error.filter(|e| !e.is_empty()) {
                             return Err(TalosError::Api {
                                 target,
-                                code: "Unknown".into(),
+                                code: crate::Code::Unknown,
                                 message: error,
                             });
                         }

@@ -17,6 +17,7 @@
 
 mod api;
 mod channel;
+mod code;
 mod convert;
 mod error;
 mod fanout;
@@ -31,6 +32,7 @@ pub mod types;
 pub use api::MockTalosApi;
 pub use api::TalosApi;
 pub use channel::{ClientSettings, ClientStats, RpcObserver};
+pub use code::Code;
 pub use error::{ErrorKind, Result, TalosError, Target};
 pub use fanout::{DEFAULT_FAN_OUT_LIMIT, NodeResult, fan_out};
 pub use grpc::{GrpcTalosClient, ProtoClients};

@@ -585,6 +585,69 @@ async fn timeouts_name_node_and_endpoint() {
     sim.shutdown().await;
 }
 
+/// Statuses the node itself answers, over real mTLS: the typed code of an `Api` error, and the
+/// two codes whose texts must not claim what did not happen (our deadline passing, a TLS failure).
+#[tokio::test]
+async fn statuses_answered_by_the_node_keep_their_meaning() {
+    let sim = start(SimConfig::default()).await;
+    let c = client(&sim);
+    let node = worker(&sim);
+    let opts = CallOptions::node(node.clone()).with_timeout(Duration::from_secs(30));
+    let answer = |code: tonic::Code, message: &str| Fault::Status {
+        code,
+        message: message.into(),
+    };
+
+    // apid gave up proxying to the node: answered at once, long before our 30 s deadline.
+    sim.set_fault(
+        &node,
+        answer(tonic::Code::DeadlineExceeded, "proxy to node timed out"),
+    );
+    let err = c.version(&opts).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(
+        matches!(err, TalosError::DeadlineExceeded { .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "Timeout: node {node} via endpoint {} answered DeadlineExceeded: proxy to node timed out;",
+            sim.endpoint()
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("did not answer within"), "{text}");
+
+    // The handshake succeeded; the server refused the credentials.
+    sim.set_fault(&node, answer(tonic::Code::Unauthenticated, "not accepted"));
+    let err = c.version(&opts).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Authentication, "{err}");
+    assert!(matches!(err, TalosError::Unauthenticated { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("refused the credentials (Unauthenticated): not accepted"),
+        "{text}"
+    );
+    assert!(!text.contains("TLS with"), "{text}");
+
+    // Any other code comes back typed.
+    sim.set_fault(&node, answer(tonic::Code::FailedPrecondition, "not yet"));
+    let err = c.version(&opts).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            TalosError::Api { code: Code::FailedPrecondition, message, .. } if message == "not yet"
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.kind(), ErrorKind::Api);
+
+    sim.set_fault(&node, Fault::None);
+    c.version(&opts).await.unwrap();
+    sim.shutdown().await;
+}
+
 #[tokio::test]
 async fn unknown_node_is_a_connection_error() {
     let sim = start(SimConfig::default()).await;
