@@ -92,15 +92,26 @@ pub struct MemoryOut {
 pub struct ProcessesArgs {
     #[serde(flatten)]
     pub target: TargetArgs,
-    /// Order by `cpu` (CPU time, default) or `memory` (resident memory).
+    /// Order by CPU time (default) or resident memory.
     #[serde(default)]
-    pub sort_by: Option<String>,
+    #[schemars(with = "SortBy")]
+    pub sort_by: Option<SortBy>,
     /// How many processes per node (1–200, default 20).
     #[serde(default)]
     pub limit: Option<u32>,
     /// Only processes whose command or arguments contain this text.
     #[serde(default)]
     pub filter: Option<String>,
+}
+
+// The order of talos_processes (no doc comment: it would be repeated in the schema).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SortBy {
+    #[default]
+    Cpu,
+    #[serde(alias = "mem")]
+    Memory,
 }
 
 /// A process.
@@ -181,16 +192,47 @@ pub struct MountOut {
 pub struct NetworkArgs {
     #[serde(flatten)]
     pub target: TargetArgs,
-    /// Sections to include: any of `interfaces`, `addresses`, `routes`, `sockets`
-    /// (default: interfaces, addresses, routes).
+    /// Sections (default: all but sockets).
     #[serde(default)]
-    pub include: Option<Vec<String>>,
-    /// Sockets to list: `listening` (default), `connected` or `all`.
+    pub include: Option<Vec<Section>>,
+    /// Which sockets (default listening).
     #[serde(default)]
-    pub sockets: Option<String>,
+    #[schemars(with = "Sockets")]
+    pub sockets: Option<Sockets>,
     /// Only sockets on this local or remote port.
     #[serde(default)]
     pub port: Option<u32>,
+}
+
+// A section of talos_network (`as usize` indexes `sections`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Section {
+    Interfaces,
+    Addresses,
+    Routes,
+    Sockets,
+}
+
+// The sockets talos_network lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Sockets {
+    #[default]
+    #[serde(alias = "listen")]
+    Listening,
+    Connected,
+    All,
+}
+
+impl From<Sockets> for NetstatFilter {
+    fn from(s: Sockets) -> Self {
+        match s {
+            Sockets::Listening => Self::Listening,
+            Sockets::Connected => Self::Connected,
+            Sockets::All => Self::All,
+        }
+    }
 }
 
 /// Counters of an interface.
@@ -408,20 +450,8 @@ impl TalosMcp {
         _call: &Call,
         args: ProcessesArgs,
     ) -> Result<Reply<PerNode<ProcessesOut>>, ToolError> {
-        let by_memory = match args.sort_by.as_deref() {
-            None | Some("cpu") => false,
-            Some("memory") => true,
-            Some(other) => {
-                return Err(crate::ToolError::invalid(
-                    "sort_by",
-                    format!("must be `cpu` or `memory`, got `{other}`"),
-                ));
-            }
-        };
-        let limit = match bounded("limit", args.limit.unwrap_or(20), 1, 200) {
-            Ok(l) => l as usize,
-            Err(e) => return Err(e),
-        };
+        let by_memory = args.sort_by.unwrap_or_default() == SortBy::Memory;
+        let limit = bounded("limit", args.limit.unwrap_or(20), 1, 200)? as usize;
         let filter = args.filter.map(|f| f.to_lowercase());
         let result = self
             .per_node(&args.target, |api, opts| {
@@ -627,36 +657,12 @@ impl TalosMcp {
         _call: &Call,
         args: NetworkArgs,
     ) -> Result<Reply<PerNode<NetworkOut>>, ToolError> {
-        const SECTIONS: [&str; 4] = ["interfaces", "addresses", "routes", "sockets"];
-        let include = args
-            .include
-            .clone()
-            .unwrap_or_else(|| vec!["interfaces".into(), "addresses".into(), "routes".into()]);
-        if let Some(bad) = include.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
-            return Err(crate::ToolError::invalid(
-                "include",
-                format!(
-                    "has unknown section `{bad}`; allowed: {}",
-                    SECTIONS.join(", ")
-                ),
-            ));
-        }
-        let filter = match args.sockets.as_deref() {
-            None | Some("listening") => NetstatFilter::Listening,
-            Some("connected") => NetstatFilter::Connected,
-            Some("all") => NetstatFilter::All,
-            Some(other) => {
-                return Err(crate::ToolError::invalid(
-                    "sockets",
-                    format!("must be `listening`, `connected` or `all`, got `{other}`"),
-                ));
-            }
-        };
+        let include = sections(args.include.as_deref());
+        let filter = NetstatFilter::from(args.sockets.unwrap_or_default());
         let port = args.port;
         let result = self
-            .per_node(&args.target, |api, opts| {
-                let include = include.clone();
-                async move { network(api.as_ref(), &opts, &include, filter, port).await }
+            .per_node(&args.target, |api, opts| async move {
+                network(api.as_ref(), &opts, include, filter, port).await
             })
             .await;
         self.respond(
@@ -738,16 +744,27 @@ impl TalosMcp {
     }
 }
 
+/// Which sections were asked for, by `Section as usize` (none named: all but sockets). A
+/// section named twice is fetched once.
+fn sections(include: Option<&[Section]>) -> [bool; 4] {
+    let mut has = [false; 4];
+    match include {
+        Some(list) => list.iter().for_each(|&s| has[s as usize] = true),
+        None => has[..3].fill(true),
+    }
+    has
+}
+
 async fn network(
     api: &dyn talos_client::TalosApi,
     opts: &CallOptions,
-    include: &[String],
+    include: [bool; 4],
     filter: NetstatFilter,
     port: Option<u32>,
 ) -> Result<NetworkOut, talos_client::TalosError> {
-    let has = |s: &str| include.iter().any(|i| i == s);
+    let has = |s: Section| include[s as usize];
     let mut out = NetworkOut::default();
-    if has("interfaces") {
+    if has(Section::Interfaces) {
         out.interfaces = Some(
             api.network_devices(opts)
                 .await?
@@ -765,8 +782,8 @@ async fn network(
         );
     }
     for (section, ty) in [
-        ("addresses", "AddressStatuses.net.talos.dev"),
-        ("routes", "RouteStatuses.net.talos.dev"),
+        (Section::Addresses, "AddressStatuses.net.talos.dev"),
+        (Section::Routes, "RouteStatuses.net.talos.dev"),
     ] {
         if has(section) {
             let specs = api
@@ -775,14 +792,14 @@ async fn network(
                 .into_iter()
                 .map(|r| crate::redact::spec_object(&r.spec_yaml))
                 .collect();
-            if section == "addresses" {
+            if section == Section::Addresses {
                 out.addresses = Some(specs);
             } else {
                 out.routes = Some(specs);
             }
         }
     }
-    if has("sockets") {
+    if has(Section::Sockets) {
         let host = |ip: &str, port: u32| {
             if ip.contains(':') {
                 format!("[{ip}]:{port}")
@@ -917,5 +934,53 @@ impl crate::registry::ToolArgs for DiskUsageArgs {
 impl crate::registry::ToolArgs for NetworkArgs {
     fn target(&self) -> crate::registry::CallTarget<'_> {
         self.target.target()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::registry::Registry;
+    use serde_json::{Value, json};
+
+    fn property(tool: &str, name: &str) -> Value {
+        let def = Registry::get().find(tool).unwrap();
+        def.listing.input_schema["properties"][name].clone()
+    }
+
+    #[test]
+    fn closed_choices_are_enums_in_the_schema() {
+        assert_eq!(
+            property("talos_processes", "sort_by")["enum"],
+            json!(["cpu", "memory"])
+        );
+        assert_eq!(
+            property("talos_network", "include")["items"]["enum"],
+            json!(["interfaces", "addresses", "routes", "sockets"])
+        );
+        assert_eq!(
+            property("talos_network", "sockets")["enum"],
+            json!(["listening", "connected", "all"])
+        );
+    }
+
+    #[test]
+    fn aliases_read_as_their_value() {
+        let p: ProcessesArgs = serde_json::from_value(json!({"sort_by": "mem"})).unwrap();
+        assert_eq!(p.sort_by, Some(SortBy::Memory));
+        let n: NetworkArgs = serde_json::from_value(json!({"sockets": "listen"})).unwrap();
+        assert_eq!(n.sockets, Some(Sockets::Listening));
+    }
+
+    #[test]
+    fn sections_default_to_all_but_sockets_and_count_once() {
+        assert_eq!(sections(None), [true, true, true, false]);
+        assert_eq!(sections(Some(&[])), [false; 4]);
+        assert_eq!(
+            sections(Some(&[Section::Sockets, Section::Routes, Section::Sockets])),
+            [false, false, true, true]
+        );
     }
 }

@@ -18,15 +18,35 @@ use crate::server::{TalosMcp, TargetArgs};
 pub struct ContainersArgs {
     #[serde(flatten)]
     pub target: TargetArgs,
-    /// `system` (Talos services, default) or `k8s.io` (Kubernetes pods).
+    /// Default `system` in talos_list_containers, `k8s.io` in talos_container_stats.
     #[serde(default)]
-    pub namespace: Option<String>,
+    #[schemars(with = "Namespace")]
+    pub namespace: Option<Namespace>,
     /// Only containers whose id, name, pod or image contains this text.
     #[serde(default)]
     pub filter: Option<String>,
     /// Most containers per node (1–500, default 100).
     #[serde(default)]
     pub limit: Option<u32>,
+}
+
+// A containerd namespace: `system` (Talos services) or `k8s.io` (Kubernetes; also spelled
+// `cri` or `k8s`). Enum types carry no doc comment: it would be repeated in the schemas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum Namespace {
+    #[serde(rename = "system")]
+    System,
+    #[serde(rename = "k8s.io", alias = "cri", alias = "k8s")]
+    K8s,
+}
+
+impl From<Namespace> for ContainerNamespace {
+    fn from(ns: Namespace) -> Self {
+        match ns {
+            Namespace::System => Self::System,
+            Namespace::K8s => Self::Cri,
+        }
+    }
 }
 
 /// A container.
@@ -94,9 +114,10 @@ pub struct ServiceOut {
 pub struct ImagesArgs {
     #[serde(flatten)]
     pub target: TargetArgs,
-    /// `k8s.io` (default: images Kubernetes uses) or `system`.
+    /// Default `k8s.io` (images Kubernetes uses).
     #[serde(default)]
-    pub namespace: Option<String>,
+    #[schemars(with = "Namespace")]
+    pub namespace: Option<Namespace>,
     /// Only images whose reference contains this text.
     #[serde(default)]
     pub filter: Option<String>,
@@ -113,30 +134,15 @@ pub struct ImageOut {
     pub size_bytes: u64,
 }
 
-fn namespace(
-    arg: Option<&str>,
-    default: ContainerNamespace,
-) -> Result<ContainerNamespace, ToolError> {
-    match arg {
-        None => Ok(default),
-        Some("system") => Ok(ContainerNamespace::System),
-        Some("k8s.io" | "cri" | "k8s") => Ok(ContainerNamespace::Cri),
-        Some(other) => Err(ToolError::invalid(
-            "namespace",
-            format!("must be `system` or `k8s.io`, got `{other}`"),
-        )),
-    }
-}
-
 /// The namespace (with its default) and the 1–500 `limit` (default 100) shared by the container
 /// and image tools.
 fn namespace_and_limit(
-    ns: Option<&str>,
-    default: ContainerNamespace,
+    ns: Option<Namespace>,
+    default: Namespace,
     limit: Option<u32>,
 ) -> Result<(ContainerNamespace, usize), ToolError> {
     Ok((
-        namespace(ns, default)?,
+        ns.unwrap_or(default).into(),
         bounded("limit", limit.unwrap_or(100), 1, 500)? as usize,
     ))
 }
@@ -156,14 +162,7 @@ impl TalosMcp {
         _call: &Call,
         args: ContainersArgs,
     ) -> Result<Reply<PerNode<ContainersOut>>, ToolError> {
-        let (ns, limit) = match namespace_and_limit(
-            args.namespace.as_deref(),
-            ContainerNamespace::System,
-            args.limit,
-        ) {
-            Ok(v) => v,
-            Err(e) => return Err(e),
-        };
+        let (ns, limit) = namespace_and_limit(args.namespace, Namespace::System, args.limit)?;
         let filter = args.filter.clone();
         let result = self
             .per_node(&args.target, |api, opts| {
@@ -222,14 +221,7 @@ impl TalosMcp {
         _call: &Call,
         args: ContainersArgs,
     ) -> Result<Reply<PerNode<Vec<ContainerStatOut>>>, ToolError> {
-        let (ns, limit) = match namespace_and_limit(
-            args.namespace.as_deref(),
-            ContainerNamespace::Cri,
-            args.limit,
-        ) {
-            Ok(v) => v,
-            Err(e) => return Err(e),
-        };
+        let (ns, limit) = namespace_and_limit(args.namespace, Namespace::K8s, args.limit)?;
         let filter = args.filter.clone();
         let result = self
             .per_node(&args.target, |api, opts| {
@@ -279,10 +271,7 @@ impl TalosMcp {
         _call: &Call,
         args: ServicesArgs,
     ) -> Result<Reply<PerNode<Vec<ServiceOut>>>, ToolError> {
-        let events = match bounded("events", args.events.unwrap_or(3), 0, 20) {
-            Ok(e) => e as usize,
-            Err(e) => return Err(e),
-        };
+        let events = bounded("events", args.events.unwrap_or(3), 0, 20)? as usize;
         let only = args.service.clone();
         let result = self
             .per_node(&args.target, |api, opts| {
@@ -361,14 +350,7 @@ impl TalosMcp {
         _call: &Call,
         args: ImagesArgs,
     ) -> Result<Reply<PerNode<Vec<ImageOut>>>, ToolError> {
-        let (ns, limit) = match namespace_and_limit(
-            args.namespace.as_deref(),
-            ContainerNamespace::Cri,
-            args.limit,
-        ) {
-            Ok(v) => v,
-            Err(e) => return Err(e),
-        };
+        let (ns, limit) = namespace_and_limit(args.namespace, Namespace::K8s, args.limit)?;
         let filter = args.filter.clone();
         let result = self
             .per_node(&args.target, |api, opts| {
@@ -421,9 +403,10 @@ pub struct ImagePullArgs {
     pub target: super::actions::NodeTarget,
     /// Image reference, e.g. `registry.k8s.io/pause:3.10`.
     pub image: String,
-    /// `k8s.io` (default) or `system`.
+    /// Default `k8s.io`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
+    #[schemars(with = "Namespace")]
+    pub namespace: Option<Namespace>,
 }
 
 /// What a service or image action did.
@@ -501,13 +484,7 @@ impl TalosMcp {
                 })?;
                 let effect = format!("{verb} the Talos service {svc} (now {})", current.state);
                 if !quorum_check {
-                    return Ok(super::actions::Prepared {
-                        effect,
-                        preflight: vec![],
-                        blocker: None,
-                        details: None,
-                        resolved: (),
-                    });
+                    return Ok(super::actions::Prepared::new(effect, vec![]));
                 }
                 Ok(super::lifecycle::quorum_preflight(api.as_ref(), &opts, &askable, false, format!(
                     "{effect}; while it is down the node's control-plane part (etcd member, API access or kubelet) is unavailable"
@@ -562,10 +539,7 @@ impl TalosMcp {
         call: &Call,
         args: ImagePullArgs,
     ) -> Result<Reply<super::actions::ActionOut<MessageOut>>, ToolError> {
-        let ns = match namespace(args.namespace.as_deref(), ContainerNamespace::Cri) {
-            Ok(ns) => ns,
-            Err(e) => return Err(e),
-        };
+        let ns = ContainerNamespace::from(args.namespace.unwrap_or(Namespace::K8s));
         let image = args.image.trim().to_owned();
         if image.is_empty() || image.contains(char::is_whitespace) {
             return Err(ToolError::invalid(
@@ -582,15 +556,7 @@ impl TalosMcp {
                 target: &target,
                 force: false,
             },
-            |_, _| async move {
-                Ok(super::actions::Prepared {
-                    effect,
-                    preflight: vec![],
-                    blocker: None,
-                    details: None,
-                    resolved: (),
-                })
-            },
+            |_, _| async move { Ok(super::actions::Prepared::new(effect, vec![])) },
             |api, opts, ()| async move {
                 Ok(MessageOut {
                     message: format!("pulled {}", api.image_pull(&opts, ns, &image).await?),
@@ -708,5 +674,45 @@ impl crate::registry::ToolArgs for ServiceActionArgs {
 impl crate::registry::ToolArgs for ImagePullArgs {
     fn target(&self) -> crate::registry::CallTarget<'_> {
         self.target.target()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::registry::Registry;
+    use serde_json::json;
+
+    #[test]
+    fn namespaces_are_an_enum_in_every_schema() {
+        for tool in [
+            "talos_list_containers",
+            "talos_container_stats",
+            "talos_images",
+            "talos_image_pull",
+        ] {
+            let def = Registry::get().find(tool).unwrap();
+            assert_eq!(
+                def.listing.input_schema["properties"]["namespace"]["enum"],
+                json!(["system", "k8s.io"]),
+                "{tool}"
+            );
+        }
+    }
+
+    #[test]
+    fn namespace_aliases_mean_k8s_io() {
+        for alias in ["k8s.io", "cri", "k8s"] {
+            let a: ImagesArgs = serde_json::from_value(json!({"namespace": alias})).unwrap();
+            assert_eq!(a.namespace, Some(Namespace::K8s), "{alias}");
+            assert_eq!(ContainerNamespace::from(Namespace::K8s).as_str(), "k8s.io");
+        }
+        let a: ImagesArgs = serde_json::from_value(json!({"namespace": "system"})).unwrap();
+        assert_eq!(
+            ContainerNamespace::from(a.namespace.unwrap()),
+            ContainerNamespace::System
+        );
     }
 }
