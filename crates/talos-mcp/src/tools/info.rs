@@ -96,10 +96,10 @@ pub struct ProcessesArgs {
     #[serde(default)]
     #[schemars(with = "SortBy")]
     pub sort_by: Option<SortBy>,
-    /// How many processes per node (1–200, default 20).
+    /// Per node (1–200, default 20).
     #[serde(default)]
     pub limit: Option<u32>,
-    /// Only processes whose command or arguments contain this text.
+    /// Only commands or arguments containing this text.
     #[serde(default)]
     pub filter: Option<String>,
 }
@@ -156,14 +156,13 @@ pub struct DiskOut {
 pub struct DiskUsageArgs {
     #[serde(flatten)]
     pub target: TargetArgs,
-    /// Absolute paths to measure (default ["/var"]). Links out of /proc and secret locations
-    /// (/system/state, /system/secrets, /var/lib/etcd, …) are refused.
+    /// Absolute paths (default ["/var"]); secret locations (/var/lib/etcd, …) and /proc links are refused.
     #[serde(default)]
     pub paths: Option<Vec<String>>,
-    /// Directory levels to descend (0–5, default 1).
+    /// Levels to descend (0–5, default 1).
     #[serde(default)]
     pub depth: Option<u32>,
-    /// Most entries per node (1–500, default 50).
+    /// Per node (1–500, default 50).
     #[serde(default)]
     pub limit: Option<u32>,
 }
@@ -199,7 +198,7 @@ pub struct NetworkArgs {
     #[serde(default)]
     #[schemars(with = "Sockets")]
     pub sockets: Option<Sockets>,
-    /// Only sockets on this local or remote port.
+    /// Only sockets with this local or remote port.
     #[serde(default)]
     pub port: Option<u32>,
 }
@@ -832,7 +831,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Info,
             "talos_version",
             "Talos version",
-            "Talos version (tag, commit, OS/arch, platform) of each node, with this server's version. Start here to check connectivity.",
+            "Talos version (tag, commit, OS/arch, platform) of each node and this server's version. Start here to check connectivity.",
         )
         .run(TalosMcp::talos_version)
         .build(),
@@ -840,7 +839,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Info,
             "talos_system_stats",
             "System stats",
-            "Compact per-node summary: uptime, CPU count and busy share, load averages, memory used, process counts.",
+            "Per-node summary: uptime, CPU count and busy %, load, memory used, process counts.",
         )
         .run(TalosMcp::talos_system_stats)
         .build(),
@@ -856,7 +855,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Info,
             "talos_memory",
             "Memory",
-            "Memory of each node in bytes: total, available, used, cache, swap.",
+            "Memory of each node, bytes: total, available, used, cache, swap.",
         )
         .run(TalosMcp::talos_memory)
         .build(),
@@ -864,7 +863,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Info,
             "talos_processes",
             "Processes",
-            "Top processes of each node by CPU time or resident memory, with an optional command filter.",
+            "Top processes of each node by CPU time or memory.",
         )
         .run(TalosMcp::talos_processes)
         .build(),
@@ -872,7 +871,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Info,
             "talos_disks",
             "Disks",
-            "Block devices of each node (StorageService): device, size, model, serial, type, system disk.",
+            "Block devices of each node: size, model, serial, type, system disk.",
         )
         .run(TalosMcp::talos_disks)
         .build(),
@@ -880,7 +879,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Info,
             "talos_disk_usage",
             "Disk usage",
-            "Disk usage of paths on each node (like du), descending `depth` levels, at most `limit` entries.",
+            "Sizes of directories on each node, like du.",
         )
         .run(TalosMcp::talos_disk_usage)
         .build(),
@@ -888,7 +887,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Info,
             "talos_mounts",
             "Mounts",
-            "Mounted filesystems of each node with size, free space and use percent.",
+            "Mounted filesystems of each node: size, free space, use %.",
         )
         .run(TalosMcp::talos_mounts)
         .build(),
@@ -896,7 +895,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Info,
             "talos_network",
             "Network",
-            "Network view of each node: interface counters, addresses, routes, and sockets (listening, connected or all; optional port filter).",
+            "Network of each node: interface counters, addresses, routes, sockets.",
         )
         .run(TalosMcp::talos_network)
         .build(),
@@ -904,7 +903,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Info,
             "talos_time",
             "Time",
-            "Clock of each node versus its NTP server, with the offset in milliseconds.",
+            "Clock of each node versus its NTP server, offset in ms.",
         )
         .run(TalosMcp::talos_time)
         .build(),

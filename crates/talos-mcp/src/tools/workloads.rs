@@ -13,19 +13,37 @@ use crate::error::ToolError;
 use crate::output::{Keep, PerNode};
 use crate::server::{TalosMcp, TargetArgs};
 
-/// Arguments of the container tools.
+/// Arguments of talos_list_containers.
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 pub struct ContainersArgs {
     #[serde(flatten)]
     pub target: TargetArgs,
-    /// Default `system` in talos_list_containers, `k8s.io` in talos_container_stats.
+    /// Default `system` (Talos services).
     #[serde(default)]
     #[schemars(with = "Namespace")]
     pub namespace: Option<Namespace>,
-    /// Only containers whose id, name, pod or image contains this text.
+    /// Only ids, names, pods or images containing this text.
     #[serde(default)]
     pub filter: Option<String>,
-    /// Most containers per node (1–500, default 100).
+    /// Per node (1–500, default 100).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// Arguments of talos_container_stats: those of talos_list_containers with another default
+/// namespace (a type of its own so that each schema states its default in a few words).
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+pub struct ContainerStatsArgs {
+    #[serde(flatten)]
+    pub target: TargetArgs,
+    /// Default `k8s.io` (Kubernetes pods).
+    #[serde(default)]
+    #[schemars(with = "Namespace")]
+    pub namespace: Option<Namespace>,
+    /// Only ids, names or pods containing this text.
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// Per node (1–500, default 100).
     #[serde(default)]
     pub limit: Option<u32>,
 }
@@ -87,10 +105,10 @@ pub struct ContainerStatOut {
 pub struct ServicesArgs {
     #[serde(flatten)]
     pub target: TargetArgs,
-    /// Only this service (e.g. `etcd`, `kubelet`).
+    /// Only this service, e.g. `etcd`.
     #[serde(default)]
     pub service: Option<String>,
-    /// Recent events per service to include (0–20, default 3).
+    /// Recent events per service (0–20, default 3).
     #[serde(default)]
     pub events: Option<u32>,
 }
@@ -118,10 +136,10 @@ pub struct ImagesArgs {
     #[serde(default)]
     #[schemars(with = "Namespace")]
     pub namespace: Option<Namespace>,
-    /// Only images whose reference contains this text.
+    /// Only references containing this text.
     #[serde(default)]
     pub filter: Option<String>,
-    /// Most images per node (1–500, default 100).
+    /// Per node (1–500, default 100).
     #[serde(default)]
     pub limit: Option<u32>,
 }
@@ -219,7 +237,7 @@ impl TalosMcp {
     pub(crate) async fn talos_container_stats(
         &self,
         _call: &Call,
-        args: ContainersArgs,
+        args: ContainerStatsArgs,
     ) -> Result<Reply<PerNode<Vec<ContainerStatOut>>>, ToolError> {
         let (ns, limit) = namespace_and_limit(args.namespace, Namespace::K8s, args.limit)?;
         let filter = args.filter.clone();
@@ -392,7 +410,7 @@ impl TalosMcp {
 pub struct ServiceActionArgs {
     #[serde(flatten)]
     pub target: super::actions::NodeTarget,
-    /// The Talos service (e.g. `kubelet`, `etcd`).
+    /// Service id, e.g. `kubelet`.
     pub service: String,
 }
 
@@ -575,7 +593,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Workloads,
             "talos_list_containers",
             "List containers",
-            "Containers on each node: namespace `system` (Talos services) or `k8s.io` (Kubernetes pods), filtered by id, name, pod or image.",
+            "Containers of each node: Talos services (`system`) or Kubernetes pods (`k8s.io`).",
         )
         .run(TalosMcp::talos_list_containers)
         .build(),
@@ -583,7 +601,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Workloads,
             "talos_container_stats",
             "Container stats",
-            "Memory and CPU use of containers on each node, largest memory first.",
+            "Memory and CPU of containers on each node, largest memory first.",
         )
         .run(TalosMcp::talos_container_stats)
         .build(),
@@ -591,7 +609,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Workloads,
             "talos_services",
             "Services",
-            "Talos system services of each node (etcd, kubelet, apid, …) with state, health and recent events.",
+            "Talos services of each node (etcd, kubelet, apid, …): state, health, recent events.",
         )
         .run(TalosMcp::talos_services)
         .build(),
@@ -599,7 +617,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Workloads,
             "talos_images",
             "Images",
-            "Container images cached on each node (namespace `k8s.io` or `system`), filtered by reference.",
+            "Container images cached on each node.",
         )
         .run(TalosMcp::talos_images)
         .build(),
@@ -607,7 +625,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Workloads,
             "talos_service_start",
             "Start service",
-            "Starts a Talos service on one node (write tier).",
+            "Starts a Talos service on one node.",
         )
         .tier(Tier::Write)
         .effect(Effect::Changes { idempotent: true })
@@ -617,7 +635,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Workloads,
             "talos_service_stop",
             "Stop service",
-            "Stops a Talos service on one node (write tier). Stopping a service the cluster depends on (etcd, kubelet, apid, trustd, containerd, cri, machined, udevd) takes the node's part of the cluster down until it is started again, so it always needs confirmation; for etcd, kubelet and apid the call is refused when etcd would lose quorum.",
+            "Stops a Talos service on one node. etcd, kubelet, apid, trustd, containerd, cri, machined, udevd: an outage, always confirmed; etcd, kubelet, apid: refused if etcd would lose quorum.",
         )
         .tier(Tier::Write)
         .effect(Effect::Destroys { idempotent: true })
@@ -628,7 +646,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Workloads,
             "talos_service_restart",
             "Restart service",
-            "Restarts a Talos service on one node (write tier). Restarting a service the cluster depends on (etcd, kubelet, apid, trustd, containerd, cri, machined, udevd) always needs confirmation; for etcd, kubelet and apid the call is refused when etcd would lose quorum.",
+            "Restarts a Talos service on one node. etcd, kubelet, apid, trustd, containerd, cri, machined, udevd: always confirmed; etcd, kubelet, apid: refused if etcd would lose quorum.",
         )
         .tier(Tier::Write)
         .run(TalosMcp::talos_service_restart)
@@ -638,7 +656,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Workloads,
             "talos_image_pull",
             "Pull image",
-            "Pulls a container image into one node's cache (write tier), e.g. to pre-stage an upgrade.",
+            "Pulls an image into one node's cache, e.g. to pre-stage an upgrade.",
         )
         .tier(Tier::Write)
         .effect(Effect::Changes { idempotent: true })
@@ -648,6 +666,12 @@ pub(crate) fn tools() -> Vec<ToolDef> {
 }
 
 impl crate::registry::ToolArgs for ContainersArgs {
+    fn target(&self) -> crate::registry::CallTarget<'_> {
+        self.target.target()
+    }
+}
+
+impl crate::registry::ToolArgs for ContainerStatsArgs {
     fn target(&self) -> crate::registry::CallTarget<'_> {
         self.target.target()
     }
@@ -700,6 +724,21 @@ mod tests {
                 "{tool}"
             );
         }
+    }
+
+    #[test]
+    fn each_container_tool_states_its_own_default_namespace() {
+        let described = |tool: &str| {
+            let def = Registry::get().find(tool).unwrap();
+            def.listing.input_schema["properties"]["namespace"]["description"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        assert!(described("talos_list_containers").starts_with("Default `system`"));
+        assert!(described("talos_container_stats").starts_with("Default `k8s.io`"));
+        assert!(described("talos_images").starts_with("Default `k8s.io`"));
+        assert!(described("talos_image_pull").starts_with("Default `k8s.io`"));
     }
 
     #[test]
