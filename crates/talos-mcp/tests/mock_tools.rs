@@ -510,17 +510,32 @@ async fn invalid_arguments_name_the_field_and_allowed_values() {
         (
             "talos_processes",
             json!({"sort_by": "name"}),
-            "`sort_by` must be `cpu` or `memory`",
+            "InvalidArgument: `sort_by` unknown variant `name`, expected one of `cpu`, `mem`, `memory`",
         ),
         (
             "talos_list_containers",
             json!({"namespace": "default"}),
-            "`namespace` must be `system` or `k8s.io`",
+            "InvalidArgument: `namespace` unknown variant `default`, expected one of `system`, `cri`, `k8s`, `k8s.io`",
+        ),
+        (
+            "talos_container_stats",
+            json!({"namespace": "K8S.IO"}),
+            "InvalidArgument: `namespace` unknown variant `K8S.IO`, expected one of `system`, `cri`, `k8s`, `k8s.io`",
+        ),
+        (
+            "talos_images",
+            json!({"namespace": 1}),
+            "InvalidArgument: `namespace` invalid type",
         ),
         (
             "talos_network",
-            json!({"include": ["firewall"]}),
-            "allowed: interfaces, addresses, routes, sockets",
+            json!({"include": ["routes", "firewall"]}),
+            "InvalidArgument: `include[1]` unknown variant `firewall`, expected one of `interfaces`, `addresses`, `routes`, `sockets`",
+        ),
+        (
+            "talos_network",
+            json!({"sockets": "udp"}),
+            "InvalidArgument: `sockets` unknown variant `udp`, expected one of `listen`, `listening`, `connected`, `all`",
         ),
         (
             "talos_dmesg",
@@ -570,6 +585,44 @@ async fn invalid_arguments_name_the_field_and_allowed_values() {
     ] {
         let err = h.err(tool, args).await;
         assert!(err.contains(needle), "{tool}: {err}");
+    }
+}
+
+/// The spellings people type for a closed choice reach the API as the value they mean.
+#[tokio::test]
+async fn enum_aliases_reach_the_api_as_their_value() {
+    let mut m = MockTalosApi::new();
+    m.expect_hostname().returning(|_| Ok("h".into()));
+    m.expect_containers()
+        .withf(|_, ns| *ns == ContainerNamespace::Cri)
+        .times(2)
+        .returning(|_, _| Ok(vec![]));
+    m.expect_images()
+        .withf(|_, ns| *ns == ContainerNamespace::Cri)
+        .times(1)
+        .returning(|_, _| Ok(vec![]));
+    m.expect_container_stats()
+        .withf(|_, ns| *ns == ContainerNamespace::System)
+        .times(1)
+        .returning(|_, _| Ok(vec![]));
+    m.expect_netstat()
+        .withf(|_, f| *f == NetstatFilter::Listening)
+        .times(1)
+        .returning(|_, _| Ok(vec![]));
+    let h = with_mock(Arc::new(m), &NODES[..1], |_| {}).await;
+    for (tool, args) in [
+        ("talos_list_containers", json!({"namespace": "cri"})),
+        ("talos_list_containers", json!({"namespace": "k8s"})),
+        ("talos_images", json!({"namespace": "cri"})),
+        ("talos_container_stats", json!({"namespace": "system"})),
+        (
+            // A section named twice is fetched once (`times(1)` above).
+            "talos_network",
+            json!({"include": ["sockets", "sockets"], "sockets": "listen"}),
+        ),
+    ] {
+        let v = h.ok(tool, args).await;
+        assert_eq!(v["nodes"][0]["ok"], true, "{tool}: {v}");
     }
 }
 

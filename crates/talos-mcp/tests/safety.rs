@@ -966,6 +966,29 @@ async fn etcd_and_image_actions() {
         "{}",
         text(&bad)
     );
+    let cri = call(
+        &s.client,
+        "talos_image_pull",
+        json!({"node": W1, "image": "docker.io/library/busybox:1.36", "namespace": "cri"}),
+    )
+    .await;
+    assert_eq!(sc(&cri)["status"], "done", "{}", text(&cri));
+    let pulls = s.sim.calls(W1, "ImagePull");
+    let bad = call(
+        &s.client,
+        "talos_image_pull",
+        json!({"node": W1, "image": "docker.io/library/busybox:1.36", "namespace": "moby"}),
+    )
+    .await;
+    assert_eq!(bad.is_error, Some(true));
+    assert!(
+        text(&bad).contains(
+            "InvalidArgument: `namespace` unknown variant `moby`, expected one of `system`, `cri`, `k8s`, `k8s.io`"
+        ),
+        "{}",
+        text(&bad)
+    );
+    assert_eq!(s.sim.calls(W1, "ImagePull"), pulls, "nothing pulled");
 }
 
 /// A panic inside a tool fails that call only: an `Internal` error result, an audit line

@@ -92,15 +92,26 @@ pub struct MemoryOut {
 pub struct ProcessesArgs {
     #[serde(flatten)]
     pub target: TargetArgs,
-    /// Order by `cpu` (CPU time, default) or `memory` (resident memory).
+    /// Order by CPU time (default) or resident memory.
     #[serde(default)]
-    pub sort_by: Option<String>,
-    /// How many processes per node (1–200, default 20).
+    #[schemars(with = "SortBy")]
+    pub sort_by: Option<SortBy>,
+    /// Per node (1–200, default 20).
     #[serde(default)]
     pub limit: Option<u32>,
-    /// Only processes whose command or arguments contain this text.
+    /// Only commands or arguments containing this text.
     #[serde(default)]
     pub filter: Option<String>,
+}
+
+// The order of talos_processes (no doc comment: it would be repeated in the schema).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SortBy {
+    #[default]
+    Cpu,
+    #[serde(alias = "mem")]
+    Memory,
 }
 
 /// A process.
@@ -145,14 +156,13 @@ pub struct DiskOut {
 pub struct DiskUsageArgs {
     #[serde(flatten)]
     pub target: TargetArgs,
-    /// Absolute paths to measure (default ["/var"]). Links out of /proc and secret locations
-    /// (/system/state, /system/secrets, /var/lib/etcd, …) are refused.
+    /// Absolute paths (default ["/var"]); secret locations (/var/lib/etcd, …) and /proc links are refused.
     #[serde(default)]
     pub paths: Option<Vec<String>>,
-    /// Directory levels to descend (0–5, default 1).
+    /// Levels to descend (0–5, default 1).
     #[serde(default)]
     pub depth: Option<u32>,
-    /// Most entries per node (1–500, default 50).
+    /// Per node (1–500, default 50).
     #[serde(default)]
     pub limit: Option<u32>,
 }
@@ -181,16 +191,47 @@ pub struct MountOut {
 pub struct NetworkArgs {
     #[serde(flatten)]
     pub target: TargetArgs,
-    /// Sections to include: any of `interfaces`, `addresses`, `routes`, `sockets`
-    /// (default: interfaces, addresses, routes).
+    /// Sections (default: all but sockets).
     #[serde(default)]
-    pub include: Option<Vec<String>>,
-    /// Sockets to list: `listening` (default), `connected` or `all`.
+    pub include: Option<Vec<Section>>,
+    /// Which sockets (default listening).
     #[serde(default)]
-    pub sockets: Option<String>,
-    /// Only sockets on this local or remote port.
+    #[schemars(with = "Sockets")]
+    pub sockets: Option<Sockets>,
+    /// Only sockets with this local or remote port.
     #[serde(default)]
     pub port: Option<u32>,
+}
+
+// A section of talos_network (`as usize` indexes `sections`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Section {
+    Interfaces,
+    Addresses,
+    Routes,
+    Sockets,
+}
+
+// The sockets talos_network lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Sockets {
+    #[default]
+    #[serde(alias = "listen")]
+    Listening,
+    Connected,
+    All,
+}
+
+impl From<Sockets> for NetstatFilter {
+    fn from(s: Sockets) -> Self {
+        match s {
+            Sockets::Listening => Self::Listening,
+            Sockets::Connected => Self::Connected,
+            Sockets::All => Self::All,
+        }
+    }
 }
 
 /// Counters of an interface.
@@ -408,20 +449,8 @@ impl TalosMcp {
         _call: &Call,
         args: ProcessesArgs,
     ) -> Result<Reply<PerNode<ProcessesOut>>, ToolError> {
-        let by_memory = match args.sort_by.as_deref() {
-            None | Some("cpu") => false,
-            Some("memory") => true,
-            Some(other) => {
-                return Err(crate::ToolError::invalid(
-                    "sort_by",
-                    format!("must be `cpu` or `memory`, got `{other}`"),
-                ));
-            }
-        };
-        let limit = match bounded("limit", args.limit.unwrap_or(20), 1, 200) {
-            Ok(l) => l as usize,
-            Err(e) => return Err(e),
-        };
+        let by_memory = args.sort_by.unwrap_or_default() == SortBy::Memory;
+        let limit = bounded("limit", args.limit.unwrap_or(20), 1, 200)? as usize;
         let filter = args.filter.map(|f| f.to_lowercase());
         let result = self
             .per_node(&args.target, |api, opts| {
@@ -627,36 +656,12 @@ impl TalosMcp {
         _call: &Call,
         args: NetworkArgs,
     ) -> Result<Reply<PerNode<NetworkOut>>, ToolError> {
-        const SECTIONS: [&str; 4] = ["interfaces", "addresses", "routes", "sockets"];
-        let include = args
-            .include
-            .clone()
-            .unwrap_or_else(|| vec!["interfaces".into(), "addresses".into(), "routes".into()]);
-        if let Some(bad) = include.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
-            return Err(crate::ToolError::invalid(
-                "include",
-                format!(
-                    "has unknown section `{bad}`; allowed: {}",
-                    SECTIONS.join(", ")
-                ),
-            ));
-        }
-        let filter = match args.sockets.as_deref() {
-            None | Some("listening") => NetstatFilter::Listening,
-            Some("connected") => NetstatFilter::Connected,
-            Some("all") => NetstatFilter::All,
-            Some(other) => {
-                return Err(crate::ToolError::invalid(
-                    "sockets",
-                    format!("must be `listening`, `connected` or `all`, got `{other}`"),
-                ));
-            }
-        };
+        let include = sections(args.include.as_deref());
+        let filter = NetstatFilter::from(args.sockets.unwrap_or_default());
         let port = args.port;
         let result = self
-            .per_node(&args.target, |api, opts| {
-                let include = include.clone();
-                async move { network(api.as_ref(), &opts, &include, filter, port).await }
+            .per_node(&args.target, |api, opts| async move {
+                network(api.as_ref(), &opts, include, filter, port).await
             })
             .await;
         self.respond(
@@ -738,16 +743,27 @@ impl TalosMcp {
     }
 }
 
+/// Which sections were asked for, by `Section as usize` (none named: all but sockets). A
+/// section named twice is fetched once.
+fn sections(include: Option<&[Section]>) -> [bool; 4] {
+    let mut has = [false; 4];
+    match include {
+        Some(list) => list.iter().for_each(|&s| has[s as usize] = true),
+        None => has[..3].fill(true),
+    }
+    has
+}
+
 async fn network(
     api: &dyn talos_client::TalosApi,
     opts: &CallOptions,
-    include: &[String],
+    include: [bool; 4],
     filter: NetstatFilter,
     port: Option<u32>,
 ) -> Result<NetworkOut, talos_client::TalosError> {
-    let has = |s: &str| include.iter().any(|i| i == s);
+    let has = |s: Section| include[s as usize];
     let mut out = NetworkOut::default();
-    if has("interfaces") {
+    if has(Section::Interfaces) {
         out.interfaces = Some(
             api.network_devices(opts)
                 .await?
@@ -765,8 +781,8 @@ async fn network(
         );
     }
     for (section, ty) in [
-        ("addresses", "AddressStatuses.net.talos.dev"),
-        ("routes", "RouteStatuses.net.talos.dev"),
+        (Section::Addresses, "AddressStatuses.net.talos.dev"),
+        (Section::Routes, "RouteStatuses.net.talos.dev"),
     ] {
         if has(section) {
             let specs = api
@@ -775,14 +791,14 @@ async fn network(
                 .into_iter()
                 .map(|r| crate::redact::spec_object(&r.spec_yaml))
                 .collect();
-            if section == "addresses" {
+            if section == Section::Addresses {
                 out.addresses = Some(specs);
             } else {
                 out.routes = Some(specs);
             }
         }
     }
-    if has("sockets") {
+    if has(Section::Sockets) {
         let host = |ip: &str, port: u32| {
             if ip.contains(':') {
                 format!("[{ip}]:{port}")
@@ -815,7 +831,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Info,
             "talos_version",
             "Talos version",
-            "Talos version (tag, commit, OS/arch, platform) of each node, with this server's version. Start here to check connectivity.",
+            "Talos version (tag, commit, OS/arch, platform) of each node and this server's version. Start here to check connectivity.",
         )
         .run(TalosMcp::talos_version)
         .build(),
@@ -823,7 +839,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Info,
             "talos_system_stats",
             "System stats",
-            "Compact per-node summary: uptime, CPU count and busy share, load averages, memory used, process counts.",
+            "Per-node summary: uptime, CPU count and busy %, load, memory used, process counts.",
         )
         .run(TalosMcp::talos_system_stats)
         .build(),
@@ -839,7 +855,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Info,
             "talos_memory",
             "Memory",
-            "Memory of each node in bytes: total, available, used, cache, swap.",
+            "Memory of each node, bytes: total, available, used, cache, swap.",
         )
         .run(TalosMcp::talos_memory)
         .build(),
@@ -847,7 +863,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Info,
             "talos_processes",
             "Processes",
-            "Top processes of each node by CPU time or resident memory, with an optional command filter.",
+            "Top processes of each node by CPU time or memory.",
         )
         .run(TalosMcp::talos_processes)
         .build(),
@@ -855,7 +871,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Info,
             "talos_disks",
             "Disks",
-            "Block devices of each node (StorageService): device, size, model, serial, type, system disk.",
+            "Block devices of each node: size, model, serial, type, system disk.",
         )
         .run(TalosMcp::talos_disks)
         .build(),
@@ -863,7 +879,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Info,
             "talos_disk_usage",
             "Disk usage",
-            "Disk usage of paths on each node (like du), descending `depth` levels, at most `limit` entries.",
+            "Sizes of directories on each node, like du.",
         )
         .run(TalosMcp::talos_disk_usage)
         .build(),
@@ -871,7 +887,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Info,
             "talos_mounts",
             "Mounts",
-            "Mounted filesystems of each node with size, free space and use percent.",
+            "Mounted filesystems of each node: size, free space, use %.",
         )
         .run(TalosMcp::talos_mounts)
         .build(),
@@ -879,7 +895,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Info,
             "talos_network",
             "Network",
-            "Network view of each node: interface counters, addresses, routes, and sockets (listening, connected or all; optional port filter).",
+            "Network of each node: interface counters, addresses, routes, sockets.",
         )
         .run(TalosMcp::talos_network)
         .build(),
@@ -887,7 +903,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Info,
             "talos_time",
             "Time",
-            "Clock of each node versus its NTP server, with the offset in milliseconds.",
+            "Clock of each node versus its NTP server, offset in ms.",
         )
         .run(TalosMcp::talos_time)
         .build(),
@@ -917,5 +933,53 @@ impl crate::registry::ToolArgs for DiskUsageArgs {
 impl crate::registry::ToolArgs for NetworkArgs {
     fn target(&self) -> crate::registry::CallTarget<'_> {
         self.target.target()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::registry::Registry;
+    use serde_json::{Value, json};
+
+    fn property(tool: &str, name: &str) -> Value {
+        let def = Registry::get().find(tool).unwrap();
+        def.listing.input_schema["properties"][name].clone()
+    }
+
+    #[test]
+    fn closed_choices_are_enums_in_the_schema() {
+        assert_eq!(
+            property("talos_processes", "sort_by")["enum"],
+            json!(["cpu", "memory"])
+        );
+        assert_eq!(
+            property("talos_network", "include")["items"]["enum"],
+            json!(["interfaces", "addresses", "routes", "sockets"])
+        );
+        assert_eq!(
+            property("talos_network", "sockets")["enum"],
+            json!(["listening", "connected", "all"])
+        );
+    }
+
+    #[test]
+    fn aliases_read_as_their_value() {
+        let p: ProcessesArgs = serde_json::from_value(json!({"sort_by": "mem"})).unwrap();
+        assert_eq!(p.sort_by, Some(SortBy::Memory));
+        let n: NetworkArgs = serde_json::from_value(json!({"sockets": "listen"})).unwrap();
+        assert_eq!(n.sockets, Some(Sockets::Listening));
+    }
+
+    #[test]
+    fn sections_default_to_all_but_sockets_and_count_once() {
+        assert_eq!(sections(None), [true, true, true, false]);
+        assert_eq!(sections(Some(&[])), [false; 4]);
+        assert_eq!(
+            sections(Some(&[Section::Sockets, Section::Routes, Section::Sockets])),
+            [false, false, true, true]
+        );
     }
 }

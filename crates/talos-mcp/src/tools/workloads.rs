@@ -13,20 +13,58 @@ use crate::error::ToolError;
 use crate::output::{Keep, PerNode};
 use crate::server::{TalosMcp, TargetArgs};
 
-/// Arguments of the container tools.
+/// Arguments of talos_list_containers.
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 pub struct ContainersArgs {
     #[serde(flatten)]
     pub target: TargetArgs,
-    /// `system` (Talos services, default) or `k8s.io` (Kubernetes pods).
+    /// Default `system` (Talos services).
     #[serde(default)]
-    pub namespace: Option<String>,
-    /// Only containers whose id, name, pod or image contains this text.
+    #[schemars(with = "Namespace")]
+    pub namespace: Option<Namespace>,
+    /// Only ids, names, pods or images containing this text.
     #[serde(default)]
     pub filter: Option<String>,
-    /// Most containers per node (1–500, default 100).
+    /// Per node (1–500, default 100).
     #[serde(default)]
     pub limit: Option<u32>,
+}
+
+/// Arguments of talos_container_stats: those of talos_list_containers with another default
+/// namespace (a type of its own so that each schema states its default in a few words).
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+pub struct ContainerStatsArgs {
+    #[serde(flatten)]
+    pub target: TargetArgs,
+    /// Default `k8s.io` (Kubernetes pods).
+    #[serde(default)]
+    #[schemars(with = "Namespace")]
+    pub namespace: Option<Namespace>,
+    /// Only ids, names or pods containing this text.
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// Per node (1–500, default 100).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+// A containerd namespace: `system` (Talos services) or `k8s.io` (Kubernetes; also spelled
+// `cri` or `k8s`). Enum types carry no doc comment: it would be repeated in the schemas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum Namespace {
+    #[serde(rename = "system")]
+    System,
+    #[serde(rename = "k8s.io", alias = "cri", alias = "k8s")]
+    K8s,
+}
+
+impl From<Namespace> for ContainerNamespace {
+    fn from(ns: Namespace) -> Self {
+        match ns {
+            Namespace::System => Self::System,
+            Namespace::K8s => Self::Cri,
+        }
+    }
 }
 
 /// A container.
@@ -67,10 +105,10 @@ pub struct ContainerStatOut {
 pub struct ServicesArgs {
     #[serde(flatten)]
     pub target: TargetArgs,
-    /// Only this service (e.g. `etcd`, `kubelet`).
+    /// Only this service, e.g. `etcd`.
     #[serde(default)]
     pub service: Option<String>,
-    /// Recent events per service to include (0–20, default 3).
+    /// Recent events per service (0–20, default 3).
     #[serde(default)]
     pub events: Option<u32>,
 }
@@ -94,13 +132,14 @@ pub struct ServiceOut {
 pub struct ImagesArgs {
     #[serde(flatten)]
     pub target: TargetArgs,
-    /// `k8s.io` (default: images Kubernetes uses) or `system`.
+    /// Default `k8s.io` (images Kubernetes uses).
     #[serde(default)]
-    pub namespace: Option<String>,
-    /// Only images whose reference contains this text.
+    #[schemars(with = "Namespace")]
+    pub namespace: Option<Namespace>,
+    /// Only references containing this text.
     #[serde(default)]
     pub filter: Option<String>,
-    /// Most images per node (1–500, default 100).
+    /// Per node (1–500, default 100).
     #[serde(default)]
     pub limit: Option<u32>,
 }
@@ -113,30 +152,15 @@ pub struct ImageOut {
     pub size_bytes: u64,
 }
 
-fn namespace(
-    arg: Option<&str>,
-    default: ContainerNamespace,
-) -> Result<ContainerNamespace, ToolError> {
-    match arg {
-        None => Ok(default),
-        Some("system") => Ok(ContainerNamespace::System),
-        Some("k8s.io" | "cri" | "k8s") => Ok(ContainerNamespace::Cri),
-        Some(other) => Err(ToolError::invalid(
-            "namespace",
-            format!("must be `system` or `k8s.io`, got `{other}`"),
-        )),
-    }
-}
-
 /// The namespace (with its default) and the 1–500 `limit` (default 100) shared by the container
 /// and image tools.
 fn namespace_and_limit(
-    ns: Option<&str>,
-    default: ContainerNamespace,
+    ns: Option<Namespace>,
+    default: Namespace,
     limit: Option<u32>,
 ) -> Result<(ContainerNamespace, usize), ToolError> {
     Ok((
-        namespace(ns, default)?,
+        ns.unwrap_or(default).into(),
         bounded("limit", limit.unwrap_or(100), 1, 500)? as usize,
     ))
 }
@@ -156,14 +180,7 @@ impl TalosMcp {
         _call: &Call,
         args: ContainersArgs,
     ) -> Result<Reply<PerNode<ContainersOut>>, ToolError> {
-        let (ns, limit) = match namespace_and_limit(
-            args.namespace.as_deref(),
-            ContainerNamespace::System,
-            args.limit,
-        ) {
-            Ok(v) => v,
-            Err(e) => return Err(e),
-        };
+        let (ns, limit) = namespace_and_limit(args.namespace, Namespace::System, args.limit)?;
         let filter = args.filter.clone();
         let result = self
             .per_node(&args.target, |api, opts| {
@@ -220,16 +237,9 @@ impl TalosMcp {
     pub(crate) async fn talos_container_stats(
         &self,
         _call: &Call,
-        args: ContainersArgs,
+        args: ContainerStatsArgs,
     ) -> Result<Reply<PerNode<Vec<ContainerStatOut>>>, ToolError> {
-        let (ns, limit) = match namespace_and_limit(
-            args.namespace.as_deref(),
-            ContainerNamespace::Cri,
-            args.limit,
-        ) {
-            Ok(v) => v,
-            Err(e) => return Err(e),
-        };
+        let (ns, limit) = namespace_and_limit(args.namespace, Namespace::K8s, args.limit)?;
         let filter = args.filter.clone();
         let result = self
             .per_node(&args.target, |api, opts| {
@@ -279,10 +289,7 @@ impl TalosMcp {
         _call: &Call,
         args: ServicesArgs,
     ) -> Result<Reply<PerNode<Vec<ServiceOut>>>, ToolError> {
-        let events = match bounded("events", args.events.unwrap_or(3), 0, 20) {
-            Ok(e) => e as usize,
-            Err(e) => return Err(e),
-        };
+        let events = bounded("events", args.events.unwrap_or(3), 0, 20)? as usize;
         let only = args.service.clone();
         let result = self
             .per_node(&args.target, |api, opts| {
@@ -361,14 +368,7 @@ impl TalosMcp {
         _call: &Call,
         args: ImagesArgs,
     ) -> Result<Reply<PerNode<Vec<ImageOut>>>, ToolError> {
-        let (ns, limit) = match namespace_and_limit(
-            args.namespace.as_deref(),
-            ContainerNamespace::Cri,
-            args.limit,
-        ) {
-            Ok(v) => v,
-            Err(e) => return Err(e),
-        };
+        let (ns, limit) = namespace_and_limit(args.namespace, Namespace::K8s, args.limit)?;
         let filter = args.filter.clone();
         let result = self
             .per_node(&args.target, |api, opts| {
@@ -410,7 +410,7 @@ impl TalosMcp {
 pub struct ServiceActionArgs {
     #[serde(flatten)]
     pub target: super::actions::NodeTarget,
-    /// The Talos service (e.g. `kubelet`, `etcd`).
+    /// Service id, e.g. `kubelet`.
     pub service: String,
 }
 
@@ -421,9 +421,10 @@ pub struct ImagePullArgs {
     pub target: super::actions::NodeTarget,
     /// Image reference, e.g. `registry.k8s.io/pause:3.10`.
     pub image: String,
-    /// `k8s.io` (default) or `system`.
+    /// Default `k8s.io`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
+    #[schemars(with = "Namespace")]
+    pub namespace: Option<Namespace>,
 }
 
 /// What a service or image action did.
@@ -501,13 +502,7 @@ impl TalosMcp {
                 })?;
                 let effect = format!("{verb} the Talos service {svc} (now {})", current.state);
                 if !quorum_check {
-                    return Ok(super::actions::Prepared {
-                        effect,
-                        preflight: vec![],
-                        blocker: None,
-                        details: None,
-                        resolved: (),
-                    });
+                    return Ok(super::actions::Prepared::new(effect, vec![]));
                 }
                 Ok(super::lifecycle::quorum_preflight(api.as_ref(), &opts, &askable, false, format!(
                     "{effect}; while it is down the node's control-plane part (etcd member, API access or kubelet) is unavailable"
@@ -562,10 +557,7 @@ impl TalosMcp {
         call: &Call,
         args: ImagePullArgs,
     ) -> Result<Reply<super::actions::ActionOut<MessageOut>>, ToolError> {
-        let ns = match namespace(args.namespace.as_deref(), ContainerNamespace::Cri) {
-            Ok(ns) => ns,
-            Err(e) => return Err(e),
-        };
+        let ns = ContainerNamespace::from(args.namespace.unwrap_or(Namespace::K8s));
         let image = args.image.trim().to_owned();
         if image.is_empty() || image.contains(char::is_whitespace) {
             return Err(ToolError::invalid(
@@ -582,15 +574,7 @@ impl TalosMcp {
                 target: &target,
                 force: false,
             },
-            |_, _| async move {
-                Ok(super::actions::Prepared {
-                    effect,
-                    preflight: vec![],
-                    blocker: None,
-                    details: None,
-                    resolved: (),
-                })
-            },
+            |_, _| async move { Ok(super::actions::Prepared::new(effect, vec![])) },
             |api, opts, ()| async move {
                 Ok(MessageOut {
                     message: format!("pulled {}", api.image_pull(&opts, ns, &image).await?),
@@ -609,7 +593,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Workloads,
             "talos_list_containers",
             "List containers",
-            "Containers on each node: namespace `system` (Talos services) or `k8s.io` (Kubernetes pods), filtered by id, name, pod or image.",
+            "Containers of each node: Talos services (`system`) or Kubernetes pods (`k8s.io`).",
         )
         .run(TalosMcp::talos_list_containers)
         .build(),
@@ -617,7 +601,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Workloads,
             "talos_container_stats",
             "Container stats",
-            "Memory and CPU use of containers on each node, largest memory first.",
+            "Memory and CPU of containers on each node, largest memory first.",
         )
         .run(TalosMcp::talos_container_stats)
         .build(),
@@ -625,7 +609,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Workloads,
             "talos_services",
             "Services",
-            "Talos system services of each node (etcd, kubelet, apid, …) with state, health and recent events.",
+            "Talos services of each node (etcd, kubelet, apid, …): state, health, recent events.",
         )
         .run(TalosMcp::talos_services)
         .build(),
@@ -633,7 +617,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Workloads,
             "talos_images",
             "Images",
-            "Container images cached on each node (namespace `k8s.io` or `system`), filtered by reference.",
+            "Container images cached on each node.",
         )
         .run(TalosMcp::talos_images)
         .build(),
@@ -641,7 +625,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Workloads,
             "talos_service_start",
             "Start service",
-            "Starts a Talos service on one node (write tier).",
+            "Starts a Talos service on one node.",
         )
         .tier(Tier::Write)
         .effect(Effect::Changes { idempotent: true })
@@ -651,7 +635,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Workloads,
             "talos_service_stop",
             "Stop service",
-            "Stops a Talos service on one node (write tier). Stopping a service the cluster depends on (etcd, kubelet, apid, trustd, containerd, cri, machined, udevd) takes the node's part of the cluster down until it is started again, so it always needs confirmation; for etcd, kubelet and apid the call is refused when etcd would lose quorum.",
+            "Stops a Talos service on one node. etcd, kubelet, apid, trustd, containerd, cri, machined, udevd: an outage, always confirmed; etcd, kubelet, apid: refused if etcd would lose quorum.",
         )
         .tier(Tier::Write)
         .effect(Effect::Destroys { idempotent: true })
@@ -662,7 +646,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Workloads,
             "talos_service_restart",
             "Restart service",
-            "Restarts a Talos service on one node (write tier). Restarting a service the cluster depends on (etcd, kubelet, apid, trustd, containerd, cri, machined, udevd) always needs confirmation; for etcd, kubelet and apid the call is refused when etcd would lose quorum.",
+            "Restarts a Talos service on one node. etcd, kubelet, apid, trustd, containerd, cri, machined, udevd: always confirmed; etcd, kubelet, apid: refused if etcd would lose quorum.",
         )
         .tier(Tier::Write)
         .run(TalosMcp::talos_service_restart)
@@ -672,7 +656,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Workloads,
             "talos_image_pull",
             "Pull image",
-            "Pulls a container image into one node's cache (write tier), e.g. to pre-stage an upgrade.",
+            "Pulls an image into one node's cache, e.g. to pre-stage an upgrade.",
         )
         .tier(Tier::Write)
         .effect(Effect::Changes { idempotent: true })
@@ -682,6 +666,12 @@ pub(crate) fn tools() -> Vec<ToolDef> {
 }
 
 impl crate::registry::ToolArgs for ContainersArgs {
+    fn target(&self) -> crate::registry::CallTarget<'_> {
+        self.target.target()
+    }
+}
+
+impl crate::registry::ToolArgs for ContainerStatsArgs {
     fn target(&self) -> crate::registry::CallTarget<'_> {
         self.target.target()
     }
@@ -708,5 +698,60 @@ impl crate::registry::ToolArgs for ServiceActionArgs {
 impl crate::registry::ToolArgs for ImagePullArgs {
     fn target(&self) -> crate::registry::CallTarget<'_> {
         self.target.target()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::registry::Registry;
+    use serde_json::json;
+
+    #[test]
+    fn namespaces_are_an_enum_in_every_schema() {
+        for tool in [
+            "talos_list_containers",
+            "talos_container_stats",
+            "talos_images",
+            "talos_image_pull",
+        ] {
+            let def = Registry::get().find(tool).unwrap();
+            assert_eq!(
+                def.listing.input_schema["properties"]["namespace"]["enum"],
+                json!(["system", "k8s.io"]),
+                "{tool}"
+            );
+        }
+    }
+
+    #[test]
+    fn each_container_tool_states_its_own_default_namespace() {
+        let described = |tool: &str| {
+            let def = Registry::get().find(tool).unwrap();
+            def.listing.input_schema["properties"]["namespace"]["description"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        assert!(described("talos_list_containers").starts_with("Default `system`"));
+        assert!(described("talos_container_stats").starts_with("Default `k8s.io`"));
+        assert!(described("talos_images").starts_with("Default `k8s.io`"));
+        assert!(described("talos_image_pull").starts_with("Default `k8s.io`"));
+    }
+
+    #[test]
+    fn namespace_aliases_mean_k8s_io() {
+        for alias in ["k8s.io", "cri", "k8s"] {
+            let a: ImagesArgs = serde_json::from_value(json!({"namespace": alias})).unwrap();
+            assert_eq!(a.namespace, Some(Namespace::K8s), "{alias}");
+            assert_eq!(ContainerNamespace::from(Namespace::K8s).as_str(), "k8s.io");
+        }
+        let a: ImagesArgs = serde_json::from_value(json!({"namespace": "system"})).unwrap();
+        assert_eq!(
+            ContainerNamespace::from(a.namespace.unwrap()),
+            ContainerNamespace::System
+        );
     }
 }
