@@ -74,7 +74,7 @@ impl AuditSink {
 
     /// Appends one record and flushes it.
     pub(crate) fn write(&self, record: &AuditRecord<'_>) -> std::io::Result<()> {
-        let line = serde_json::to_string(record).map_err(std::io::Error::other)?;
+        let mut line = serde_json::to_string(record).map_err(std::io::Error::other)?;
         match self {
             Self::File(file, path) => {
                 let mut f = file
@@ -86,15 +86,18 @@ impl AuditSink {
                 if !still_at(&f, path) {
                     *f = open_append(path)?;
                 }
+                // One write of the whole line, newline included: a reader never sees a record
+                // without its end, and appends from elsewhere cannot land inside it.
+                line.push('\n');
                 f.write_all(line.as_bytes())?;
-                f.write_all(b"\n")?;
                 f.flush()?;
                 // On disk before the change is sent.
                 f.sync_data()
             }
             Self::Stderr => {
                 let mut err = std::io::stderr().lock();
-                writeln!(err, "{line}")?;
+                line.push('\n');
+                err.write_all(line.as_bytes())?;
                 err.flush()
             }
             Self::Memory(m) => {

@@ -384,9 +384,6 @@ pub(crate) fn arguments<A: DeserializeOwned>(args: JsonObject) -> Result<A, Tool
     let value = serde_json::Value::Object(args);
     serde_path_to_error::deserialize::<_, A>(value).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        // serde_json appends no position for values; keep its words, which name the accepted
-        // variants of an enum ("expected one of `a`, `b`").
         let field = if path == "." || path.is_empty() {
             "arguments".to_owned()
         } else {
@@ -394,7 +391,60 @@ pub(crate) fn arguments<A: DeserializeOwned>(args: JsonObject) -> Result<A, Tool
         };
         ToolError::InvalidArgument {
             field: crate::error::echo(&field).into(),
-            message: inner,
+            message: bounded_serde_message(&e.into_inner().to_string()),
         }
     })
+}
+
+/// serde's message with the value it quotes clipped like every echo of model input, so the
+/// accepted values after it (", expected one of `a`, `b`") always fit in the error message.
+fn bounded_serde_message(message: &str) -> String {
+    match message.rfind(", expected ") {
+        Some(at) => format!(
+            "{}{}",
+            crate::error::echo(&message[..at]),
+            &message[at..]
+        ),
+        None => crate::error::echo(message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Args {
+        #[serde(default)]
+        sort: Option<Sort>,
+        #[serde(default)]
+        limit: Option<u32>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    enum Sort {
+        Cpu,
+        Memory,
+    }
+
+    fn args(v: serde_json::Value) -> JsonObject {
+        v.as_object().cloned().unwrap()
+    }
+
+    /// A huge value outside an enum is clipped, and the accepted values are still named.
+    #[test]
+    fn bad_values_are_clipped_and_the_accepted_values_named() {
+        let huge = "x".repeat(5_000);
+        let err = arguments::<Args>(args(serde_json::json!({ "sort": huge }))).unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("InvalidArgument: `sort`"), "{text}");
+        assert!(text.ends_with(", expected `cpu` or `memory`"), "{text}");
+        assert!(text.len() < 600, "{} bytes", text.len());
+        let err = arguments::<Args>(args(serde_json::json!({ "limit": "many" }))).unwrap_err();
+        assert!(err.to_string().contains("`limit`"), "{err}");
+    }
 }

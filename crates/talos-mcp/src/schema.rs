@@ -35,6 +35,9 @@ fn finish(mut schema: JsonObject, side: Side) -> Arc<JsonObject> {
     inline_refs(&mut schema);
     rewrite_object(&mut schema, side);
     let mut value = Value::Object(schema);
+    if side == Side::Input {
+        collapse_optional_inputs(&mut value);
+    }
     lean(&mut value, side, false);
     match value {
         Value::Object(o) => Arc::new(o),
@@ -82,6 +85,32 @@ fn inline_refs(schema: &mut JsonObject) {
     }
     for value in schema.values_mut() {
         visit(value, &defs, 0);
+    }
+}
+
+/// An optional argument is left out rather than sent as `null` (its deserializer still accepts
+/// an explicit `null`): `anyOf: [T, null]` of a property that is not required is just `T`.
+fn collapse_optional_inputs(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            let required: Vec<String> = o
+                .get("required")
+                .and_then(Value::as_array)
+                .map(|r| r.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                .unwrap_or_default();
+            if let Some(Value::Object(props)) = o.get_mut("properties") {
+                for (name, p) in props.iter_mut() {
+                    if let Value::Object(p) = p
+                        && !required.contains(name)
+                    {
+                        collapse_nullable(p);
+                    }
+                }
+            }
+            o.values_mut().for_each(collapse_optional_inputs);
+        }
+        Value::Array(items) => items.iter_mut().for_each(collapse_optional_inputs),
+        _ => {}
     }
 }
 
