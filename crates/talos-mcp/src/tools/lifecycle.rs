@@ -40,15 +40,60 @@ pub struct ApplyConfigArgs {
     /// A file with the machine configuration, under the operator's config allowlist.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_file: Option<String>,
-    /// `auto` (default), `no-reboot`, `reboot`, `staged` or `try`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mode: Option<String>,
+    /// auto reboots only if the change needs it; staged waits for the next boot; try rolls
+    /// back after try_timeout_seconds unless applied again.
+    #[serde(default)]
+    pub mode: ApplyModeArg,
     /// For mode `try`: seconds before Talos rolls the change back unless applied again (default 60).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub try_timeout_seconds: Option<u32>,
     /// Only report what would change (default true). Set false to apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dry_run: Option<bool>,
+}
+
+// How an apply takes effect (Talos's apply modes); its meaning is in the `mode` field's doc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApplyModeArg {
+    #[default]
+    Auto,
+    #[serde(alias = "no_reboot", alias = "noreboot")]
+    NoReboot,
+    Reboot,
+    Staged,
+    Try,
+}
+
+impl From<ApplyModeArg> for ApplyMode {
+    fn from(mode: ApplyModeArg) -> Self {
+        match mode {
+            ApplyModeArg::Auto => Self::Auto,
+            ApplyModeArg::NoReboot => Self::NoReboot,
+            ApplyModeArg::Reboot => Self::Reboot,
+            ApplyModeArg::Staged => Self::Staged,
+            ApplyModeArg::Try => Self::Try,
+        }
+    }
+}
+
+// How a node reboots; see the `mode` field's doc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RebootModeArg {
+    #[default]
+    Default,
+    #[serde(alias = "power-cycle", alias = "power_cycle")]
+    Powercycle,
+}
+
+impl From<RebootModeArg> for RebootMode {
+    fn from(mode: RebootModeArg) -> Self {
+        match mode {
+            RebootModeArg::Default => Self::Default,
+            RebootModeArg::Powercycle => Self::Powercycle,
+        }
+    }
 }
 
 /// What an apply did or would do.
@@ -72,9 +117,9 @@ pub struct ApplyOut {
 pub struct RebootArgs {
     #[serde(flatten)]
     pub target: NodeTarget,
-    /// `default` (may use kexec) or `powercycle`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mode: Option<String>,
+    /// powercycle: a full power cycle (default may use kexec).
+    #[serde(default)]
+    pub mode: RebootModeArg,
     /// Follow the node until it is back with a new boot id (progress is reported).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait: Option<bool>,
@@ -452,19 +497,7 @@ impl TalosMcp {
         call: &Call,
         args: ApplyConfigArgs,
     ) -> Result<Reply<ActionOut<ApplyOut>>, ToolError> {
-        let mode = match args.mode.as_deref() {
-            None | Some("auto") => ApplyMode::Auto,
-            Some("no-reboot") => ApplyMode::NoReboot,
-            Some("reboot") => ApplyMode::Reboot,
-            Some("staged") => ApplyMode::Staged,
-            Some("try") => ApplyMode::Try,
-            Some(other) => {
-                return Err(ToolError::invalid(
-                    "mode",
-                    format!("must be auto, no-reboot, reboot, staged or try, got `{other}`"),
-                ));
-            }
-        };
+        let mode = ApplyMode::from(args.mode);
         let (config, from_file) = match (&args.config, &args.config_file) {
             (Some(c), None) => (c.clone().into_bytes(), None),
             (None, Some(path)) => match read_config_file(path, &self.settings.config_allowlist) {
@@ -610,16 +643,7 @@ impl TalosMcp {
     ) -> Result<Reply<ActionOut<RebootOut>>, ToolError> {
         let ask = &call.ask;
         let progress_token = call.progress.clone();
-        let mode = match args.mode.as_deref() {
-            None | Some("default") => RebootMode::Default,
-            Some("powercycle") => RebootMode::Powercycle,
-            Some(other) => {
-                return Err(ToolError::invalid(
-                    "mode",
-                    format!("must be default or powercycle, got `{other}`"),
-                ));
-            }
-        };
+        let mode = RebootMode::from(args.mode);
         let wait = args.wait.unwrap_or(false);
         let timeout = Duration::from_secs(u64::from(args.wait_timeout_seconds.unwrap_or(300)))
             .min(self.settings.max_wait);
@@ -934,6 +958,25 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("hostname: cp-1"));
+    }
+
+    /// The closed choices are listed in the schemas (the accepted spellings, not the aliases).
+    #[test]
+    fn modes_are_enums_in_the_schemas() {
+        let enum_of = |schema: &rmcp::model::JsonObject| {
+            schema["properties"]["mode"]["enum"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            enum_of(&crate::schema::input_schema::<ApplyConfigArgs>()),
+            ["auto", "no-reboot", "reboot", "staged", "try"]
+        );
+        assert_eq!(
+            enum_of(&crate::schema::input_schema::<RebootArgs>()),
+            ["default", "powercycle"]
+        );
     }
 
     #[test]
