@@ -13,7 +13,7 @@ use talos_client::{
     ApplyConfigRequest, ApplyMode, CallOptions, RebootMode, ResetRequest, TalosApi, TalosError,
 };
 
-use super::actions::{ActionOut, Change, NodeTarget, Prepared};
+use super::actions::{ActionOut, Change, NodeTarget, Prepared, StagedSlot};
 use crate::error::ToolError;
 use crate::safety::Tier;
 use crate::server::TalosMcp;
@@ -256,13 +256,13 @@ async fn quorum_impact(
     ask.extend(askable.iter().filter(|n| *n != node).cloned());
     let Ok((members, _)) = super::etcd::first_members(api, &ask).await else {
         return Prepared {
-            effect: String::new(),
-            preflight: vec!["etcd membership could not be read; quorum impact unknown".into()],
             blocker: Some(
                 "etcd membership could not be read, so the quorum impact is unknown".into(),
             ),
-            details: None,
-            resolved: (),
+            ..Prepared::new(
+                String::new(),
+                vec!["etcd membership could not be read; quorum impact unknown".into()],
+            )
         };
     };
     let addresses = super::etcd::member_nodes(&members);
@@ -271,13 +271,10 @@ async fn quorum_impact(
         .zip(&addresses)
         .find(|(m, addr)| *addr == node || Some(m.hostname.as_str()) == hostname);
     let Some((target_member, _)) = target else {
-        return Prepared {
-            effect: String::new(),
-            preflight: vec!["not an etcd member: no quorum impact".into()],
-            blocker: None,
-            details: None,
-            resolved: (),
-        };
+        return Prepared::new(
+            String::new(),
+            vec!["not an etcd member: no quorum impact".into()],
+        );
     };
     let voting: Vec<_> = members
         .iter()
@@ -305,13 +302,10 @@ async fn quorum_impact(
         voting.len().saturating_sub(1)
     );
     Prepared {
-        effect: String::new(),
         blocker: (healthy_others < quorum).then(|| {
             format!("taking this control-plane node down would leave {healthy_others} healthy etcd members, below the quorum of {quorum}: the cluster would stop accepting writes")
         }),
-        preflight: vec![note],
-        details: None,
-        resolved: (),
+        ..Prepared::new(String::new(), vec![note])
     }
 }
 
@@ -544,7 +538,6 @@ impl TalosMcp {
             map.insert("config_sha256".into(), config_sha256.clone().into());
         }
         let context = self.context_name(args.target.context.as_deref());
-        let (context_prep, changes_prep) = (context.clone(), self.changes.clone());
         let changes = self.changes.clone();
         let sha = config_sha256.clone();
         let diff_new = new_redacted.clone();
@@ -556,19 +549,12 @@ impl TalosMcp {
                 force: false,
             },
             move |api, opts| async move {
+                let slot = changes.staged_slot(&context, opts.node.as_deref().unwrap_or_default());
                 if dry_run {
-                    return Ok(Prepared {
-                        effect,
-                        preflight: vec![],
-                        blocker: None,
-                        details: None,
-                        resolved: (),
-                    });
+                    return Ok(handing(Prepared::new(effect, vec![]), slot));
                 }
                 let mut preflight = Vec::new();
-                if let Some(note) = super::actions::staged_note(
-                    changes_prep.staged(&context_prep, opts.node.as_deref().unwrap_or_default()),
-                ) {
+                if let Some(note) = super::actions::staged_note(slot.pending()) {
                     preflight.push(format!("{note}; this apply replaces it"));
                 }
                 let details = match redacted_machine_config(api.as_ref(), &opts).await {
@@ -586,10 +572,10 @@ impl TalosMcp {
                     preflight,
                     blocker: None,
                     details: Some(details),
-                    resolved: (),
+                    resolved: slot,
                 })
             },
-            |api, opts, ()| async move {
+            |api, opts, slot| async move {
                 let current = redacted_machine_config(api.as_ref(), &opts).await.ok();
                 let result = api
                     .apply_configuration(&opts, &request)
@@ -599,12 +585,11 @@ impl TalosMcp {
                         None => talos(e),
                     })?;
                 if !dry_run {
-                    let node = opts.node.as_deref().unwrap_or_default();
                     let staged = (mode == ApplyMode::Staged).then(|| super::actions::StagedConfig {
                         sha256: config_sha256.clone(),
                         at: crate::audit::now(),
                     });
-                    changes.set_staged(&context, node, staged);
+                    slot.set(staged);
                 }
                 Ok(ApplyOut {
                     dry_run,
@@ -650,7 +635,8 @@ impl TalosMcp {
         let askable = self.askable(args.target.context.as_deref());
         let target = args.target.clone();
         let progress_peer = ask.peer.clone();
-        let (staged_in, staged_out) = self.staged_tracking(args.target.context.as_deref());
+        let context = self.context_name(args.target.context.as_deref());
+        let changes = self.changes.clone();
         self.action(
             call,
             Change {
@@ -659,6 +645,7 @@ impl TalosMcp {
                 force: args.force.unwrap_or(false),
             },
             |api, opts| async move {
+                let slot = changes.staged_slot(&context, opts.node.as_deref().unwrap_or_default());
                 let mut p = quorum_preflight(
                     api.as_ref(),
                     &opts,
@@ -669,17 +656,17 @@ impl TalosMcp {
                     ),
                 )
                 .await;
-                staged_in.note(&opts, &mut p);
-                Ok(p)
+                note_staged(&slot, &mut p);
+                Ok(handing(p, slot))
             },
-            |api, opts, ()| async move {
+            |api, opts, slot| async move {
                 let before = if wait {
                     boot_id(api.as_ref(), &opts).await
                 } else {
                     None
                 };
                 let ack = api.reboot(&opts, mode).await.map_err(talos)?;
-                staged_out.booted(&opts);
+                booted(&slot);
                 if !wait {
                     return Ok(RebootOut {
                         actor_id: ack.actor_id,
@@ -733,7 +720,8 @@ impl TalosMcp {
         let askable = self.askable(args.target.context.as_deref());
         let force = args.force.unwrap_or(false);
         let target = args.target.clone();
-        let (staged_in, staged_out) = self.staged_tracking(args.target.context.as_deref());
+        let context = self.context_name(args.target.context.as_deref());
+        let changes = self.changes.clone();
         self.action(
             call,
             Change {
@@ -742,6 +730,7 @@ impl TalosMcp {
                 force,
             },
             |api, opts| async move {
+                let slot = changes.staged_slot(&context, opts.node.as_deref().unwrap_or_default());
                 let mut p = quorum_preflight(
                     api.as_ref(),
                     &opts,
@@ -750,12 +739,12 @@ impl TalosMcp {
                     "power the node off; it stays off until powered on out of band",
                 )
                 .await;
-                staged_in.note(&opts, &mut p);
-                Ok(p)
+                note_staged(&slot, &mut p);
+                Ok(handing(p, slot))
             },
-            |api, opts, ()| async move {
+            |api, opts, slot| async move {
                 let ack = api.shutdown(&opts, force).await.map_err(talos)?;
-                staged_out.booted(&opts);
+                booted(&slot);
                 Ok(AckOut {
                     actor_id: ack.actor_id,
                 })
@@ -819,46 +808,34 @@ impl TalosMcp {
     }
 }
 
-/// Reads and forgets the configuration staged on a node, for the plan and the execution of a
-/// call that boots it.
-#[derive(Clone)]
-pub(crate) struct StagedTracking {
-    changes: std::sync::Arc<super::actions::Changes>,
-    context: String,
+/// Adds the configuration pending on the slot's node, if any, to the plan of a call that boots
+/// the node.
+fn note_staged(slot: &StagedSlot, p: &mut Prepared) {
+    if let Some(note) = super::actions::staged_note(slot.pending()) {
+        p.effect
+            .push_str("; the boot activates a staged machine configuration");
+        p.preflight.push(note);
+    }
 }
 
-impl StagedTracking {
-    /// Adds the pending staged configuration, if any, to a plan.
-    fn note(&self, opts: &CallOptions, p: &mut Prepared) {
-        let node = opts.node.as_deref().unwrap_or_default();
-        if let Some(note) = super::actions::staged_note(self.changes.staged(&self.context, node)) {
-            p.effect
-                .push_str("; the boot activates a staged machine configuration");
-            p.preflight.push(note);
-        }
-    }
+/// The node is about to boot (or power off and boot later): its staged configuration is no
+/// longer pending here.
+fn booted(slot: &StagedSlot) {
+    slot.set(None);
+}
 
-    /// The node is about to boot (or power off and boot later): its staged configuration is no
-    /// longer pending here.
-    fn booted(&self, opts: &CallOptions) {
-        let node = opts.node.as_deref().unwrap_or_default();
-        self.changes.set_staged(&self.context, node, None);
+/// A plan that hands `resolved` to the execution.
+fn handing<X>(p: Prepared, resolved: X) -> Prepared<X> {
+    Prepared {
+        effect: p.effect,
+        preflight: p.preflight,
+        blocker: p.blocker,
+        details: p.details,
+        resolved,
     }
 }
 
 impl TalosMcp {
-    /// Staged-configuration tracking for a call on `context` (its plan and its execution).
-    pub(crate) fn staged_tracking(
-        &self,
-        context: Option<&str>,
-    ) -> (StagedTracking, StagedTracking) {
-        let t = StagedTracking {
-            changes: self.changes.clone(),
-            context: self.context_name(context),
-        };
-        (t.clone(), t)
-    }
-
     /// The name of a context (the current one when `None`); empty when it does not resolve (the
     /// call then fails on resolving its node anyway).
     pub(crate) fn context_name(&self, context: Option<&str>) -> String {
