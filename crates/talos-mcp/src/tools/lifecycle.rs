@@ -34,20 +34,19 @@ fn apply_tier(args: &ApplyConfigArgs) -> Tier {
 pub struct ApplyConfigArgs {
     #[serde(flatten)]
     pub target: NodeTarget,
-    /// The machine configuration (YAML). Give this or `config_file`.
+    /// Machine config YAML (or config_file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<String>,
-    /// A file with the machine configuration, under the operator's config allowlist.
+    /// Path under the operator's allowlist.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_file: Option<String>,
-    /// auto reboots only if the change needs it; staged waits for the next boot; try rolls
-    /// back after try_timeout_seconds unless applied again.
+    /// auto reboots if needed; staged waits for the next boot; try rolls back after try_timeout_seconds.
     #[serde(default)]
     pub mode: ApplyModeArg,
-    /// For mode `try`: seconds before Talos rolls the change back unless applied again (default 60).
+    /// Default 60.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub try_timeout_seconds: Option<u32>,
-    /// Only report what would change (default true). Set false to apply.
+    /// Default true: only report what would change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dry_run: Option<bool>,
 }
@@ -117,16 +116,16 @@ pub struct ApplyOut {
 pub struct RebootArgs {
     #[serde(flatten)]
     pub target: NodeTarget,
-    /// powercycle: a full power cycle (default may use kexec).
+    /// powercycle: no kexec.
     #[serde(default)]
     pub mode: RebootModeArg,
-    /// Follow the node until it is back with a new boot id (progress is reported).
+    /// Follow until the node is back (new boot id), with progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait: Option<bool>,
-    /// Longest wait in seconds (default 300).
+    /// Seconds (default 300).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_timeout_seconds: Option<u32>,
-    /// Proceed even when etcd would lose quorum (needs its own confirmation).
+    /// Override the etcd quorum refusal (confirmed separately).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force: Option<bool>,
 }
@@ -157,7 +156,7 @@ pub struct RebootOut {
 pub struct ShutdownArgs {
     #[serde(flatten)]
     pub target: NodeTarget,
-    /// Proceed even when etcd would lose quorum (needs its own confirmation).
+    /// Override the etcd quorum refusal (confirmed separately).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force: Option<bool>,
 }
@@ -167,16 +166,16 @@ pub struct ShutdownArgs {
 pub struct ResetArgs {
     #[serde(flatten)]
     pub target: NodeTarget,
-    /// Leave etcd and drain cleanly first (default true).
+    /// Leave etcd and drain first (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub graceful: Option<bool>,
-    /// Reboot after the reset instead of powering off (default false).
+    /// Reboot afterwards (default false: power off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reboot: Option<bool>,
-    /// System partition labels to wipe, e.g. ["EPHEMERAL", "STATE"] (default: all).
+    /// Partition labels, e.g. STATE, EPHEMERAL (default: all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wipe_partitions: Option<Vec<String>>,
-    /// Proceed even when etcd would lose quorum (needs its own confirmation).
+    /// Override the etcd quorum refusal (confirmed separately).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force: Option<bool>,
 }
@@ -861,7 +860,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Lifecycle,
             "talos_apply_config",
             "Apply machine config",
-            "Applies a machine configuration to one node (inline YAML or a file under the operator's allowlist). dry_run defaults to true and reports what would change (Talos's summary plus a redacted diff against the current config). Modes: auto, no-reboot, reboot, staged, try. A real apply needs the write tier and confirmation in every mode; the confirmation shows the config's SHA-256 and the redacted diff against the node's current config, and is bound to those exact bytes. Secrets are never echoed back, and errors about a config_file never quote it.",
+            "Applies a machine config to one node; a dry run by default (Talos's summary, redacted diff). A real apply is confirmed, bound to the config's SHA-256. Never echoes secrets or the file.",
         )
         .tier(Tier::Write)
         .effect(Effect::Destroys { idempotent: false })
@@ -872,7 +871,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Lifecycle,
             "talos_reboot",
             "Reboot node",
-            "Reboots one node after confirmation. Refuses to take a control-plane node down when etcd would lose quorum (unless force, which needs its own confirmation). With wait=true, follows the node until it is back with a new boot id, reporting progress.",
+            "Reboots one node after confirmation; refused if etcd would lose quorum (unless force).",
         )
         .tier(Tier::Destructive)
         .run(TalosMcp::talos_reboot)
@@ -881,7 +880,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Lifecycle,
             "talos_shutdown",
             "Shut down node",
-            "Powers one node off after confirmation; it stays off until someone powers it on. Refuses when etcd would lose quorum (unless force, which needs its own confirmation).",
+            "Powers one node off (until powered on out of band) after confirmation; refused if etcd would lose quorum (unless force).",
         )
         .tier(Tier::Destructive)
         .run(TalosMcp::talos_shutdown)
@@ -890,7 +889,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Lifecycle,
             "talos_reset",
             "Reset node",
-            "Resets (wipes) one node after confirmation: graceful by default (leaves etcd first), then reboots or powers off. Data on the wiped partitions is lost. Refuses when etcd would lose quorum (unless force, which needs its own confirmation).",
+            "Wipes one node after confirmation (the data is lost), then powers it off or reboots; refused if etcd would lose quorum (unless force).",
         )
         .tier(Tier::Destructive)
         .run(TalosMcp::talos_reset)
