@@ -95,6 +95,15 @@ impl From<RebootModeArg> for RebootMode {
     }
 }
 
+/// What an apply's confirmation is bound to: its arguments and the SHA-256 of the config they
+/// name (inline or read from the file).
+#[derive(Serialize)]
+struct BoundApply<'a> {
+    #[serde(flatten)]
+    args: &'a ApplyConfigArgs,
+    config_sha256: String,
+}
+
 /// What an apply did or would do.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct ApplyOut {
@@ -156,7 +165,8 @@ pub struct RebootOut {
 pub struct ShutdownArgs {
     #[serde(flatten)]
     pub target: NodeTarget,
-    /// Override the etcd quorum refusal (confirmed separately).
+    /// Override the etcd quorum refusal; Talos then also skips cordon and drain (confirmed
+    /// separately).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force: Option<bool>,
 }
@@ -532,10 +542,10 @@ impl TalosMcp {
         let new_redacted = crate::redact::redact_yaml(&config_text);
         // The confirmation is bound to the exact bytes: a file changed between plan and apply
         // no longer matches the token (or the round-trip state).
-        let mut bound = serde_json::to_value(&args).unwrap_or_default();
-        if let serde_json::Value::Object(map) = &mut bound {
-            map.insert("config_sha256".into(), config_sha256.clone().into());
-        }
+        let bound = BoundApply {
+            args: &args,
+            config_sha256: config_sha256.clone(),
+        };
         let context = self.context_name(args.target.context.as_deref());
         let changes = self.changes.clone();
         let sha = config_sha256.clone();
