@@ -1327,10 +1327,11 @@ async fn lifecycle_modes_are_closed_choices_with_aliases() {
         }
     }
     for (alias, effect) in [
-        ("no-reboot", "without a reboot"),
-        ("no_reboot", "without a reboot"),
-        ("noreboot", "without a reboot"),
-        ("staged", "next boot activates it"),
+        (json!("no-reboot"), "without a reboot"),
+        (json!("no_reboot"), "without a reboot"),
+        (json!("noreboot"), "without a reboot"),
+        (json!("staged"), "next boot activates it"),
+        (json!(null), "mode auto"),
     ] {
         let plan = call(
             &s.client,
@@ -1351,10 +1352,11 @@ async fn lifecycle_modes_are_closed_choices_with_aliases() {
         );
     }
     for (alias, effect) in [
-        ("default", "(Default mode)"),
-        ("powercycle", "(Powercycle mode)"),
-        ("power-cycle", "(Powercycle mode)"),
-        ("power_cycle", "(Powercycle mode)"),
+        (json!("default"), "(Default mode)"),
+        (json!(null), "(Default mode)"),
+        (json!("powercycle"), "(Powercycle mode)"),
+        (json!("power-cycle"), "(Powercycle mode)"),
+        (json!("power_cycle"), "(Powercycle mode)"),
     ] {
         let plan = call(
             &s.client,

@@ -41,7 +41,7 @@ pub struct ApplyConfigArgs {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_file: Option<String>,
     /// auto reboots if needed; staged waits for the next boot; try rolls back after try_timeout_seconds.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_default")]
     pub mode: ApplyModeArg,
     /// Default 60.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -49,6 +49,15 @@ pub struct ApplyConfigArgs {
     /// Default true: only report what would change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dry_run: Option<bool>,
+}
+
+/// Reads a choice whose `null` means its default, as for every other optional argument.
+fn null_is_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 // How an apply takes effect (Talos's apply modes); its meaning is in the `mode` field's doc.
@@ -126,7 +135,7 @@ pub struct RebootArgs {
     #[serde(flatten)]
     pub target: NodeTarget,
     /// powercycle: no kexec.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_default")]
     pub mode: RebootModeArg,
     /// Follow until the node is back (new boot id), with progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
