@@ -1320,6 +1320,92 @@ async fn a_reboot_plan_names_a_pending_staged_config() {
     );
 }
 
+/// Apply and reboot modes are closed choices: a value outside them is an `InvalidArgument`
+/// result naming the field and the accepted values, and the spellings people type are accepted.
+#[tokio::test]
+async fn lifecycle_modes_are_closed_choices_with_aliases() {
+    let s = setup(SimConfig::default(), TestClient::new(None), |_| {}).await;
+    let config = "version: v1alpha1\nmachine:\n  type: worker\n";
+    for (tool, args, accepted) in [
+        (
+            "talos_apply_config",
+            json!({"node": W1, "config": config, "dry_run": false, "mode": "sometimes"}),
+            ["`auto`", "`no-reboot`", "`reboot`", "`staged`", "`try`"].as_slice(),
+        ),
+        (
+            "talos_reboot",
+            json!({"node": W1, "mode": "hard"}),
+            ["`default`", "`powercycle`"].as_slice(),
+        ),
+    ] {
+        let r = call(&s.client, tool, args).await;
+        let err = text(&r);
+        assert_eq!(r.is_error, Some(true), "{tool}: {err}");
+        assert!(
+            err.contains("InvalidArgument") && err.contains("`mode`"),
+            "{tool}: {err}"
+        );
+        for value in accepted {
+            assert!(err.contains(value), "{tool} does not list {value}: {err}");
+        }
+    }
+    for (alias, effect) in [
+        (json!("no-reboot"), "without a reboot"),
+        (json!("no_reboot"), "without a reboot"),
+        (json!("noreboot"), "without a reboot"),
+        (json!("staged"), "next boot activates it"),
+        (json!(null), "mode auto"),
+    ] {
+        let plan = call(
+            &s.client,
+            "talos_apply_config",
+            json!({"node": W1, "config": config, "dry_run": false, "mode": alias}),
+        )
+        .await;
+        let out = sc(&plan);
+        assert_eq!(
+            out["status"],
+            "confirmation_required",
+            "{alias}: {}",
+            text(&plan)
+        );
+        assert!(
+            out["plan"]["effect"].as_str().unwrap().contains(effect),
+            "{alias}: {out}"
+        );
+    }
+    for (alias, effect) in [
+        (json!("default"), "(Default mode)"),
+        (json!(null), "(Default mode)"),
+        (json!("powercycle"), "(Powercycle mode)"),
+        (json!("power-cycle"), "(Powercycle mode)"),
+        (json!("power_cycle"), "(Powercycle mode)"),
+    ] {
+        let plan = call(
+            &s.client,
+            "talos_reboot",
+            json!({"node": W1, "mode": alias}),
+        )
+        .await;
+        let out = sc(&plan);
+        assert_eq!(
+            out["status"],
+            "confirmation_required",
+            "{alias}: {}",
+            text(&plan)
+        );
+        assert!(
+            out["plan"]["effect"].as_str().unwrap().contains(effect),
+            "{alias}: {out}"
+        );
+    }
+    assert_eq!(
+        s.sim.calls(W1, "ApplyConfiguration"),
+        0,
+        "nothing was applied"
+    );
+}
+
 /// The audit file is followed by path: a rotated file is recreated and written to, and when the
 /// path cannot be written any more, changes are refused before anything reaches Talos.
 #[tokio::test]

@@ -142,22 +142,45 @@ impl Changes {
             })
     }
 
-    /// The configuration this server staged on `node` of `context`, if still pending.
-    pub(crate) fn staged(&self, context: &str, node: &str) -> Option<StagedConfig> {
-        self.staged
+    /// The entry of `node` of `context` in the staged configurations.
+    pub(crate) fn staged_slot(self: &Arc<Self>, context: &str, node: &str) -> StagedSlot {
+        StagedSlot {
+            changes: self.clone(),
+            key: (context.to_owned(), node.to_owned()),
+        }
+    }
+}
+
+/// One node's entry in the configurations staged by this server: a change's preparation reads
+/// it and hands it to the execution (`Prepared::resolved`), which updates it.
+#[derive(Debug)]
+pub(crate) struct StagedSlot {
+    changes: Arc<Changes>,
+    /// (context, node).
+    key: (String, String),
+}
+
+impl StagedSlot {
+    /// The configuration staged on the node, if still pending.
+    pub(crate) fn pending(&self) -> Option<StagedConfig> {
+        self.changes
+            .staged
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&(context.to_owned(), node.to_owned()))
+            .get(&self.key)
             .cloned()
     }
 
-    /// Records (`Some`) or forgets (`None`) a configuration staged on `node` of `context`.
-    pub(crate) fn set_staged(&self, context: &str, node: &str, staged: Option<StagedConfig>) {
-        let mut map = self.staged.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = (context.to_owned(), node.to_owned());
+    /// Records (`Some`) or forgets (`None`) a configuration staged on the node.
+    pub(crate) fn set(&self, staged: Option<StagedConfig>) {
+        let mut map = self
+            .changes
+            .staged
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         match staged {
-            Some(s) => map.insert(key, s),
-            None => map.remove(&key),
+            Some(s) => map.insert(self.key.clone(), s),
+            None => map.remove(&self.key),
         };
     }
 }

@@ -13,7 +13,7 @@ use talos_client::{
     ApplyConfigRequest, ApplyMode, CallOptions, RebootMode, ResetRequest, TalosApi, TalosError,
 };
 
-use super::actions::{ActionOut, Change, NodeTarget, Prepared};
+use super::actions::{ActionOut, Change, NodeTarget, Prepared, StagedSlot};
 use crate::error::ToolError;
 use crate::safety::Tier;
 use crate::server::TalosMcp;
@@ -34,21 +34,83 @@ fn apply_tier(args: &ApplyConfigArgs) -> Tier {
 pub struct ApplyConfigArgs {
     #[serde(flatten)]
     pub target: NodeTarget,
-    /// The machine configuration (YAML). Give this or `config_file`.
+    /// Machine config YAML (or config_file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<String>,
-    /// A file with the machine configuration, under the operator's config allowlist.
+    /// Path under the operator's allowlist.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_file: Option<String>,
-    /// `auto` (default), `no-reboot`, `reboot`, `staged` or `try`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mode: Option<String>,
-    /// For mode `try`: seconds before Talos rolls the change back unless applied again (default 60).
+    /// auto reboots if needed; staged waits for the next boot; try rolls back after try_timeout_seconds.
+    #[serde(default, deserialize_with = "null_is_default")]
+    pub mode: ApplyModeArg,
+    /// Default 60.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub try_timeout_seconds: Option<u32>,
-    /// Only report what would change (default true). Set false to apply.
+    /// Default true: only report what would change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dry_run: Option<bool>,
+}
+
+/// Reads a choice whose `null` means its default, as for every other optional argument.
+fn null_is_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+// How an apply takes effect (Talos's apply modes); its meaning is in the `mode` field's doc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApplyModeArg {
+    #[default]
+    Auto,
+    #[serde(alias = "no_reboot", alias = "noreboot")]
+    NoReboot,
+    Reboot,
+    Staged,
+    Try,
+}
+
+impl From<ApplyModeArg> for ApplyMode {
+    fn from(mode: ApplyModeArg) -> Self {
+        match mode {
+            ApplyModeArg::Auto => Self::Auto,
+            ApplyModeArg::NoReboot => Self::NoReboot,
+            ApplyModeArg::Reboot => Self::Reboot,
+            ApplyModeArg::Staged => Self::Staged,
+            ApplyModeArg::Try => Self::Try,
+        }
+    }
+}
+
+// How a node reboots; see the `mode` field's doc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RebootModeArg {
+    #[default]
+    Default,
+    #[serde(alias = "power-cycle", alias = "power_cycle")]
+    Powercycle,
+}
+
+impl From<RebootModeArg> for RebootMode {
+    fn from(mode: RebootModeArg) -> Self {
+        match mode {
+            RebootModeArg::Default => Self::Default,
+            RebootModeArg::Powercycle => Self::Powercycle,
+        }
+    }
+}
+
+/// What an apply's confirmation is bound to: its arguments and the SHA-256 of the config they
+/// name (inline or read from the file).
+#[derive(Serialize)]
+struct BoundApply<'a> {
+    #[serde(flatten)]
+    args: &'a ApplyConfigArgs,
+    config_sha256: String,
 }
 
 /// What an apply did or would do.
@@ -72,16 +134,16 @@ pub struct ApplyOut {
 pub struct RebootArgs {
     #[serde(flatten)]
     pub target: NodeTarget,
-    /// `default` (may use kexec) or `powercycle`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mode: Option<String>,
-    /// Follow the node until it is back with a new boot id (progress is reported).
+    /// powercycle: no kexec.
+    #[serde(default, deserialize_with = "null_is_default")]
+    pub mode: RebootModeArg,
+    /// Follow until the node is back (new boot id), with progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait: Option<bool>,
-    /// Longest wait in seconds (default 300).
+    /// Seconds (default 300).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_timeout_seconds: Option<u32>,
-    /// Proceed even when etcd would lose quorum (needs its own confirmation).
+    /// Override the etcd quorum refusal (confirmed separately).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force: Option<bool>,
 }
@@ -112,7 +174,8 @@ pub struct RebootOut {
 pub struct ShutdownArgs {
     #[serde(flatten)]
     pub target: NodeTarget,
-    /// Proceed even when etcd would lose quorum (needs its own confirmation).
+    /// Override the etcd quorum refusal; Talos then also skips cordon and drain (confirmed
+    /// separately).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force: Option<bool>,
 }
@@ -122,16 +185,16 @@ pub struct ShutdownArgs {
 pub struct ResetArgs {
     #[serde(flatten)]
     pub target: NodeTarget,
-    /// Leave etcd and drain cleanly first (default true).
+    /// Leave etcd and drain first (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub graceful: Option<bool>,
-    /// Reboot after the reset instead of powering off (default false).
+    /// Reboot afterwards (default false: power off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reboot: Option<bool>,
-    /// System partition labels to wipe, e.g. ["EPHEMERAL", "STATE"] (default: all).
+    /// Partition labels, e.g. STATE, EPHEMERAL (default: all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wipe_partitions: Option<Vec<String>>,
-    /// Proceed even when etcd would lose quorum (needs its own confirmation).
+    /// Override the etcd quorum refusal (confirmed separately).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force: Option<bool>,
 }
@@ -211,13 +274,13 @@ async fn quorum_impact(
     ask.extend(askable.iter().filter(|n| *n != node).cloned());
     let Ok((members, _)) = super::etcd::first_members(api, &ask).await else {
         return Prepared {
-            effect: String::new(),
-            preflight: vec!["etcd membership could not be read; quorum impact unknown".into()],
             blocker: Some(
                 "etcd membership could not be read, so the quorum impact is unknown".into(),
             ),
-            details: None,
-            resolved: (),
+            ..Prepared::new(
+                String::new(),
+                vec!["etcd membership could not be read; quorum impact unknown".into()],
+            )
         };
     };
     let addresses = super::etcd::member_nodes(&members);
@@ -226,13 +289,10 @@ async fn quorum_impact(
         .zip(&addresses)
         .find(|(m, addr)| *addr == node || Some(m.hostname.as_str()) == hostname);
     let Some((target_member, _)) = target else {
-        return Prepared {
-            effect: String::new(),
-            preflight: vec!["not an etcd member: no quorum impact".into()],
-            blocker: None,
-            details: None,
-            resolved: (),
-        };
+        return Prepared::new(
+            String::new(),
+            vec!["not an etcd member: no quorum impact".into()],
+        );
     };
     let voting: Vec<_> = members
         .iter()
@@ -260,13 +320,10 @@ async fn quorum_impact(
         voting.len().saturating_sub(1)
     );
     Prepared {
-        effect: String::new(),
         blocker: (healthy_others < quorum).then(|| {
             format!("taking this control-plane node down would leave {healthy_others} healthy etcd members, below the quorum of {quorum}: the cluster would stop accepting writes")
         }),
-        preflight: vec![note],
-        details: None,
-        resolved: (),
+        ..Prepared::new(String::new(), vec![note])
     }
 }
 
@@ -452,19 +509,7 @@ impl TalosMcp {
         call: &Call,
         args: ApplyConfigArgs,
     ) -> Result<Reply<ActionOut<ApplyOut>>, ToolError> {
-        let mode = match args.mode.as_deref() {
-            None | Some("auto") => ApplyMode::Auto,
-            Some("no-reboot") => ApplyMode::NoReboot,
-            Some("reboot") => ApplyMode::Reboot,
-            Some("staged") => ApplyMode::Staged,
-            Some("try") => ApplyMode::Try,
-            Some(other) => {
-                return Err(ToolError::invalid(
-                    "mode",
-                    format!("must be auto, no-reboot, reboot, staged or try, got `{other}`"),
-                ));
-            }
-        };
+        let mode = ApplyMode::from(args.mode);
         let (config, from_file) = match (&args.config, &args.config_file) {
             (Some(c), None) => (c.clone().into_bytes(), None),
             (None, Some(path)) => match read_config_file(path, &self.settings.config_allowlist) {
@@ -506,12 +551,11 @@ impl TalosMcp {
         let new_redacted = crate::redact::redact_yaml(&config_text);
         // The confirmation is bound to the exact bytes: a file changed between plan and apply
         // no longer matches the token (or the round-trip state).
-        let mut bound = serde_json::to_value(&args).unwrap_or_default();
-        if let serde_json::Value::Object(map) = &mut bound {
-            map.insert("config_sha256".into(), config_sha256.clone().into());
-        }
+        let bound = BoundApply {
+            args: &args,
+            config_sha256: config_sha256.clone(),
+        };
         let context = self.context_name(args.target.context.as_deref());
-        let (context_prep, changes_prep) = (context.clone(), self.changes.clone());
         let changes = self.changes.clone();
         let sha = config_sha256.clone();
         let diff_new = new_redacted.clone();
@@ -523,19 +567,12 @@ impl TalosMcp {
                 force: false,
             },
             move |api, opts| async move {
+                let slot = changes.staged_slot(&context, opts.node.as_deref().unwrap_or_default());
                 if dry_run {
-                    return Ok(Prepared {
-                        effect,
-                        preflight: vec![],
-                        blocker: None,
-                        details: None,
-                        resolved: (),
-                    });
+                    return Ok(handing(Prepared::new(effect, vec![]), slot));
                 }
                 let mut preflight = Vec::new();
-                if let Some(note) = super::actions::staged_note(
-                    changes_prep.staged(&context_prep, opts.node.as_deref().unwrap_or_default()),
-                ) {
+                if let Some(note) = super::actions::staged_note(slot.pending()) {
                     preflight.push(format!("{note}; this apply replaces it"));
                 }
                 let details = match redacted_machine_config(api.as_ref(), &opts).await {
@@ -553,10 +590,10 @@ impl TalosMcp {
                     preflight,
                     blocker: None,
                     details: Some(details),
-                    resolved: (),
+                    resolved: slot,
                 })
             },
-            |api, opts, ()| async move {
+            |api, opts, slot| async move {
                 let current = redacted_machine_config(api.as_ref(), &opts).await.ok();
                 let result = api
                     .apply_configuration(&opts, &request)
@@ -566,12 +603,11 @@ impl TalosMcp {
                         None => talos(e),
                     })?;
                 if !dry_run {
-                    let node = opts.node.as_deref().unwrap_or_default();
                     let staged = (mode == ApplyMode::Staged).then(|| super::actions::StagedConfig {
                         sha256: config_sha256.clone(),
                         at: crate::audit::now(),
                     });
-                    changes.set_staged(&context, node, staged);
+                    slot.set(staged);
                 }
                 Ok(ApplyOut {
                     dry_run,
@@ -610,23 +646,15 @@ impl TalosMcp {
     ) -> Result<Reply<ActionOut<RebootOut>>, ToolError> {
         let ask = &call.ask;
         let progress_token = call.progress.clone();
-        let mode = match args.mode.as_deref() {
-            None | Some("default") => RebootMode::Default,
-            Some("powercycle") => RebootMode::Powercycle,
-            Some(other) => {
-                return Err(ToolError::invalid(
-                    "mode",
-                    format!("must be default or powercycle, got `{other}`"),
-                ));
-            }
-        };
+        let mode = RebootMode::from(args.mode);
         let wait = args.wait.unwrap_or(false);
         let timeout = Duration::from_secs(u64::from(args.wait_timeout_seconds.unwrap_or(300)))
             .min(self.settings.max_wait);
         let askable = self.askable(args.target.context.as_deref());
         let target = args.target.clone();
         let progress_peer = ask.peer.clone();
-        let (staged_in, staged_out) = self.staged_tracking(args.target.context.as_deref());
+        let context = self.context_name(args.target.context.as_deref());
+        let changes = self.changes.clone();
         self.action(
             call,
             Change {
@@ -635,6 +663,7 @@ impl TalosMcp {
                 force: args.force.unwrap_or(false),
             },
             |api, opts| async move {
+                let slot = changes.staged_slot(&context, opts.node.as_deref().unwrap_or_default());
                 let mut p = quorum_preflight(
                     api.as_ref(),
                     &opts,
@@ -645,17 +674,17 @@ impl TalosMcp {
                     ),
                 )
                 .await;
-                staged_in.note(&opts, &mut p);
-                Ok(p)
+                note_staged(&slot, &mut p);
+                Ok(handing(p, slot))
             },
-            |api, opts, ()| async move {
+            |api, opts, slot| async move {
                 let before = if wait {
                     boot_id(api.as_ref(), &opts).await
                 } else {
                     None
                 };
                 let ack = api.reboot(&opts, mode).await.map_err(talos)?;
-                staged_out.booted(&opts);
+                booted(&slot);
                 if !wait {
                     return Ok(RebootOut {
                         actor_id: ack.actor_id,
@@ -709,7 +738,8 @@ impl TalosMcp {
         let askable = self.askable(args.target.context.as_deref());
         let force = args.force.unwrap_or(false);
         let target = args.target.clone();
-        let (staged_in, staged_out) = self.staged_tracking(args.target.context.as_deref());
+        let context = self.context_name(args.target.context.as_deref());
+        let changes = self.changes.clone();
         self.action(
             call,
             Change {
@@ -718,6 +748,7 @@ impl TalosMcp {
                 force,
             },
             |api, opts| async move {
+                let slot = changes.staged_slot(&context, opts.node.as_deref().unwrap_or_default());
                 let mut p = quorum_preflight(
                     api.as_ref(),
                     &opts,
@@ -726,12 +757,12 @@ impl TalosMcp {
                     "power the node off; it stays off until powered on out of band",
                 )
                 .await;
-                staged_in.note(&opts, &mut p);
-                Ok(p)
+                note_staged(&slot, &mut p);
+                Ok(handing(p, slot))
             },
-            |api, opts, ()| async move {
+            |api, opts, slot| async move {
                 let ack = api.shutdown(&opts, force).await.map_err(talos)?;
-                staged_out.booted(&opts);
+                booted(&slot);
                 Ok(AckOut {
                     actor_id: ack.actor_id,
                 })
@@ -795,46 +826,34 @@ impl TalosMcp {
     }
 }
 
-/// Reads and forgets the configuration staged on a node, for the plan and the execution of a
-/// call that boots it.
-#[derive(Clone)]
-pub(crate) struct StagedTracking {
-    changes: std::sync::Arc<super::actions::Changes>,
-    context: String,
+/// Adds the configuration pending on the slot's node, if any, to the plan of a call that boots
+/// the node.
+fn note_staged(slot: &StagedSlot, p: &mut Prepared) {
+    if let Some(note) = super::actions::staged_note(slot.pending()) {
+        p.effect
+            .push_str("; the boot activates a staged machine configuration");
+        p.preflight.push(note);
+    }
 }
 
-impl StagedTracking {
-    /// Adds the pending staged configuration, if any, to a plan.
-    fn note(&self, opts: &CallOptions, p: &mut Prepared) {
-        let node = opts.node.as_deref().unwrap_or_default();
-        if let Some(note) = super::actions::staged_note(self.changes.staged(&self.context, node)) {
-            p.effect
-                .push_str("; the boot activates a staged machine configuration");
-            p.preflight.push(note);
-        }
-    }
+/// The node is about to boot (or power off and boot later): its staged configuration is no
+/// longer pending here.
+fn booted(slot: &StagedSlot) {
+    slot.set(None);
+}
 
-    /// The node is about to boot (or power off and boot later): its staged configuration is no
-    /// longer pending here.
-    fn booted(&self, opts: &CallOptions) {
-        let node = opts.node.as_deref().unwrap_or_default();
-        self.changes.set_staged(&self.context, node, None);
+/// A plan that hands `resolved` to the execution.
+fn handing<X>(p: Prepared, resolved: X) -> Prepared<X> {
+    Prepared {
+        effect: p.effect,
+        preflight: p.preflight,
+        blocker: p.blocker,
+        details: p.details,
+        resolved,
     }
 }
 
 impl TalosMcp {
-    /// Staged-configuration tracking for a call on `context` (its plan and its execution).
-    pub(crate) fn staged_tracking(
-        &self,
-        context: Option<&str>,
-    ) -> (StagedTracking, StagedTracking) {
-        let t = StagedTracking {
-            changes: self.changes.clone(),
-            context: self.context_name(context),
-        };
-        (t.clone(), t)
-    }
-
     /// The name of a context (the current one when `None`); empty when it does not resolve (the
     /// call then fails on resolving its node anyway).
     pub(crate) fn context_name(&self, context: Option<&str>) -> String {
@@ -860,7 +879,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Lifecycle,
             "talos_apply_config",
             "Apply machine config",
-            "Applies a machine configuration to one node (inline YAML or a file under the operator's allowlist). dry_run defaults to true and reports what would change (Talos's summary plus a redacted diff against the current config). Modes: auto, no-reboot, reboot, staged, try. A real apply needs the write tier and confirmation in every mode; the confirmation shows the config's SHA-256 and the redacted diff against the node's current config, and is bound to those exact bytes. Secrets are never echoed back, and errors about a config_file never quote it.",
+            "Applies a machine config to one node; a dry run by default (Talos's summary, redacted diff). A real apply is confirmed, bound to the config's SHA-256. Never echoes secrets or the file.",
         )
         .tier(Tier::Write)
         .effect(Effect::Destroys { idempotent: false })
@@ -871,7 +890,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Lifecycle,
             "talos_reboot",
             "Reboot node",
-            "Reboots one node after confirmation. Refuses to take a control-plane node down when etcd would lose quorum (unless force, which needs its own confirmation). With wait=true, follows the node until it is back with a new boot id, reporting progress.",
+            "Reboots one node after confirmation; refused if etcd would lose quorum (unless force).",
         )
         .tier(Tier::Destructive)
         .run(TalosMcp::talos_reboot)
@@ -880,7 +899,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Lifecycle,
             "talos_shutdown",
             "Shut down node",
-            "Powers one node off after confirmation; it stays off until someone powers it on. Refuses when etcd would lose quorum (unless force, which needs its own confirmation).",
+            "Powers one node off (until powered on out of band) after confirmation; refused if etcd would lose quorum (unless force).",
         )
         .tier(Tier::Destructive)
         .run(TalosMcp::talos_shutdown)
@@ -889,7 +908,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Lifecycle,
             "talos_reset",
             "Reset node",
-            "Resets (wipes) one node after confirmation: graceful by default (leaves etcd first), then reboots or powers off. Data on the wiped partitions is lost. Refuses when etcd would lose quorum (unless force, which needs its own confirmation).",
+            "Wipes one node after confirmation (the data is lost), then powers it off or reboots; refused if etcd would lose quorum (unless force).",
         )
         .tier(Tier::Destructive)
         .run(TalosMcp::talos_reset)
@@ -934,6 +953,25 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("hostname: cp-1"));
+    }
+
+    /// The closed choices are listed in the schemas (the accepted spellings, not the aliases).
+    #[test]
+    fn modes_are_enums_in_the_schemas() {
+        let enum_of = |schema: &rmcp::model::JsonObject| {
+            schema["properties"]["mode"]["enum"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            enum_of(&crate::schema::input_schema::<ApplyConfigArgs>()),
+            ["auto", "no-reboot", "reboot", "staged", "try"]
+        );
+        assert_eq!(
+            enum_of(&crate::schema::input_schema::<RebootArgs>()),
+            ["default", "powercycle"]
+        );
     }
 
     #[test]
