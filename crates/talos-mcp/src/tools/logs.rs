@@ -26,10 +26,10 @@ pub struct ServiceLogsArgs {
     /// `system`: Talos services; `k8s.io`: Kubernetes containers.
     #[serde(default, deserialize_with = "choice")]
     pub namespace: LogNamespace,
-    /// Newest lines (1–5000, default 100); with `grep`, newest matching lines.
+    /// Newest lines (1–5000, default 100); with `grep`, newest matching.
     #[serde(default)]
     pub tail: Option<u32>,
-    /// Only lines containing this text (case-insensitive); scans the whole log.
+    /// Case-insensitive text filter; scans the whole log.
     #[serde(default)]
     pub grep: Option<String>,
 }
@@ -111,10 +111,10 @@ pub struct DmesgArgs {
     /// Newest lines (1–5000, default 100).
     #[serde(default)]
     pub tail: Option<u32>,
-    /// Only lines containing this text (case-insensitive).
+    /// Case-insensitive text filter.
     #[serde(default)]
     pub grep: Option<String>,
-    /// Only messages of this severity or more severe.
+    /// Minimum severity.
     #[serde(default, deserialize_with = "some_choice")]
     #[schemars(with = "Level")]
     pub level: Option<Level>,
@@ -128,7 +128,7 @@ pub struct EventsArgs {
     /// Newest events (1–500, default 50).
     #[serde(default)]
     pub tail: Option<u32>,
-    /// Only events caused by this actor id (e.g. the id a reboot returned).
+    /// Only this actor's events (e.g. the id a reboot returned).
     #[serde(default)]
     pub actor_id: Option<String>,
 }
@@ -358,7 +358,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Logs,
             "talos_service_logs",
             "Service logs",
-            "Newest log lines of a Talos service (etcd, kubelet, apid, …) or a Kubernetes container (namespace k8s.io) on each node, with an optional case-insensitive grep. Large logs are streamed with bounded memory and the newest lines kept.",
+            "Newest log lines of a Talos service or Kubernetes container on each node, optionally filtered by text. No time filter: use `tail` and `grep`.",
         )
         .run(TalosMcp::talos_service_logs)
         .build(),
@@ -366,7 +366,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Logs,
             "talos_dmesg",
             "Kernel messages",
-            "Newest kernel messages of each node, filtered by text and minimum severity (err, warning, notice, info, debug).",
+            "Newest kernel messages of each node, optionally filtered by text and minimum severity.",
         )
         .run(TalosMcp::talos_dmesg)
         .build(),
@@ -374,7 +374,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Logs,
             "talos_events",
             "Machine events",
-            "Recent machine events of each node (boot sequences, phases, service state changes, machine status), newest last.",
+            "Recent machine events of each node (boot phases, service states, machine status), newest last.",
         )
         .run(TalosMcp::talos_events)
         .build(),
