@@ -283,10 +283,7 @@ impl TalosMcp {
         _call: &Call,
         args: GetArgs,
     ) -> Result<Reply<PerNode<Vec<ResourceOut>>>, ToolError> {
-        let limit = match bounded("limit", args.limit.unwrap_or(100), 1, 500) {
-            Ok(l) => l as usize,
-            Err(e) => return Err(e),
-        };
+        let limit = bounded("limit", args.limit.unwrap_or(100), 1, 500)? as usize;
         if args.resource_type.trim().is_empty() {
             return Err(ToolError::invalid(
                 "resource_type",
@@ -361,17 +358,9 @@ impl TalosMcp {
         _call: &Call,
         args: ListFilesArgs,
     ) -> Result<Reply<PerNode<Vec<FileOut>>>, ToolError> {
-        let checked = check_path(&args.path, &self.settings.file_allowlist).and_then(|p| {
-            Ok((
-                p,
-                bounded("depth", args.depth.unwrap_or(1), 1, 5)?,
-                bounded("limit", args.limit.unwrap_or(200), 1, 1000)?,
-            ))
-        });
-        let (path, depth, limit) = match checked {
-            Ok(v) => v,
-            Err(e) => return Err(e),
-        };
+        let path = check_path(&args.path, &self.settings.file_allowlist)?;
+        let depth = bounded("depth", args.depth.unwrap_or(1), 1, 5)?;
+        let limit = bounded("limit", args.limit.unwrap_or(200), 1, 1000)?;
         let result = self
             .per_node(&args.target, |api, opts| {
                 let path = path.clone();
@@ -411,21 +400,13 @@ impl TalosMcp {
         _call: &Call,
         args: ReadFileArgs,
     ) -> Result<Reply<PerNode<FileContentOut>>, ToolError> {
-        let checked = check_path(&args.path, &self.settings.file_allowlist).and_then(|p| {
-            Ok((
-                p,
-                bounded(
-                    "max_bytes",
-                    args.max_bytes.unwrap_or(16 * 1024),
-                    1,
-                    64 * 1024,
-                )?,
-            ))
-        });
-        let (path, max) = match checked {
-            Ok(v) => v,
-            Err(e) => return Err(e),
-        };
+        let path = check_path(&args.path, &self.settings.file_allowlist)?;
+        let max = bounded(
+            "max_bytes",
+            args.max_bytes.unwrap_or(16 * 1024),
+            1,
+            64 * 1024,
+        )?;
         let result = self
             .per_node(&args.target, |api, opts| {
                 let path = path.clone();
