@@ -49,7 +49,7 @@ pub struct HealthOut {
 pub struct GetArgs {
     #[serde(flatten)]
     pub target: TargetArgs,
-    /// Full name (e.g. `Members.cluster.talos.dev`) or alias (`members`, `addresses`, `routes`, …).
+    /// Full name (e.g. `Members.cluster.talos.dev`) or alias (`members`, `addresses`, …).
     pub resource_type: String,
     /// Default: the type's own.
     #[serde(default)]
@@ -475,7 +475,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Cluster,
             "talos_read_file",
             "Read file",
-            "Reads a file on each node, only under allowed paths (default /proc, /sys, /var/log). /proc links and secret locations refused; secrets redacted, configs withheld. Needs os:admin.",
+            "Reads a file on each node under allowed paths (default /proc, /sys, /var/log). /proc links and secret locations refused; secrets redacted, configs withheld. Needs os:admin.",
         )
         .run(TalosMcp::talos_read_file)
         .build(),

@@ -573,7 +573,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Etcd,
             "talos_etcd_status",
             "etcd status",
-            "etcd health per member (leader, raft, DB size, alarms) and a verdict: healthy, degraded, quorum_at_risk or quorum_lost, with reasons. Default nodes: all members.",
+            "etcd health per member (leader, raft, DB size, alarms) and a verdict (healthy, degraded, quorum_at_risk, quorum_lost) with reasons. Default nodes: all members.",
         )
         .run(TalosMcp::talos_etcd_status)
         .build(),
@@ -610,7 +610,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Etcd,
             "talos_etcd_leave",
             "Leave etcd",
-            "Removes one control-plane node's member from etcd, e.g. before decommissioning it. Refused if the rest could not keep quorum.",
+            "Removes one control-plane node's member from etcd, e.g. before decommissioning. Refused if the rest could not keep quorum.",
         )
         .tier(Tier::Destructive)
         .run(TalosMcp::talos_etcd_leave)
@@ -628,7 +628,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Etcd,
             "talos_etcd_snapshot",
             "etcd snapshot",
-            "Writes an etcd snapshot of one node to a private file (0600) on the server. Returns path, size and SHA-256, never the data (it holds every cluster secret).",
+            "Writes one node's etcd snapshot to a private file (0600) on the server. Returns path, size and SHA-256, never the data (it holds every cluster secret).",
         )
         .tier(Tier::Destructive)
         .effect(Effect::Changes { idempotent: false })

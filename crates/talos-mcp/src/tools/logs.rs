@@ -128,7 +128,7 @@ pub struct EventsArgs {
     /// Newest events (1–500, default 50).
     #[serde(default)]
     pub tail: Option<u32>,
-    /// Only this actor's events (e.g. the id a reboot returned).
+    /// Only this actor's events (e.g. a reboot's id).
     #[serde(default)]
     pub actor_id: Option<String>,
 }
@@ -358,7 +358,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Logs,
             "talos_service_logs",
             "Service logs",
-            "Newest log lines of a Talos service or Kubernetes container on each node, optionally filtered by text. No time filter: use `tail` and `grep`.",
+            "Newest log lines of a Talos service or Kubernetes container on each node. No time filter: use `tail` and `grep`.",
         )
         .run(TalosMcp::talos_service_logs)
         .build(),
