@@ -540,7 +540,12 @@ async fn invalid_arguments_name_the_field_and_allowed_values() {
         (
             "talos_dmesg",
             json!({"level": "loud"}),
-            "`level` must be one of emerg",
+            "InvalidArgument: `level` unknown variant `loud`, expected one of `emerg`, `emergency`, `alert`, `crit`, `critical`, `err`, `error`, `warn`, `warning`, `notice`, `info`, `debug`",
+        ),
+        (
+            "talos_service_logs",
+            json!({"service": "etcd", "namespace": "default"}),
+            "InvalidArgument: `namespace` unknown variant `default`, expected one of `system`, `cri`, `k8s`, `k8s.io`",
         ),
         (
             "talos_service_logs",
@@ -623,6 +628,62 @@ async fn enum_aliases_reach_the_api_as_their_value() {
     ] {
         let v = h.ok(tool, args).await;
         assert_eq!(v["nodes"][0]["ok"], true, "{tool}: {v}");
+    }
+}
+
+#[tokio::test]
+async fn log_namespace_and_level_aliases_reach_the_node() {
+    let mut m = MockTalosApi::new();
+    m.expect_hostname().returning(|_| Ok("h".into()));
+    m.expect_logs().returning(|_, source, _| {
+        Ok(LogLines {
+            lines: vec![format!("{}/{}", source.namespace.as_str(), source.id)],
+            lines_read: 1,
+            ..Default::default()
+        })
+    });
+    m.expect_dmesg().returning(|_, _| {
+        Ok(LogLines {
+            lines: vec![
+                "n: kern: info: [1.0]: boot".into(),
+                "n: kern: err: [2.0]: disk failure".into(),
+                "n: kern: warning: [3.0]: slow".into(),
+                "n: kern: crit: [4.0]: hot".into(),
+            ],
+            lines_read: 4,
+            ..Default::default()
+        })
+    });
+    let h = with_mock(Arc::new(m), &["10.5.0.2"], |_| {}).await;
+    let first = |v: serde_json::Value| v["nodes"][0]["result"]["lines"].clone();
+    for (namespace, wanted) in [
+        (None, "system/etcd"),
+        (Some("system"), "system/etcd"),
+        (Some("k8s.io"), "k8s.io/etcd"),
+        (Some("cri"), "k8s.io/etcd"),
+        (Some("k8s"), "k8s.io/etcd"),
+    ] {
+        let mut args = json!({"service": "etcd"});
+        if let Some(ns) = namespace {
+            args["namespace"] = json!(ns);
+        }
+        let out = h.ok("talos_service_logs", args).await;
+        assert_eq!(first(out), json!([wanted]), "{namespace:?}");
+    }
+    for (level, kept) in [
+        ("err", vec!["disk failure", "hot"]),
+        ("error", vec!["disk failure", "hot"]),
+        ("warn", vec!["disk failure", "slow", "hot"]),
+        ("critical", vec!["hot"]),
+    ] {
+        let out = h.ok("talos_dmesg", json!({"level": level})).await;
+        let lines: Vec<String> = first(out)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap().rsplit(": ").next().unwrap().to_owned())
+            .collect();
+        assert_eq!(lines, kept, "{level}");
     }
 }
 

@@ -392,6 +392,12 @@ async fn errors_echo_inputs_clipped() {
         )
         .await;
     assert!(serde_json::to_string(&r).unwrap().len() < 4 * 1024);
+    // The value is clipped, so the accepted values still fit in the message.
+    assert!(
+        text(&r).contains("… (204800 bytes)`, expected one of `system`"),
+        "{}",
+        text(&r).get(..300).unwrap_or_default()
+    );
 }
 
 #[tokio::test]

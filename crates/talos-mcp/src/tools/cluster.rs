@@ -18,7 +18,7 @@ use crate::server::{TalosMcp, TargetArgs};
 pub struct HealthArgs {
     #[serde(flatten)]
     pub target: TargetArgs,
-    /// How long the node may wait for the cluster to become healthy, seconds (1–600, default 30).
+    /// 1–600, default 30.
     #[serde(default)]
     pub wait_seconds: Option<u32>,
 }
@@ -49,16 +49,15 @@ pub struct HealthOut {
 pub struct GetArgs {
     #[serde(flatten)]
     pub target: TargetArgs,
-    /// Resource type: full name (e.g. `Members.cluster.talos.dev`) or alias (e.g. `members`,
-    /// `addresses`, `links`, `routes`, `nodename`, `machinestatus`).
+    /// Full name (e.g. `Members.cluster.talos.dev`) or alias (`members`, `addresses`, …).
     pub resource_type: String,
-    /// Namespace (default: the type's default namespace).
+    /// Default: the type's own.
     #[serde(default)]
     pub namespace: Option<String>,
-    /// One resource id (default: list all).
+    /// One id (default: all).
     #[serde(default)]
     pub id: Option<String>,
-    /// Most resources per node (1–500, default 100).
+    /// Per node (1–500, default 100).
     #[serde(default)]
     pub limit: Option<u32>,
 }
@@ -83,13 +82,12 @@ pub struct ResourceOut {
 pub struct ListFilesArgs {
     #[serde(flatten)]
     pub target: TargetArgs,
-    /// Directory to list (absolute, without `.`, `..` or `//`); must be under an allowed path
-    /// (default allowlist: /proc, /sys, /var/log). Process links and secret locations are refused.
+    /// Absolute; no `.`, `..` or `//`.
     pub path: String,
-    /// Levels to descend (1–5, default 1).
+    /// Levels (1–5, default 1).
     #[serde(default)]
     pub depth: Option<u32>,
-    /// Most entries per node (1–1000, default 200).
+    /// Entries per node (1–1000, default 200).
     #[serde(default)]
     pub limit: Option<u32>,
 }
@@ -115,10 +113,9 @@ pub struct FileOut {
 pub struct ReadFileArgs {
     #[serde(flatten)]
     pub target: TargetArgs,
-    /// File to read (absolute, without `.`, `..` or `//`); must be under an allowed path (default
-    /// allowlist: /proc, /sys, /var/log). Process links and secret locations are refused.
+    /// Absolute; no `.`, `..` or `//`.
     pub path: String,
-    /// Bytes to read at most (1–65536, default 16384).
+    /// 1–65536, default 16384.
     #[serde(default)]
     pub max_bytes: Option<u32>,
 }
@@ -286,10 +283,7 @@ impl TalosMcp {
         _call: &Call,
         args: GetArgs,
     ) -> Result<Reply<PerNode<Vec<ResourceOut>>>, ToolError> {
-        let limit = match bounded("limit", args.limit.unwrap_or(100), 1, 500) {
-            Ok(l) => l as usize,
-            Err(e) => return Err(e),
-        };
+        let limit = bounded("limit", args.limit.unwrap_or(100), 1, 500)? as usize;
         if args.resource_type.trim().is_empty() {
             return Err(ToolError::invalid(
                 "resource_type",
@@ -364,17 +358,9 @@ impl TalosMcp {
         _call: &Call,
         args: ListFilesArgs,
     ) -> Result<Reply<PerNode<Vec<FileOut>>>, ToolError> {
-        let checked = check_path(&args.path, &self.settings.file_allowlist).and_then(|p| {
-            Ok((
-                p,
-                bounded("depth", args.depth.unwrap_or(1), 1, 5)?,
-                bounded("limit", args.limit.unwrap_or(200), 1, 1000)?,
-            ))
-        });
-        let (path, depth, limit) = match checked {
-            Ok(v) => v,
-            Err(e) => return Err(e),
-        };
+        let path = check_path(&args.path, &self.settings.file_allowlist)?;
+        let depth = bounded("depth", args.depth.unwrap_or(1), 1, 5)?;
+        let limit = bounded("limit", args.limit.unwrap_or(200), 1, 1000)?;
         let result = self
             .per_node(&args.target, |api, opts| {
                 let path = path.clone();
@@ -414,21 +400,13 @@ impl TalosMcp {
         _call: &Call,
         args: ReadFileArgs,
     ) -> Result<Reply<PerNode<FileContentOut>>, ToolError> {
-        let checked = check_path(&args.path, &self.settings.file_allowlist).and_then(|p| {
-            Ok((
-                p,
-                bounded(
-                    "max_bytes",
-                    args.max_bytes.unwrap_or(16 * 1024),
-                    1,
-                    64 * 1024,
-                )?,
-            ))
-        });
-        let (path, max) = match checked {
-            Ok(v) => v,
-            Err(e) => return Err(e),
-        };
+        let path = check_path(&args.path, &self.settings.file_allowlist)?;
+        let max = bounded(
+            "max_bytes",
+            args.max_bytes.unwrap_or(16 * 1024),
+            1,
+            64 * 1024,
+        )?;
         let result = self
             .per_node(&args.target, |api, opts| {
                 let path = path.clone();
@@ -473,7 +451,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Cluster,
             "talos_health",
             "Cluster health",
-            "Runs Talos's cluster health check (etcd, apid, kubelet, nodes ready, static pods, …) from one node and summarises each check. Control planes are the etcd members; other context nodes are treated as workers.",
+            "Talos's cluster health check (etcd, apid, kubelet, nodes, static pods, …), run from one node. Control planes: the etcd members; other nodes: workers.",
         )
         .run(TalosMcp::talos_health)
         .build(),
@@ -481,7 +459,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Cluster,
             "talos_get",
             "Get resources",
-            "Gets or lists Talos resources (COSI), like `talosctl get`: by type or alias, namespace and id. The escape hatch for everything else. Secrets and machine configs are refused; other specs have secret-looking values redacted.",
+            "Gets or lists Talos (COSI) resources like `talosctl get`, for anything else. Secret types and machine configs are refused; secret-looking values redacted.",
         )
         .run(TalosMcp::talos_get)
         .build(),
@@ -489,7 +467,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Cluster,
             "talos_list_files",
             "List files",
-            "Lists a directory on each node (like ls -R to `depth`), only under the operator's allowed paths (default /proc, /sys, /var/log). Links out of /proc (/proc/<pid>/root, cwd, fd, environ, mem, …) and secret locations (/system/state, /system/secrets, /var/lib/etcd, …) are refused and left out.",
+            "Lists a directory on each node, to `depth`, only under allowed paths (default /proc, /sys, /var/log). /proc links and secret locations are refused and left out.",
         )
         .run(TalosMcp::talos_list_files)
         .build(),
@@ -497,7 +475,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Cluster,
             "talos_read_file",
             "Read file",
-            "Reads a file on each node, only under the operator's allowed paths (default /proc, /sys, /var/log), capped at `max_bytes`. Links out of /proc (/proc/<pid>/root, cwd, fd, environ, mem, …) and secret locations are refused; private keys, tokens and passwords in the content are redacted, and machine configs or kubeconfigs are withheld. Talos allows this for the os:admin role only.",
+            "Reads a file on each node under allowed paths (default /proc, /sys, /var/log). /proc links and secret locations refused; secrets redacted, configs withheld. Needs os:admin.",
         )
         .run(TalosMcp::talos_read_file)
         .build(),

@@ -270,8 +270,7 @@ impl TalosMcp {
 pub struct RemoveMemberArgs {
     #[serde(flatten)]
     pub target: super::actions::NodeTarget,
-    /// The member to remove: its id (hex, as talos_etcd_members shows) or hostname. `node` is the
-    /// healthy control plane that performs the removal.
+    /// Member id (hex) or hostname.
     pub member: String,
 }
 
@@ -566,7 +565,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Etcd,
             "talos_etcd_members",
             "etcd members",
-            "etcd members as one control-plane node sees them (id, hostname, peer/client URLs, learner). `nodes` may name the node to ask; default: the first node of the context.",
+            "etcd members (id, hostname, URLs, learner) as the first of `nodes` that answers sees them.",
         )
         .run(TalosMcp::talos_etcd_members)
         .build(),
@@ -574,7 +573,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Etcd,
             "talos_etcd_status",
             "etcd status",
-            "etcd health across members: per-member leader, raft index/term, DB size and in-use, alarms, learner state, and a verdict (healthy / degraded with reasons / quorum_at_risk / quorum_lost). Default nodes: every etcd member.",
+            "etcd health per member (leader, raft, DB size, alarms) and a verdict (healthy, degraded, quorum_at_risk, quorum_lost) with reasons. Default nodes: all members.",
         )
         .run(TalosMcp::talos_etcd_status)
         .build(),
@@ -582,7 +581,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Etcd,
             "talos_etcd_defragment",
             "Defragment etcd",
-            "Defragments the etcd member on one control-plane node (write tier), reclaiming space after compaction. The member blocks reads and writes while it runs; do one member at a time.",
+            "Defragments one node's etcd member to reclaim space. The member blocks reads and writes meanwhile: one member at a time.",
         )
         .tier(Tier::Write)
         .effect(Effect::Changes { idempotent: true })
@@ -592,7 +591,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Etcd,
             "talos_etcd_alarm_disarm",
             "Disarm etcd alarms",
-            "Disarms etcd alarms (e.g. NOSPACE after freeing space) through one control-plane node (write tier).",
+            "Disarms etcd alarms (e.g. NOSPACE after freeing space) through one control-plane node.",
         )
         .tier(Tier::Write)
         .effect(Effect::Changes { idempotent: true })
@@ -602,7 +601,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Etcd,
             "talos_etcd_forfeit_leadership",
             "Forfeit etcd leadership",
-            "Makes the etcd member on one node give up leadership (destructive tier), e.g. before maintenance. Causes a leader election.",
+            "Makes one node's etcd member give up leadership (an election follows), e.g. before maintenance.",
         )
         .tier(Tier::Destructive)
         .run(TalosMcp::talos_etcd_forfeit_leadership)
@@ -611,7 +610,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Etcd,
             "talos_etcd_leave",
             "Leave etcd",
-            "Removes the etcd member of one control-plane node from the cluster (destructive tier), e.g. before decommissioning it. Refuses when the remaining members could not keep quorum.",
+            "Removes one control-plane node's member from etcd, e.g. before decommissioning. Refused if the rest could not keep quorum.",
         )
         .tier(Tier::Destructive)
         .run(TalosMcp::talos_etcd_leave)
@@ -620,7 +619,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Etcd,
             "talos_etcd_remove_member",
             "Remove etcd member",
-            "Removes an etcd member by id or hostname, through a healthy control-plane node (destructive tier). For members whose node is gone for good.",
+            "Removes another etcd member (e.g. of a node gone for good) through a healthy control-plane `node`. Never the last voting member.",
         )
         .tier(Tier::Destructive)
         .run(TalosMcp::talos_etcd_remove_member)
@@ -629,7 +628,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Etcd,
             "talos_etcd_snapshot",
             "etcd snapshot",
-            "Streams an etcd snapshot from one control-plane node into a private file (0600) in the server's artifact directory and returns its path, size and SHA-256 — never the data, which holds every cluster secret (destructive tier).",
+            "Writes one node's etcd snapshot to a private file (0600) on the server. Returns path, size and SHA-256, never the data (it holds every cluster secret).",
         )
         .tier(Tier::Destructive)
         .effect(Effect::Changes { idempotent: false })

@@ -175,7 +175,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Kubernetes,
             "talos_kubeconfig",
             "Kubeconfig",
-            "Fetches the cluster's admin kubeconfig from a control-plane node and writes it to a private file (0600) in the server's artifact directory, one file per context and node, replaced on every call. Returns the path, size, SHA-256, cluster name and API server URL — never the content, which is a secret. Needs the os:admin role.",
+            "Writes the admin kubeconfig to a private file (0600) on the server, one per context and node. Returns its path and SHA-256, never the content. Needs os:admin.",
         )
         .run(TalosMcp::talos_kubeconfig)
         .build(),

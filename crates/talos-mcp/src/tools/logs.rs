@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use talos_client::{EventsRequest, LogSource, StreamLimits};
 
 use super::bounded;
-use crate::error::{ToolError, echo};
+use crate::error::ToolError;
 use crate::output::{Keep, PerNode};
 use crate::server::{TalosMcp, TargetArgs};
 
@@ -21,21 +21,75 @@ const MAX_TAIL: u32 = 5000;
 pub struct ServiceLogsArgs {
     #[serde(flatten)]
     pub target: TargetArgs,
-    /// Talos service id (e.g. `etcd`, `kubelet`, `apid`) or, with namespace `k8s.io`, a
-    /// Kubernetes container id.
+    /// Service id (e.g. `etcd`, `kubelet`) or, in `k8s.io`, a container id.
     pub service: String,
-    /// `system` (Talos services, default) or `k8s.io` (Kubernetes containers).
-    #[serde(default)]
-    pub namespace: Option<String>,
-    /// Newest lines to return (1–5000, default 100). With `grep`, the newest matching lines.
+    /// `system`: Talos services; `k8s.io`: Kubernetes containers.
+    #[serde(default, deserialize_with = "choice")]
+    pub namespace: LogNamespace,
+    /// Newest lines (1–5000, default 100); with `grep`, newest matching.
     #[serde(default)]
     pub tail: Option<u32>,
-    /// Only lines containing this text (case-insensitive). With `grep`, the whole log is scanned.
+    /// Case-insensitive text filter; scans the whole log.
     #[serde(default)]
     pub grep: Option<String>,
-    /// Not supported: the Talos log API has no time filter. Use `tail` and `grep`.
-    #[serde(default)]
-    pub since: Option<String>,
+}
+
+/// Where a log comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+pub enum LogNamespace {
+    #[default]
+    #[serde(rename = "system")]
+    System,
+    #[serde(rename = "k8s.io", alias = "cri", alias = "k8s")]
+    Cri,
+}
+
+/// Kernel message severities, most severe first (the kernel's names).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    #[serde(alias = "emergency")]
+    Emerg,
+    Alert,
+    #[serde(alias = "critical")]
+    Crit,
+    #[serde(alias = "error")]
+    Err,
+    #[serde(alias = "warn")]
+    Warning,
+    Notice,
+    Info,
+    Debug,
+}
+
+impl Level {
+    /// All severities, most severe first.
+    const ALL: [Level; 8] = [
+        Level::Emerg,
+        Level::Alert,
+        Level::Crit,
+        Level::Err,
+        Level::Warning,
+        Level::Notice,
+        Level::Info,
+        Level::Debug,
+    ];
+
+    /// The name Talos writes in dmesg lines.
+    fn as_str(self) -> &'static str {
+        match self {
+            Level::Emerg => "emerg",
+            Level::Alert => "alert",
+            Level::Crit => "crit",
+            Level::Err => "err",
+            Level::Warning => "warning",
+            Level::Notice => "notice",
+            Level::Info => "info",
+            Level::Debug => "debug",
+        }
+    }
 }
 
 /// Log lines of one node.
@@ -54,15 +108,16 @@ pub struct LinesOut {
 pub struct DmesgArgs {
     #[serde(flatten)]
     pub target: TargetArgs,
-    /// Newest lines to return (1–5000, default 100).
+    /// Newest lines (1–5000, default 100).
     #[serde(default)]
     pub tail: Option<u32>,
-    /// Only lines containing this text (case-insensitive).
+    /// Case-insensitive text filter.
     #[serde(default)]
     pub grep: Option<String>,
-    /// Only messages of at least this severity: `err`, `warning`, `notice`, `info` or `debug`.
-    #[serde(default)]
-    pub level: Option<String>,
+    /// Minimum severity.
+    #[serde(default, deserialize_with = "some_choice")]
+    #[schemars(with = "Level")]
+    pub level: Option<Level>,
 }
 
 /// Arguments of talos_events.
@@ -70,10 +125,10 @@ pub struct DmesgArgs {
 pub struct EventsArgs {
     #[serde(flatten)]
     pub target: TargetArgs,
-    /// Most recent events to return (1–500, default 50).
+    /// Newest events (1–500, default 50).
     #[serde(default)]
     pub tail: Option<u32>,
-    /// Only events caused by this actor id (e.g. the id a reboot returned).
+    /// Only this actor's events (e.g. a reboot's id).
     #[serde(default)]
     pub actor_id: Option<String>,
 }
@@ -89,16 +144,41 @@ pub struct EventOut {
     pub actor_id: String,
 }
 
-/// Severities, most severe first, as the kernel names them in Talos's dmesg lines.
-const LEVELS: [&str; 8] = [
-    "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
-];
+/// Reads a closed choice, echoing an unknown value clipped: serde's own message repeats the
+/// whole value, which can be long enough to push the accepted values out of the error. `null`
+/// is the default.
+fn choice<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned + Default,
+{
+    Ok(some_choice(d)?.unwrap_or_default())
+}
 
-fn level_of(line: &str) -> Option<usize> {
+/// [`choice`] for an optional argument (absent or `null`: none).
+fn some_choice<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    Option::<String>::deserialize(d)?
+        .map(|given| pick(&given))
+        .transpose()
+}
+
+fn pick<T: serde::de::DeserializeOwned, E: serde::de::Error>(given: &str) -> Result<T, E> {
+    use serde::de::{IntoDeserializer as _, value::Error};
+    T::deserialize(given.into_deserializer()).or_else(|_: Error| {
+        let clipped = crate::error::echo(given);
+        T::deserialize(clipped.as_str().into_deserializer()).map_err(|e: Error| E::custom(e))
+    })
+}
+
+fn level_of(line: &str) -> Option<Level> {
     // Talos formats lines as "<host>: <facility>: <level>: [time]: message".
     line.split(": ")
         .take(4)
-        .find_map(|part| LEVELS.iter().position(|l| *l == part.trim()))
+        .find_map(|part| Level::ALL.into_iter().find(|l| l.as_str() == part.trim()))
 }
 
 impl TalosMcp {
@@ -108,38 +188,18 @@ impl TalosMcp {
         _call: &Call,
         args: ServiceLogsArgs,
     ) -> Result<Reply<PerNode<LinesOut>>, ToolError> {
-        let checked = (|| {
-            if args.since.is_some() {
-                return Err(ToolError::invalid(
-                    "since",
-                    "is not supported: the Talos log API has no time filter; use `tail` and `grep`",
-                ));
-            }
-            if args.service.trim().is_empty() {
-                return Err(ToolError::invalid(
-                    "service",
-                    "is required, e.g. `etcd` or `kubelet`",
-                ));
-            }
-            let source = match args.namespace.as_deref() {
-                None | Some("system") => LogSource::service(args.service.trim()),
-                Some("k8s.io" | "cri") => LogSource::container(args.service.trim()),
-                Some(other) => {
-                    return Err(ToolError::invalid(
-                        "namespace",
-                        format!("must be `system` or `k8s.io`, got `{}`", echo(other)),
-                    ));
-                }
-            };
-            Ok((
-                source,
-                bounded("tail", args.tail.unwrap_or(100), 1, MAX_TAIL)?,
-            ))
-        })();
-        let (source, tail) = match checked {
-            Ok(v) => v,
-            Err(e) => return Err(e),
+        let service = args.service.trim();
+        if service.is_empty() {
+            return Err(ToolError::invalid(
+                "service",
+                "is required, e.g. `etcd` or `kubelet`",
+            ));
+        }
+        let source = match args.namespace {
+            LogNamespace::System => LogSource::service(service),
+            LogNamespace::Cri => LogSource::container(service),
         };
+        let tail = bounded("tail", args.tail.unwrap_or(100), 1, MAX_TAIL)?;
         let limits = StreamLimits {
             // With grep the whole log is scanned; otherwise the node sends only the tail.
             tail: if args.grep.is_some() {
@@ -195,34 +255,8 @@ impl TalosMcp {
         _call: &Call,
         args: DmesgArgs,
     ) -> Result<Reply<PerNode<LinesOut>>, ToolError> {
-        let checked = (|| {
-            let level = match args.level.as_deref() {
-                None => None,
-                Some(l) => Some(
-                    LEVELS
-                        .iter()
-                        .position(|x| {
-                            *x == l
-                                || (l == "error" && *x == "err")
-                                || (l == "warn" && *x == "warning")
-                        })
-                        .ok_or_else(|| {
-                            ToolError::invalid(
-                                "level",
-                                format!("must be one of {}, got `{}`", LEVELS.join(", "), echo(l)),
-                            )
-                        })?,
-                ),
-            };
-            Ok((
-                level,
-                bounded("tail", args.tail.unwrap_or(100), 1, MAX_TAIL)?,
-            ))
-        })();
-        let (level, tail) = match checked {
-            Ok(v) => v,
-            Err(e) => return Err(e),
-        };
+        let level = args.level;
+        let tail = bounded("tail", args.tail.unwrap_or(100), 1, MAX_TAIL)?;
         // Level filtering happens here, so read enough lines to find `tail` matches.
         let limits = StreamLimits {
             tail: None,
@@ -277,10 +311,7 @@ impl TalosMcp {
         _call: &Call,
         args: EventsArgs,
     ) -> Result<Reply<PerNode<Vec<EventOut>>>, ToolError> {
-        let tail = match bounded("tail", args.tail.unwrap_or(50), 1, 500) {
-            Ok(t) => t,
-            Err(e) => return Err(e),
-        };
+        let tail = bounded("tail", args.tail.unwrap_or(50), 1, 500)?;
         let request = EventsRequest {
             tail_events: Some(tail as i32),
             tail_seconds: None,
@@ -327,7 +358,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Logs,
             "talos_service_logs",
             "Service logs",
-            "Newest log lines of a Talos service (etcd, kubelet, apid, …) or a Kubernetes container (namespace k8s.io) on each node, with an optional case-insensitive grep. Large logs are streamed with bounded memory and the newest lines kept.",
+            "Newest log lines of a Talos service or Kubernetes container on each node. No time filter: use `tail` and `grep`.",
         )
         .run(TalosMcp::talos_service_logs)
         .build(),
@@ -335,7 +366,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Logs,
             "talos_dmesg",
             "Kernel messages",
-            "Newest kernel messages of each node, filtered by text and minimum severity (err, warning, notice, info, debug).",
+            "Newest kernel messages of each node, optionally filtered by text and minimum severity.",
         )
         .run(TalosMcp::talos_dmesg)
         .build(),
@@ -343,7 +374,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Logs,
             "talos_events",
             "Machine events",
-            "Recent machine events of each node (boot sequences, phases, service state changes, machine status), newest last.",
+            "Recent machine events of each node (boot phases, service states, machine status), newest last.",
         )
         .run(TalosMcp::talos_events)
         .build(),
@@ -370,12 +401,98 @@ impl crate::registry::ToolArgs for EventsArgs {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use super::*;
+    use serde_json::{Value, json};
 
     #[test]
     fn dmesg_levels_are_parsed() {
-        assert_eq!(level_of("cp-1: kern: err: [ 1.0]: ata1 failed"), Some(3));
-        assert_eq!(level_of("cp-1: kern: warning: [ 1.0]: x"), Some(4));
+        assert_eq!(
+            level_of("cp-1: kern: err: [ 1.0]: ata1 failed"),
+            Some(Level::Err)
+        );
+        assert_eq!(
+            level_of("cp-1: kern: warning: [ 1.0]: x"),
+            Some(Level::Warning)
+        );
         assert_eq!(level_of("no level here"), None);
+        assert!(Level::Err < Level::Warning && Level::Emerg < Level::Debug);
+    }
+
+    fn property(schema: &serde_json::Map<String, Value>, name: &str) -> Value {
+        schema["properties"][name].clone()
+    }
+
+    #[test]
+    fn closed_choices_are_enums_in_the_schema() {
+        let logs = crate::schema::input_schema::<ServiceLogsArgs>();
+        assert_eq!(
+            property(&logs, "namespace")["enum"],
+            json!(["system", "k8s.io"])
+        );
+        let dmesg = crate::schema::input_schema::<DmesgArgs>();
+        assert_eq!(
+            property(&dmesg, "level")["enum"],
+            json!([
+                "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"
+            ])
+        );
+    }
+
+    #[test]
+    fn since_is_gone_from_service_logs() {
+        // It was refused whatever its value: the log API has no time filter.
+        let logs = crate::schema::input_schema::<ServiceLogsArgs>();
+        assert!(property(&logs, "since").is_null(), "{logs:?}");
+    }
+
+    #[test]
+    fn aliases_are_accepted() {
+        for (alias, wanted) in [
+            ("system", LogNamespace::System),
+            ("k8s.io", LogNamespace::Cri),
+            ("cri", LogNamespace::Cri),
+            ("k8s", LogNamespace::Cri),
+        ] {
+            let a: ServiceLogsArgs =
+                serde_json::from_value(json!({"service": "x", "namespace": alias})).unwrap();
+            assert_eq!(a.namespace, wanted, "{alias}");
+        }
+        let a: ServiceLogsArgs =
+            serde_json::from_value(json!({"service": "x", "namespace": null})).unwrap();
+        assert_eq!(a.namespace, LogNamespace::System);
+        for (alias, wanted) in [
+            ("err", Level::Err),
+            ("error", Level::Err),
+            ("warn", Level::Warning),
+            ("warning", Level::Warning),
+            ("critical", Level::Crit),
+            ("emergency", Level::Emerg),
+            ("debug", Level::Debug),
+        ] {
+            let a: DmesgArgs = serde_json::from_value(json!({"level": alias})).unwrap();
+            assert_eq!(a.level, Some(wanted), "{alias}");
+        }
+        let long = "q".repeat(10_000);
+        let err = serde_json::from_value::<DmesgArgs>(json!({"level": long})).unwrap_err();
+        let err = err.to_string();
+        assert!(err.len() < 1024 && err.contains("`warning`"), "{err}");
+        assert_eq!(
+            serde_json::from_value::<DmesgArgs>(json!({"level": null}))
+                .unwrap()
+                .level,
+            None
+        );
+        assert_eq!(
+            serde_json::from_value::<DmesgArgs>(json!({}))
+                .unwrap()
+                .level,
+            None
+        );
+        for l in Level::ALL {
+            let back: Level = serde_json::from_value(json!(l.as_str())).unwrap();
+            assert_eq!(back, l);
+        }
     }
 }
