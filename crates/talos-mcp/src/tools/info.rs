@@ -94,7 +94,6 @@ pub struct ProcessesArgs {
     pub target: TargetArgs,
     /// Order by CPU time (default) or resident memory.
     #[serde(default)]
-    #[schemars(with = "SortBy")]
     pub sort_by: Option<SortBy>,
     /// Per node (1–200, default 20).
     #[serde(default)]
@@ -196,7 +195,6 @@ pub struct NetworkArgs {
     pub include: Option<Vec<Section>>,
     /// Which sockets (default listening).
     #[serde(default)]
-    #[schemars(with = "Sockets")]
     pub sockets: Option<Sockets>,
     /// Only sockets with this local or remote port.
     #[serde(default)]

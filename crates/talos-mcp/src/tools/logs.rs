@@ -1,5 +1,6 @@
 //! Logs: service and container logs, kernel messages, machine events.
 
+use super::workloads::Namespace;
 use crate::call::{Call, Reply};
 use crate::registry::{ToolDef, Toolset, tool};
 use std::time::Duration;
@@ -23,25 +24,15 @@ pub struct ServiceLogsArgs {
     pub target: TargetArgs,
     /// Service id (e.g. `etcd`, `kubelet`) or, in `k8s.io`, a container id.
     pub service: String,
-    /// `system`: Talos services; `k8s.io`: Kubernetes containers.
-    #[serde(default, deserialize_with = "choice")]
-    pub namespace: LogNamespace,
+    /// `system` (default): Talos services; `k8s.io`: Kubernetes containers.
+    #[serde(default)]
+    pub namespace: Option<Namespace>,
     /// Newest lines (1–5000, default 100); with `grep`, newest matching.
     #[serde(default)]
     pub tail: Option<u32>,
     /// Case-insensitive text filter; scans the whole log.
     #[serde(default)]
     pub grep: Option<String>,
-}
-
-/// Where a log comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
-pub enum LogNamespace {
-    #[default]
-    #[serde(rename = "system")]
-    System,
-    #[serde(rename = "k8s.io", alias = "cri", alias = "k8s")]
-    Cri,
 }
 
 /// Kernel message severities, most severe first (the kernel's names).
@@ -115,8 +106,7 @@ pub struct DmesgArgs {
     #[serde(default)]
     pub grep: Option<String>,
     /// Minimum severity.
-    #[serde(default, deserialize_with = "some_choice")]
-    #[schemars(with = "Level")]
+    #[serde(default)]
     pub level: Option<Level>,
 }
 
@@ -144,36 +134,6 @@ pub struct EventOut {
     pub actor_id: String,
 }
 
-/// Reads a closed choice, echoing an unknown value clipped: serde's own message repeats the
-/// whole value, which can be long enough to push the accepted values out of the error. `null`
-/// is the default.
-fn choice<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: serde::de::DeserializeOwned + Default,
-{
-    Ok(some_choice(d)?.unwrap_or_default())
-}
-
-/// [`choice`] for an optional argument (absent or `null`: none).
-fn some_choice<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: serde::de::DeserializeOwned,
-{
-    Option::<String>::deserialize(d)?
-        .map(|given| pick(&given))
-        .transpose()
-}
-
-fn pick<T: serde::de::DeserializeOwned, E: serde::de::Error>(given: &str) -> Result<T, E> {
-    use serde::de::{IntoDeserializer as _, value::Error};
-    T::deserialize(given.into_deserializer()).or_else(|_: Error| {
-        let clipped = crate::error::echo(given);
-        T::deserialize(clipped.as_str().into_deserializer()).map_err(|e: Error| E::custom(e))
-    })
-}
-
 fn level_of(line: &str) -> Option<Level> {
     // Talos formats lines as "<host>: <facility>: <level>: [time]: message".
     line.split(": ")
@@ -195,9 +155,9 @@ impl TalosMcp {
                 "is required, e.g. `etcd` or `kubelet`",
             ));
         }
-        let source = match args.namespace {
-            LogNamespace::System => LogSource::service(service),
-            LogNamespace::Cri => LogSource::container(service),
+        let source = match args.namespace.unwrap_or(Namespace::System) {
+            Namespace::System => LogSource::service(service),
+            Namespace::K8s => LogSource::container(service),
         };
         let tail = bounded("tail", args.tail.unwrap_or(100), 1, MAX_TAIL)?;
         let limits = StreamLimits {
@@ -450,18 +410,18 @@ mod tests {
     #[test]
     fn aliases_are_accepted() {
         for (alias, wanted) in [
-            ("system", LogNamespace::System),
-            ("k8s.io", LogNamespace::Cri),
-            ("cri", LogNamespace::Cri),
-            ("k8s", LogNamespace::Cri),
+            ("system", Namespace::System),
+            ("k8s.io", Namespace::K8s),
+            ("cri", Namespace::K8s),
+            ("k8s", Namespace::K8s),
         ] {
             let a: ServiceLogsArgs =
                 serde_json::from_value(json!({"service": "x", "namespace": alias})).unwrap();
-            assert_eq!(a.namespace, wanted, "{alias}");
+            assert_eq!(a.namespace, Some(wanted), "{alias}");
         }
         let a: ServiceLogsArgs =
             serde_json::from_value(json!({"service": "x", "namespace": null})).unwrap();
-        assert_eq!(a.namespace, LogNamespace::System);
+        assert_eq!(a.namespace, None);
         for (alias, wanted) in [
             ("err", Level::Err),
             ("error", Level::Err),
@@ -475,8 +435,8 @@ mod tests {
             assert_eq!(a.level, Some(wanted), "{alias}");
         }
         let long = "q".repeat(10_000);
-        let err = serde_json::from_value::<DmesgArgs>(json!({"level": long})).unwrap_err();
-        let err = err.to_string();
+        let args = json!({ "level": long }).as_object().cloned().unwrap();
+        let err = crate::call::arguments::<DmesgArgs>(args).unwrap_err().to_string();
         assert!(err.len() < 1024 && err.contains("`warning`"), "{err}");
         assert_eq!(
             serde_json::from_value::<DmesgArgs>(json!({"level": null}))

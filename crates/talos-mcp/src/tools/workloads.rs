@@ -20,7 +20,6 @@ pub struct ContainersArgs {
     pub target: TargetArgs,
     /// Default `system` (Talos services).
     #[serde(default)]
-    #[schemars(with = "Namespace")]
     pub namespace: Option<Namespace>,
     /// Only ids, names, pods or images containing this text.
     #[serde(default)]
@@ -38,7 +37,6 @@ pub struct ContainerStatsArgs {
     pub target: TargetArgs,
     /// Default `k8s.io` (Kubernetes pods).
     #[serde(default)]
-    #[schemars(with = "Namespace")]
     pub namespace: Option<Namespace>,
     /// Only ids, names or pods containing this text.
     #[serde(default)]
@@ -134,7 +132,6 @@ pub struct ImagesArgs {
     pub target: TargetArgs,
     /// Default `k8s.io` (images Kubernetes uses).
     #[serde(default)]
-    #[schemars(with = "Namespace")]
     pub namespace: Option<Namespace>,
     /// Only references containing this text.
     #[serde(default)]
@@ -423,7 +420,6 @@ pub struct ImagePullArgs {
     pub image: String,
     /// Default `k8s.io`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Namespace")]
     pub namespace: Option<Namespace>,
 }
 
