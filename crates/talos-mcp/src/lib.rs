@@ -14,10 +14,12 @@
 
 pub mod audit;
 pub mod clusters;
+mod completions;
 mod confirm;
 mod docs;
 pub mod error;
 mod files;
+pub mod mcp_log;
 pub mod metrics;
 pub mod output;
 mod paths;

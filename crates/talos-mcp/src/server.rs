@@ -720,10 +720,13 @@ fn clip_text(mut text: String) -> String {
 #[prompt_handler(router = self.prompt_router)]
 impl ServerHandler for TalosMcp {
     fn get_info(&self) -> InitializeResult {
+        #[allow(deprecated)] // logging: deprecated by SEP-2577, still in the older revisions
         let capabilities = ServerCapabilities::builder()
             .enable_tools()
             .enable_prompts()
             .enable_resources()
+            .enable_completions()
+            .enable_logging()
             .build();
         InitializeResult::new(capabilities)
             .with_server_info(Implementation::new("talos-mcp", env!("CARGO_PKG_VERSION")))
@@ -743,6 +746,23 @@ impl ServerHandler for TalosMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
         self.audited_call(request, context).await
+    }
+
+    async fn complete(
+        &self,
+        request: rmcp::model::CompleteRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CompleteResult, ErrorData> {
+        Ok(crate::completions::complete(self, &request).await)
+    }
+
+    #[allow(deprecated)] // MCP logging: deprecated by SEP-2577, still part of older revisions.
+    async fn set_level(
+        &self,
+        request: rmcp::model::SetLevelRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        crate::mcp_log::set_level(&request, &context)
     }
 
     async fn list_resources(
