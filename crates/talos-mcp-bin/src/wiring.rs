@@ -9,6 +9,9 @@ use talos_mcp::audit::AuditSink;
 use talos_mcp::metrics::Metrics;
 use talos_mcp::safety::{ConfirmMode, SafetySettings, TokenIssuer};
 use talos_mcp::{Cidr, Clusters, ServerSettings, TalosMcp};
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::cli::{Global, LogFormat, ServerOpts};
 
@@ -17,12 +20,17 @@ pub(crate) fn init_logging(global: &Global) {
     let level = std::env::var("RUST_LOG").unwrap_or_else(|_| global.log_level.clone());
     let filter = tracing_subscriber::EnvFilter::try_new(log_directives(&level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(talos_mcp::log_directives("info")));
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter);
+    // The operator's filter governs stderr only; warnings and errors go to the MCP clients that
+    // asked for them (logging/setLevel) whatever the stderr verbosity.
+    let mcp_log =
+        talos_mcp::mcp_log::McpLogLayer::new(talos_mcp::mcp_log::LogHub::global()).filtered();
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(mcp_log);
     let _ = match global.log_format {
-        LogFormat::Text => builder.with_ansi(false).try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => registry
+            .with(fmt.with_ansi(false).with_filter(filter))
+            .try_init(),
+        LogFormat::Json => registry.with(fmt.json().with_filter(filter)).try_init(),
     };
     // A panic's message can quote tool arguments: log where, never what.
     talos_mcp::quiet_panics();

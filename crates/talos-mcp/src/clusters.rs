@@ -192,6 +192,14 @@ impl ContextEntry {
         read(&self.aliases).get(&node).cloned()
     }
 
+    /// The node addresses (and talosconfig names) calls may target: the talosconfig's and the
+    /// discovered members', sorted; hostnames are not included.
+    pub(crate) fn node_addresses(&self) -> Vec<String> {
+        let mut all: BTreeSet<String> = self.static_allowed.clone();
+        all.extend(read(&self.discovered).iter().cloned());
+        all.into_iter().collect()
+    }
+
     fn allowed_list(&self) -> Vec<String> {
         let mut all: BTreeSet<String> = self.static_allowed.clone();
         all.extend(read(&self.discovered).iter().cloned());

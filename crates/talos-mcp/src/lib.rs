@@ -15,10 +15,12 @@
 pub mod audit;
 mod call;
 pub mod clusters;
+mod completions;
 mod confirm;
 mod docs;
 pub mod error;
 mod files;
+pub mod mcp_log;
 pub mod metrics;
 pub mod output;
 mod paths;

@@ -8,11 +8,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::server::TalosMcp;
 
-/// Arguments naming a node.
+/// Arguments of the node diagnosis prompt.
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 pub(crate) struct NodeArgs {
     /// The node (address or hostname).
     pub(crate) node: String,
+    /// A service to focus on (e.g. etcd, kubelet), if one is suspected.
+    #[serde(default)]
+    pub(crate) service: Option<String>,
     /// talosconfig context (default: the current one).
     #[serde(default)]
     pub(crate) context: Option<String>,
@@ -71,8 +74,13 @@ impl TalosMcp {
     )]
     async fn diagnose_node(&self, Parameters(a): Parameters<NodeArgs>) -> Vec<PromptMessage> {
         let node = &a.node;
+        let focus = a
+            .service
+            .as_ref()
+            .map(|s| format!(" The service `{s}` is suspected: start step 4 with it."))
+            .unwrap_or_default();
         user(format!(
-            "Diagnose Talos node {node}.{c}\n\
+            "Diagnose Talos node {node}.{focus}{c}\n\
              1. talos_version with nodes=[\"{node}\"] — is it reachable, which release? Stop and report if it fails (the error kind says why).\n\
              2. talos_services for the node — list services that are not Running or not healthy.\n\
              3. talos_system_stats, then talos_memory and talos_mounts — look for high load, memory pressure, full filesystems.\n\

@@ -583,10 +583,13 @@ impl Drop for InFlight<'_> {
 #[prompt_handler(router = self.prompt_router)]
 impl ServerHandler for TalosMcp {
     fn get_info(&self) -> InitializeResult {
+        #[allow(deprecated)] // logging: deprecated by SEP-2577, still in the older revisions
         let capabilities = ServerCapabilities::builder()
             .enable_tools()
             .enable_prompts()
             .enable_resources()
+            .enable_completions()
+            .enable_logging()
             .build();
         InitializeResult::new(capabilities)
             .with_server_info(Implementation::new("talos-mcp", env!("CARGO_PKG_VERSION")))
@@ -622,6 +625,23 @@ impl ServerHandler for TalosMcp {
             .iter()
             .find(|t| t.name == name)
             .map(|t| t.listing.clone())
+    }
+
+    async fn complete(
+        &self,
+        request: rmcp::model::CompleteRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CompleteResult, ErrorData> {
+        Ok(crate::completions::complete(self, &request).await)
+    }
+
+    #[allow(deprecated)] // MCP logging: deprecated by SEP-2577, still part of older revisions.
+    async fn set_level(
+        &self,
+        request: rmcp::model::SetLevelRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        crate::mcp_log::set_level(&request, &context)
     }
 
     async fn list_resources(
