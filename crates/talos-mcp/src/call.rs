@@ -396,17 +396,30 @@ pub(crate) fn arguments<A: DeserializeOwned>(args: JsonObject) -> Result<A, Tool
     })
 }
 
-/// serde's message with the value it quotes clipped like every echo of model input, so the
-/// accepted values after it (", expected one of `a`, `b`") always fit in the error message.
+/// serde's message with the value it quotes (between backticks or double quotes) clipped like
+/// every echo of model input, so the accepted values after it (", expected one of `a`, `b`")
+/// always fit in the error message.
 fn bounded_serde_message(message: &str) -> String {
-    match message.rfind(", expected ") {
-        Some(at) => format!(
-            "{}{}",
-            crate::error::echo(&message[..at]),
-            &message[at..]
-        ),
-        None => crate::error::echo(message),
-    }
+    let (head, tail) = match message.rfind(", expected ") {
+        Some(at) => message.split_at(at),
+        None => (message, ""),
+    };
+    let quoted = ['`', '"'].into_iter().find_map(|q| {
+        let (a, b) = (head.find(q)?, head.rfind(q)?);
+        (b > a).then(|| {
+            format!(
+                "{}{q}{}{q}{}",
+                &head[..a],
+                crate::error::echo(&head[a + 1..b]),
+                &head[b + 1..]
+            )
+        })
+    });
+    let head = quoted.unwrap_or_else(|| crate::error::echo(head));
+    format!(
+        "{head}{}",
+        crate::error::clip(tail, crate::error::MAX_MESSAGE)
+    )
 }
 
 #[cfg(test)]

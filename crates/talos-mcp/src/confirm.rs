@@ -29,15 +29,19 @@ const CONFIRM_INPUT: &str = "confirm";
 /// What a call is about to do.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Plan {
-    /// The tool.
+    /// The tool. (Sent, but left out of the schema: the result names it at its top level.)
+    #[schemars(skip)]
     pub tool: String,
     /// Its tier.
     pub tier: Tier,
-    /// The talosconfig context.
+    /// The talosconfig context. (Sent, but left out of the schema: the result names it at its top level.)
+    #[schemars(skip)]
     pub context: String,
-    /// The one node it acts on.
+    /// The one node it acts on. (Sent, but left out of the schema: the result names it at its top level.)
+    #[schemars(skip)]
     pub node: String,
-    /// The node's hostname, when known.
+    /// The node's hostname, when known. (Sent, but left out of the schema: the result names it at its top level.)
+    #[schemars(skip)]
     pub hostname: Option<String>,
     /// The effect, in words.
     pub effect: String,

@@ -62,10 +62,13 @@ pub fn tools_markdown(tools: &[Tool]) -> String {
         let _ = write!(out, "\n## Toolset `{set}`\n\n{about}\n");
         for tool in members {
             let a = tool.annotations.as_ref();
-            let flag = |v: Option<bool>| match v {
-                Some(true) => "yes",
-                Some(false) => "no",
-                None => "?",
+            // Absent hints take the protocol's defaults.
+            let flag = |v: Option<bool>, default: bool| {
+                if v.unwrap_or(default) { "yes" } else { "no" }
+            };
+            let read_only = a.and_then(|a| a.read_only_hint) == Some(true);
+            let change_hint = |v: Option<bool>, default: bool| {
+                if read_only { "-" } else { flag(v, default) }
             };
             let _ = write!(
                 out,
@@ -74,10 +77,10 @@ pub fn tools_markdown(tools: &[Tool]) -> String {
                 a.and_then(|a| a.title.clone()).unwrap_or_default(),
                 tool.description.as_deref().unwrap_or_default(),
                 TalosMcp::tier_of(&tool.name).map_or("?", crate::safety::Tier::as_str),
-                flag(a.and_then(|a| a.read_only_hint)),
-                flag(a.and_then(|a| a.destructive_hint)),
-                flag(a.and_then(|a| a.idempotent_hint)),
-                flag(a.and_then(|a| a.open_world_hint)),
+                flag(a.and_then(|a| a.read_only_hint), false),
+                change_hint(a.and_then(|a| a.destructive_hint), true),
+                change_hint(a.and_then(|a| a.idempotent_hint), false),
+                flag(a.and_then(|a| a.open_world_hint), true),
             );
             let schema = serde_json::Value::Object(tool.input_schema.as_ref().clone());
             let required: Vec<&str> = schema

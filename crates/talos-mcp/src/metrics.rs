@@ -357,7 +357,11 @@ mod tests {
             ToolError::Internal(String::new()),
         ];
         for e in errors {
-            assert!(OUTCOMES.contains(&e.kind().to_string().as_str()), "{}", e.kind());
+            assert!(
+                OUTCOMES.contains(&e.kind().to_string().as_str()),
+                "{}",
+                e.kind()
+            );
         }
         use talos_client::ErrorKind as K;
         for k in [

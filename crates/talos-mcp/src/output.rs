@@ -8,13 +8,24 @@ use serde_json::Value;
 
 use crate::error::ToolError;
 
-/// Why a node's call failed.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+/// Why a node's call failed. Its schema is just "an object": the server's instructions
+/// describe the per-node envelope once, rather than every tool's schema repeating it.
+#[derive(Debug, Clone, Serialize)]
 pub struct ErrorInfo {
     /// Error kind: Connection, Authentication, PermissionDenied, Timeout, NotFound, Api, ….
     pub kind: String,
     /// What happened and what to do next.
     pub message: String,
+}
+
+impl JsonSchema for ErrorInfo {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ErrorInfo".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "object" })
+    }
 }
 
 /// One node's outcome.
@@ -46,8 +57,9 @@ pub struct PerNode<T> {
     pub failed_nodes: Vec<String>,
     /// Whether lists were cut to fit the output cap.
     pub truncated: bool,
-    /// How to narrow the query when truncated.
+    /// How to narrow the query when truncated (sent then; the instructions describe it).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
     pub note: Option<String>,
 }
 

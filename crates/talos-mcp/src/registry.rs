@@ -302,23 +302,19 @@ impl<F, A> Builder<F, A> {
     }
 }
 
-/// The MCP annotations of a tool with this effect. Hints that only mean something for tools
-/// that change things (`destructiveHint`, `idempotentHint`) are left out of read-only tools,
-/// and `openWorldHint` is left at its default (true: every tool talks to a cluster).
+/// The MCP annotations of a tool with this effect, stating only what differs from the
+/// protocol's defaults (`readOnlyHint` false, `destructiveHint` true, `idempotentHint` false,
+/// `openWorldHint` true: every tool talks to a cluster). `destructiveHint` and `idempotentHint`
+/// mean nothing for a read-only tool and are left out there too.
 fn annotations(title: &str, effect: Effect) -> ToolAnnotations {
     let mut a = ToolAnnotations::with_title(title);
     match effect {
         Effect::Reads => a.read_only_hint = Some(true),
         Effect::Changes { idempotent } => {
-            a.read_only_hint = Some(false);
             a.destructive_hint = Some(false);
-            a.idempotent_hint = Some(idempotent);
+            a.idempotent_hint = idempotent.then_some(true);
         }
-        Effect::Destroys { idempotent } => {
-            a.read_only_hint = Some(false);
-            a.destructive_hint = Some(true);
-            a.idempotent_hint = Some(idempotent);
-        }
+        Effect::Destroys { idempotent } => a.idempotent_hint = idempotent.then_some(true),
     }
     a
 }

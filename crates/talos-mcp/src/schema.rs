@@ -38,7 +38,7 @@ fn finish(mut schema: JsonObject, side: Side) -> Arc<JsonObject> {
     if side == Side::Input {
         collapse_optional_inputs(&mut value);
     }
-    lean(&mut value, side, false);
+    lean(&mut value, side, false, true);
     match value {
         Value::Object(o) => Arc::new(o),
         _ => Arc::default(),
@@ -96,7 +96,12 @@ fn collapse_optional_inputs(v: &mut Value) {
             let required: Vec<String> = o
                 .get("required")
                 .and_then(Value::as_array)
-                .map(|r| r.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                .map(|r| {
+                    r.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
                 .unwrap_or_default();
             if let Some(Value::Object(props)) = o.get_mut("properties") {
                 for (name, p) in props.iter_mut() {
@@ -136,11 +141,11 @@ fn collapse_nullable(o: &mut JsonObject) {
 /// number formats (`uint64`, `double`: the type is `integer` or `number` either way) and the
 /// zero minimum of unsigned integers; closed choices become one `enum`; output schemas lose
 /// their descriptions.
-fn lean(v: &mut Value, side: Side, map: bool) {
+fn lean(v: &mut Value, side: Side, map: bool, root: bool) {
     match v {
         Value::Object(o) if map => {
             // `properties`: the keys are argument names, the values schemas.
-            o.values_mut().for_each(|s| lean(s, side, false));
+            o.values_mut().for_each(|s| lean(s, side, false, false));
         }
         Value::Object(o) => {
             if side == Side::Output {
@@ -158,6 +163,14 @@ fn lean(v: &mut Value, side: Side, map: bool) {
             }
             if side == Side::Output {
                 o.remove("description");
+                // `properties` already says it is an object, `items` that it is an array (the
+                // root keeps its `type`, which MCP requires).
+                if !root
+                    && ((o.contains_key("properties") && o.get("type") == Some(&"object".into()))
+                        || (o.contains_key("items") && o.get("type") == Some(&"array".into())))
+                {
+                    o.remove("type");
+                }
                 // Results never carry `null` (see `crate::call::drop_nulls`): an optional field
                 // is absent instead, so `anyOf: [T, null]` is just `T`, and nothing is required.
                 o.remove("required");
@@ -181,10 +194,10 @@ fn lean(v: &mut Value, side: Side, map: bool) {
                 o.insert("enum".into(), Value::Array(values));
             }
             for (key, child) in o.iter_mut() {
-                lean(child, side, key == "properties");
+                lean(child, side, key == "properties", false);
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(|i| lean(i, side, false)),
+        Value::Array(items) => items.iter_mut().for_each(|i| lean(i, side, false, false)),
         _ => {}
     }
 }

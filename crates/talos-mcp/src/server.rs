@@ -85,10 +85,10 @@ pub fn state_dir() -> PathBuf {
 /// Which cluster and nodes a call targets. Every tool accepts these.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 pub struct TargetArgs {
-    /// talosconfig context (default: the current one).
+    // No doc comments: a description here would be repeated in every tool's schema; the server's
+    // instructions say what `context` and `nodes` mean.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
-    /// Node addresses or hostnames (default: the context's nodes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodes: Option<Vec<String>>,
 }
@@ -599,7 +599,9 @@ impl ServerHandler for TalosMcp {
                  target one named node and need confirmation. Each tool takes an optional `context` (talosconfig context; \
                  several clusters may be served, name one per call) and, for per-node tools, \
                  `nodes` (default: the context's nodes; nodes outside the context are refused). \
-                 Results list every node with its own result or error. Start with talos_version or talos_health; see the prompts for \
+                 Per-node results are {context, nodes: [{node, hostname, ok, result | error {kind, message}}], \
+                 failed_nodes, truncated, note (how to narrow a truncated query)}; a failed call is an \
+                 isError result whose text starts with the error kind. Start with talos_version or talos_health; see the prompts for \
                  guided workflows.",
             )
     }

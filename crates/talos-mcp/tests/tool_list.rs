@@ -77,15 +77,29 @@ fn every_tool_is_annotated_and_schematised() {
         assert!(a.title.is_some(), "{} has no title", tool.name);
         let tier = TalosMcp::tier_of(&tool.name).unwrap();
         let read = tier == talos_mcp::safety::Tier::Read;
-        assert_eq!(a.read_only_hint, Some(read), "{}", tool.name);
+        // Absent hints take the protocol's defaults (read-only false, destructive true,
+        // idempotent false).
+        assert_eq!(a.read_only_hint.unwrap_or(false), read, "{}", tool.name);
         if read {
             // Hints about changes mean nothing for a read-only tool: left out.
             assert_eq!(a.destructive_hint, None, "{}", tool.name);
             assert_eq!(a.idempotent_hint, None, "{}", tool.name);
         } else {
-            assert!(
-                a.destructive_hint.is_some() && a.idempotent_hint.is_some(),
-                "{}",
+            assert_eq!(
+                a.read_only_hint, None,
+                "{}: the default is stated",
+                tool.name
+            );
+            assert_ne!(
+                a.destructive_hint,
+                Some(true),
+                "{}: the default is stated",
+                tool.name
+            );
+            assert_ne!(
+                a.idempotent_hint,
+                Some(false),
+                "{}: the default is stated",
                 tool.name
             );
             let props = tool
@@ -138,9 +152,8 @@ fn tool_list_fits_the_budgets() {
     .unwrap()
     .tools();
     assert!(all.iter().all(|t| t.output_schema.is_some()));
-    let bytes = |tools: &[rmcp::model::Tool]| -> usize {
-        serde_json::to_string(tools).unwrap().len()
-    };
+    let bytes =
+        |tools: &[rmcp::model::Tool]| -> usize { serde_json::to_string(tools).unwrap().len() };
     let (r, a) = (bytes(&read_only), bytes(&all));
     assert!(r <= 24 * 1024, "read-only tools/list is {r} bytes");
     assert!(a <= 40 * 1024, "full tools/list is {a} bytes");
@@ -154,13 +167,17 @@ fn tool_list_fits_the_budgets() {
 /// The README states the tool count the registry has.
 #[test]
 fn readme_counts_the_registered_tools() {
-    let readme = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../README.md"),
-    )
-    .unwrap();
+    let readme =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .unwrap();
     let n = talos_mcp::Registry::get().all().len();
     let sets = talos_mcp::Toolset::ALL.len();
-    let words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"];
-    let phrase = format!("{n} tools in {} toolsets", words.get(sets).copied().unwrap_or("many"));
+    let words = [
+        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+    ];
+    let phrase = format!(
+        "{n} tools in {} toolsets",
+        words.get(sets).copied().unwrap_or("many")
+    );
     assert!(readme.contains(&phrase), "README.md should say `{phrase}`");
 }

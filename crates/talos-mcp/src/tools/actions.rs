@@ -20,12 +20,12 @@ use crate::server::TalosMcp;
 /// The target of a write or destructive call: exactly one node, named explicitly.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 pub struct NodeTarget {
-    /// talosconfig context (default: the current one).
+    // No doc comment on `context`: the server's instructions say what it means.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
-    /// The one node to act on (address or hostname).
+    /// The one node (address or hostname).
     pub node: String,
-    /// The token a first call returned with its plan.
+    /// From the plan a first call returned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confirmation_token: Option<String>,
 }

@@ -459,7 +459,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Cluster,
             "talos_get",
             "Get resources",
-            "Gets or lists Talos (COSI) resources like `talosctl get`, for anything else. Secret types and machine configs are refused; secret-looking values redacted.",
+            "Gets or lists Talos (COSI) resources like `talosctl get`. Secret types and machine configs are refused; secret-looking values redacted.",
         )
         .run(TalosMcp::talos_get)
         .build(),
@@ -467,7 +467,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Cluster,
             "talos_list_files",
             "List files",
-            "Lists a directory on each node, to `depth`, only under allowed paths (default /proc, /sys, /var/log). /proc links and secret locations are refused and left out.",
+            "Lists a directory on each node to `depth`, under allowed paths (default /proc, /sys, /var/log); /proc links and secret locations are refused.",
         )
         .run(TalosMcp::talos_list_files)
         .build(),

@@ -581,7 +581,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Etcd,
             "talos_etcd_defragment",
             "Defragment etcd",
-            "Defragments one node's etcd member to reclaim space. The member blocks reads and writes meanwhile: one member at a time.",
+            "Defragments one node's etcd member to reclaim space; it blocks reads and writes meanwhile (one member at a time).",
         )
         .tier(Tier::Write)
         .effect(Effect::Changes { idempotent: true })
@@ -628,7 +628,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Etcd,
             "talos_etcd_snapshot",
             "etcd snapshot",
-            "Writes one node's etcd snapshot to a private file (0600) on the server. Returns path, size and SHA-256, never the data (it holds every cluster secret).",
+            "Writes one node's etcd snapshot to a private file (0600) on the server; returns path, size and SHA-256, never the data (every cluster secret).",
         )
         .tier(Tier::Destructive)
         .effect(Effect::Changes { idempotent: false })

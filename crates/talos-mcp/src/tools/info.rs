@@ -155,7 +155,7 @@ pub struct DiskOut {
 pub struct DiskUsageArgs {
     #[serde(flatten)]
     pub target: TargetArgs,
-    /// Absolute paths (default ["/var"]); secret locations (/var/lib/etcd, …) and /proc links are refused.
+    /// Absolute paths (default ["/var"]); /proc links and secret locations are refused.
     #[serde(default)]
     pub paths: Option<Vec<String>>,
     /// Levels to descend (0–5, default 1).
@@ -829,7 +829,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Info,
             "talos_version",
             "Talos version",
-            "Talos version (tag, commit, OS/arch, platform) of each node and this server's version. Start here to check connectivity.",
+            "Talos version of each node (tag, commit, OS/arch, platform) and this server's. Start here to check connectivity.",
         )
         .run(TalosMcp::talos_version)
         .build(),

@@ -174,8 +174,7 @@ pub struct RebootOut {
 pub struct ShutdownArgs {
     #[serde(flatten)]
     pub target: NodeTarget,
-    /// Override the etcd quorum refusal; Talos then also skips cordon and drain (confirmed
-    /// separately).
+    /// Override the quorum refusal; Talos also skips cordon and drain (confirmed separately).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force: Option<bool>,
 }

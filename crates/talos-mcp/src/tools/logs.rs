@@ -318,7 +318,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Logs,
             "talos_service_logs",
             "Service logs",
-            "Newest log lines of a Talos service or Kubernetes container on each node. No time filter: use `tail` and `grep`.",
+            "Newest log lines of a Talos service or Kubernetes container on each node (no time filter).",
         )
         .run(TalosMcp::talos_service_logs)
         .build(),
@@ -334,7 +334,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Logs,
             "talos_events",
             "Machine events",
-            "Recent machine events of each node (boot phases, service states, machine status), newest last.",
+            "Recent machine events of each node (boot phases, service states, status), newest last.",
         )
         .run(TalosMcp::talos_events)
         .build(),
@@ -436,7 +436,9 @@ mod tests {
         }
         let long = "q".repeat(10_000);
         let args = json!({ "level": long }).as_object().cloned().unwrap();
-        let err = crate::call::arguments::<DmesgArgs>(args).unwrap_err().to_string();
+        let err = crate::call::arguments::<DmesgArgs>(args)
+            .unwrap_err()
+            .to_string();
         assert!(err.len() < 1024 && err.contains("`warning`"), "{err}");
         assert_eq!(
             serde_json::from_value::<DmesgArgs>(json!({"level": null}))

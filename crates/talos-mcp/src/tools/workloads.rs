@@ -631,7 +631,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Workloads,
             "talos_service_stop",
             "Stop service",
-            "Stops a Talos service on one node. etcd, kubelet, apid, trustd, containerd, cri, machined, udevd: an outage, always confirmed; etcd, kubelet, apid: refused if etcd would lose quorum.",
+            "Stops a Talos service on one node. etcd, kubelet, apid, trustd, containerd, cri, machined, udevd: always confirmed; etcd, kubelet, apid: refused if etcd would lose quorum.",
         )
         .tier(Tier::Write)
         .effect(Effect::Destroys { idempotent: true })
