@@ -41,7 +41,8 @@ async def test_tools_list_matches_the_committed_snapshot(readonly, snapshot, tra
         assert tool.input_schema == expected["inputSchema"], tool.name
         assert tool.output_schema == expected["outputSchema"], tool.name
         assert dump(tool.annotations) == expected["annotations"], tool.name
-        assert tool.annotations.read_only_hint is True and tool.annotations.destructive_hint is False
+        # Read-only, and no change hints: they mean nothing for a tool that changes nothing.
+        assert tool.annotations.read_only_hint is True and tool.annotations.destructive_hint is None
 
 
 def per_node(sc: dict, nodes=ALL_NODES) -> dict[str, dict]:
