@@ -93,16 +93,7 @@ fn inline_refs(schema: &mut JsonObject) {
 fn collapse_optional_inputs(v: &mut Value) {
     match v {
         Value::Object(o) => {
-            let required: Vec<String> = o
-                .get("required")
-                .and_then(Value::as_array)
-                .map(|r| {
-                    r.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default();
+            let required = required(o);
             if let Some(Value::Object(props)) = o.get_mut("properties") {
                 for (name, p) in props.iter_mut() {
                     if let Value::Object(p) = p
@@ -217,9 +208,9 @@ fn rewrite_object(schema: &mut JsonObject, side: Side) {
     split_nullable(schema, side, false);
 }
 
-/// Rewrites the subschemas of `schema`, then returns.
-fn rewrite_children(schema: &mut JsonObject, side: Side) {
-    let required: Vec<String> = schema
+/// The names an object schema lists as `required`.
+fn required(schema: &JsonObject) -> Vec<String> {
+    schema
         .get("required")
         .and_then(Value::as_array)
         .map(|r| {
@@ -228,7 +219,12 @@ fn rewrite_children(schema: &mut JsonObject, side: Side) {
                 .map(str::to_owned)
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// Rewrites the subschemas of `schema`, then returns.
+fn rewrite_children(schema: &mut JsonObject, side: Side) {
+    let required = required(schema);
     if let Some(Value::Object(properties)) = schema.get_mut("properties") {
         for (name, property) in properties.iter_mut() {
             if let Value::Object(p) = property {

@@ -482,29 +482,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
     ]
 }
 
-impl crate::registry::ToolArgs for HealthArgs {
-    fn target(&self) -> crate::registry::CallTarget<'_> {
-        self.target.target()
-    }
-}
-
-impl crate::registry::ToolArgs for GetArgs {
-    fn target(&self) -> crate::registry::CallTarget<'_> {
-        self.target.target()
-    }
-}
-
-impl crate::registry::ToolArgs for ListFilesArgs {
-    fn target(&self) -> crate::registry::CallTarget<'_> {
-        self.target.target()
-    }
-}
-
-impl crate::registry::ToolArgs for ReadFileArgs {
-    fn target(&self) -> crate::registry::CallTarget<'_> {
-        self.target.target()
-    }
-}
+super::targeted_by_field!(HealthArgs, GetArgs, ListFilesArgs, ReadFileArgs);
 
 #[cfg(test)]
 mod tests {

@@ -637,8 +637,4 @@ pub(crate) fn tools() -> Vec<ToolDef> {
     ]
 }
 
-impl crate::registry::ToolArgs for RemoveMemberArgs {
-    fn target(&self) -> crate::registry::CallTarget<'_> {
-        self.target.target()
-    }
-}
+super::targeted_by_field!(RemoveMemberArgs);

@@ -916,23 +916,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
     ]
 }
 
-impl crate::registry::ToolArgs for ProcessesArgs {
-    fn target(&self) -> crate::registry::CallTarget<'_> {
-        self.target.target()
-    }
-}
-
-impl crate::registry::ToolArgs for DiskUsageArgs {
-    fn target(&self) -> crate::registry::CallTarget<'_> {
-        self.target.target()
-    }
-}
-
-impl crate::registry::ToolArgs for NetworkArgs {
-    fn target(&self) -> crate::registry::CallTarget<'_> {
-        self.target.target()
-    }
-}
+super::targeted_by_field!(ProcessesArgs, DiskUsageArgs, NetworkArgs);
 
 #[cfg(test)]
 mod tests {

@@ -182,11 +182,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
     ]
 }
 
-impl crate::registry::ToolArgs for KubeconfigArgs {
-    fn target(&self) -> crate::registry::CallTarget<'_> {
-        self.target.target()
-    }
-}
+super::targeted_by_field!(KubeconfigArgs);
 
 #[cfg(test)]
 mod tests {

@@ -915,29 +915,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
     ]
 }
 
-impl crate::registry::ToolArgs for ApplyConfigArgs {
-    fn target(&self) -> crate::registry::CallTarget<'_> {
-        self.target.target()
-    }
-}
-
-impl crate::registry::ToolArgs for RebootArgs {
-    fn target(&self) -> crate::registry::CallTarget<'_> {
-        self.target.target()
-    }
-}
-
-impl crate::registry::ToolArgs for ShutdownArgs {
-    fn target(&self) -> crate::registry::CallTarget<'_> {
-        self.target.target()
-    }
-}
-
-impl crate::registry::ToolArgs for ResetArgs {
-    fn target(&self) -> crate::registry::CallTarget<'_> {
-        self.target.target()
-    }
-}
+super::targeted_by_field!(ApplyConfigArgs, RebootArgs, ShutdownArgs, ResetArgs);
 
 #[cfg(test)]
 mod tests {

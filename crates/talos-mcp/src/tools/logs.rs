@@ -341,23 +341,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
     ]
 }
 
-impl crate::registry::ToolArgs for ServiceLogsArgs {
-    fn target(&self) -> crate::registry::CallTarget<'_> {
-        self.target.target()
-    }
-}
-
-impl crate::registry::ToolArgs for DmesgArgs {
-    fn target(&self) -> crate::registry::CallTarget<'_> {
-        self.target.target()
-    }
-}
-
-impl crate::registry::ToolArgs for EventsArgs {
-    fn target(&self) -> crate::registry::CallTarget<'_> {
-        self.target.target()
-    }
-}
+super::targeted_by_field!(ServiceLogsArgs, DmesgArgs, EventsArgs);
 
 #[cfg(test)]
 mod tests {

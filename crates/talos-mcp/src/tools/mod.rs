@@ -1,6 +1,18 @@
 //! The tools, one function each, grouped by domain. Each module lists its tools (`tools()`);
 //! the registry ([`crate::registry`]) collects them by toolset.
 
+/// `impl ToolArgs` for argument types whose flattened `target` field says where the call goes.
+macro_rules! targeted_by_field {
+    ($($args:ty),+ $(,)?) => {
+        $(impl crate::registry::ToolArgs for $args {
+            fn target(&self) -> crate::registry::CallTarget<'_> {
+                crate::registry::ToolArgs::target(&self.target)
+            }
+        })+
+    };
+}
+pub(crate) use targeted_by_field;
+
 pub mod actions;
 pub mod cluster;
 pub mod etcd;

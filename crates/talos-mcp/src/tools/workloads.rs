@@ -661,41 +661,14 @@ pub(crate) fn tools() -> Vec<ToolDef> {
     ]
 }
 
-impl crate::registry::ToolArgs for ContainersArgs {
-    fn target(&self) -> crate::registry::CallTarget<'_> {
-        self.target.target()
-    }
-}
-
-impl crate::registry::ToolArgs for ContainerStatsArgs {
-    fn target(&self) -> crate::registry::CallTarget<'_> {
-        self.target.target()
-    }
-}
-
-impl crate::registry::ToolArgs for ServicesArgs {
-    fn target(&self) -> crate::registry::CallTarget<'_> {
-        self.target.target()
-    }
-}
-
-impl crate::registry::ToolArgs for ImagesArgs {
-    fn target(&self) -> crate::registry::CallTarget<'_> {
-        self.target.target()
-    }
-}
-
-impl crate::registry::ToolArgs for ServiceActionArgs {
-    fn target(&self) -> crate::registry::CallTarget<'_> {
-        self.target.target()
-    }
-}
-
-impl crate::registry::ToolArgs for ImagePullArgs {
-    fn target(&self) -> crate::registry::CallTarget<'_> {
-        self.target.target()
-    }
-}
+super::targeted_by_field!(
+    ContainersArgs,
+    ContainerStatsArgs,
+    ServicesArgs,
+    ImagesArgs,
+    ServiceActionArgs,
+    ImagePullArgs
+);
 
 #[cfg(test)]
 mod tests {
