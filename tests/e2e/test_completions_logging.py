@@ -19,6 +19,7 @@ pytestmark = [
 
 PROMPT = mcp_types.PromptReference(name="diagnose_node")
 SERVICES = mcp_types.ResourceTemplateReference(uri="talos://{context}/nodes/{node}/services")
+RESOURCES = mcp_types.ResourceTemplateReference(uri="talos://{context}/nodes/{node}/resources/{resource_type}")
 
 
 async def test_completions(readonly, transport, era):
@@ -39,6 +40,11 @@ async def test_completions(readonly, transport, era):
         # Services of the node already chosen, asked of that node.
         services = (await client.complete(PROMPT, {"name": "service", "value": "et"}, {"node": "talos-cp-1"})).completion
         assert services.values == ["etcd"]
+
+        # COSI resource types for the resources template (never a secret one).
+        types = (await client.complete(RESOURCES, {"name": "resource_type", "value": "mem"})).completion
+        assert types.values == ["Members.cluster.talos.dev", "MemoryModules.hardware.talos.dev"]
+        assert (await client.complete(RESOURCES, {"name": "resource_type", "value": "osroot"})).completion.values == []
 
         # What the server does not know completes to nothing, and is not an error.
         for ref, argument, context in [

@@ -68,6 +68,7 @@ async def test_resources_list_read_and_templates(readonly, transport, era):
             "talos://{context}/nodes/{node}/version",
             "talos://{context}/nodes/{node}/services",
             "talos://{context}/nodes/{node}/machineconfig",
+            "talos://{context}/nodes/{node}/resources/{resource_type}",
         }
 
         version = json.loads((await client.read_resource(f"talos://talos-sim/nodes/{W2}/version")).contents[0].text)
@@ -83,6 +84,15 @@ async def test_resources_list_read_and_templates(readonly, transport, era):
         assert config.mime_type == "application/yaml"
         assert "machine:" in config.text and "token: '[redacted]'" in config.text
         assert_no_secrets(config.text)
+
+        # COSI resources of a type, read like talos_get: specs redacted, secret types refused.
+        members = json.loads((await client.read_resource(f"talos://talos-sim/nodes/{CP1}/resources/members")).contents[0].text)
+        assert members["node"] == CP1 and members["resources"]
+        assert {r["resource_type"] for r in members["resources"]} == {"Members.cluster.talos.dev"}
+        with pytest.raises(MCPError) as secret:
+            await client.read_resource(f"talos://talos-sim/nodes/{CP1}/resources/machineconfig")
+        assert secret.value.error.message.startswith("Refused")
+        assert_no_secrets(secret.value.error.message)
 
         # A node outside the context is refused before any call goes out.
         with pytest.raises(MCPError) as outside:

@@ -4,6 +4,9 @@
 //! - `talos://{context}/nodes/{node}/version`
 //! - `talos://{context}/nodes/{node}/services`
 //! - `talos://{context}/nodes/{node}/machineconfig` — the machine config with secrets redacted.
+//! - `talos://{context}/nodes/{node}/resources/{resource_type}` — the node's COSI resources of a
+//!   type, read exactly as `talos_get` reads them (secret types and machine configs refused,
+//!   specs redacted), cut to the output cap.
 
 use rmcp::ErrorData;
 use rmcp::model::{
@@ -16,6 +19,20 @@ use talos_client::CallOptions;
 use crate::server::TalosMcp;
 
 const CONTEXTS_URI: &str = "talos://contexts";
+/// The template of a node's COSI resources of one type. Its parameter names are the ones
+/// `completion/complete` completes.
+pub(crate) const RESOURCES_TEMPLATE: &str =
+    "talos://{context}/nodes/{node}/resources/{resource_type}";
+/// Longest URI part (context, node, resource type) a read considers.
+const MAX_PART: usize = crate::completions::MAX_VALUE;
+
+/// Whether `t` can be a COSI resource type or alias: ASCII letters, digits, `.`, `-`, `_`.
+fn is_type_name(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= MAX_PART
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
 
 pub(crate) fn list(server: &TalosMcp) -> ListResourcesResult {
     let mut resources = vec![
@@ -61,6 +78,10 @@ pub(crate) fn templates() -> ListResourceTemplatesResult {
             .with_title("Node machine config (redacted)")
             .with_description("The node's machine configuration with keys, tokens and secrets redacted. Needs the os:admin role.")
             .with_mime_type("application/yaml"),
+        ResourceTemplate::new(RESOURCES_TEMPLATE, "node-resources")
+            .with_title("Node COSI resources")
+            .with_description("The node's COSI resources of one type (full name or alias, like talos_get), specs redacted. Secret types and machine configs are refused.")
+            .with_mime_type("application/json"),
     ])
 }
 
@@ -101,10 +122,15 @@ pub(crate) async fn read(server: &TalosMcp, uri: &str) -> Result<ReadResourceRes
     };
     let rest = uri.strip_prefix("talos://").ok_or_else(not_found)?;
     let parts: Vec<&str> = rest.split('/').collect();
+    let tool_error = |e: crate::ToolError| ErrorData::invalid_params(e.to_string(), None);
+    if let [context, "nodes", node, "resources", resource_type] = parts.as_slice() {
+        return read_resources(server, uri, context, node, resource_type)
+            .await
+            .map_err(|e| e.unwrap_or_else(not_found));
+    }
     let [context, "nodes", node, view] = parts.as_slice() else {
         return Err(not_found());
     };
-    let tool_error = |e: crate::ToolError| ErrorData::invalid_params(e.to_string(), None);
     let (entry, node) = server
         .clusters
         .single(Some(context), Some(node))
@@ -142,5 +168,109 @@ pub(crate) async fn read(server: &TalosMcp, uri: &str) -> Result<ReadResourceRes
             ]))
         }
         _ => Err(not_found()),
+    }
+}
+
+/// Reads `talos://{context}/nodes/{node}/resources/{resource_type}` through `talos_get`'s own
+/// per-node read: the same node allowlist, type resolution, refusal of secret types and
+/// redaction; the listing is cut to the output cap. `Err(None)` means "no such resource".
+async fn read_resources(
+    server: &TalosMcp,
+    uri: &str,
+    context: &str,
+    node: &str,
+    resource_type: &str,
+) -> Result<ReadResourceResult, Option<ErrorData>> {
+    if [context, node, resource_type]
+        .iter()
+        .any(|p| p.is_empty() || p.len() > MAX_PART)
+    {
+        return Err(None);
+    }
+    if !is_type_name(resource_type) {
+        return Err(Some(ErrorData::invalid_params(
+            "resource_type must be a COSI type name or alias (letters, digits, `.`, `-`, `_`), \
+             e.g. `members` or `Members.cluster.talos.dev`",
+            None,
+        )));
+    }
+    let (entry, node) = server
+        .clusters
+        .single(Some(context), Some(node))
+        .await
+        .map_err(|e| Some(ErrorData::invalid_params(e.to_string(), None)))?;
+    let opts = CallOptions::node(node.clone());
+    let limit = crate::tools::cluster::GET_DEFAULT_LIMIT as usize;
+    let read = crate::tools::cluster::get_on_node(
+        entry.api.as_ref(),
+        &opts,
+        resource_type,
+        None,
+        None,
+        limit,
+    )
+    .await
+    .map_err(|e| Some(ErrorData::internal_error(e.to_string(), None)))?;
+    let resources = match read {
+        Ok(resources) => resources,
+        Err(full) => {
+            let refusal = crate::tools::cluster::refusal(&full);
+            return Err(Some(ErrorData::invalid_params(refusal.to_string(), None)));
+        }
+    };
+    let mut value = json!({
+        "node": node,
+        "resource_type": resource_type,
+        "resources": resources,
+        "truncated": false,
+    });
+    let cap = server.settings.output_cap;
+    if crate::output::cap_value(&mut value, cap, crate::output::Keep::First) {
+        value["truncated"] = json!(true);
+    }
+    // Compact, so the text is the size the cap measured.
+    let text = serde_json::to_string(&value).unwrap_or_default();
+    Ok(ReadResourceResult::new(vec![
+        ResourceContents::TextResourceContents {
+            uri: uri.to_owned(),
+            mime_type: Some("application/json".into()),
+            text,
+            meta: None,
+        },
+    ]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_names_are_strict() {
+        assert!(is_type_name("members"));
+        assert!(is_type_name("Members.cluster.talos.dev"));
+        for bad in [
+            "",
+            "a b",
+            "x%2Fy",
+            "a/b",
+            "..?",
+            "é",
+            &"a".repeat(MAX_PART + 1),
+        ] {
+            assert!(!is_type_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_resources_template_has_completable_parameters() {
+        let t = templates();
+        assert!(
+            t.resource_templates
+                .iter()
+                .any(|t| t.uri_template == RESOURCES_TEMPLATE)
+        );
+        for p in ["{context}", "{node}", "{resource_type}"] {
+            assert!(RESOURCES_TEMPLATE.contains(p), "{p}");
+        }
     }
 }

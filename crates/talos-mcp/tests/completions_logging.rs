@@ -66,6 +66,54 @@ async fn completes_contexts_nodes_hostnames_and_services() {
         .unwrap();
     assert_eq!(info.values, vec!["talos-worker-1", "talos-worker-2"]);
 
+    // The resources template completes all three of its parameters: COSI types (never a secret
+    // one), and context and node like the other templates.
+    let resources = "talos://{context}/nodes/{node}/resources/{resource_type}";
+    let info = c
+        .complete_resource_argument(resources, "resource_type", "mem", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        info.values,
+        vec![
+            "Members.cluster.talos.dev",
+            "MemoryModules.hardware.talos.dev"
+        ]
+    );
+    for prefix in ["os", "machineconfig", "secret"] {
+        let info = c
+            .complete_resource_argument(resources, "resource_type", prefix, None)
+            .await
+            .unwrap();
+        assert!(info.values.is_empty(), "{prefix}: {info:?}");
+    }
+    let info = c
+        .complete_resource_argument(resources, "context", "t", None)
+        .await
+        .unwrap();
+    assert_eq!(info.values, vec!["talos-sim"]);
+    let info = c
+        .complete_resource_argument(
+            resources,
+            "node",
+            "talos-cp",
+            context(&[("context", "talos-sim")]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(info.values, vec!["talos-cp-1", "talos-cp-2", "talos-cp-3"]);
+    // The other templates have no resource type to complete.
+    let info = c
+        .complete_resource_argument(
+            "talos://{context}/nodes/{node}/services",
+            "resource_type",
+            "mem",
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(info.values.is_empty(), "{info:?}");
+
     // Services of the node named in the context, asked of that node.
     let info = c
         .complete_prompt_argument(

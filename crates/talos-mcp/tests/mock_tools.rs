@@ -858,3 +858,51 @@ async fn drain_waits_for_running_calls() {
     assert_ne!(call.await.unwrap().is_error, Some(true));
     assert_eq!(watcher.in_flight(), 0);
 }
+
+#[tokio::test]
+async fn resources_template_redacts_and_honours_the_output_cap() {
+    let mut m = MockTalosApi::new();
+    m.expect_resource_list().returning(|_, ns, ty, limit| {
+        Ok(match (ns, ty) {
+            ("meta", _) => vec![resource(
+                "meta",
+                "ResourceDefinitions.meta.cosi.dev",
+                "members",
+                "type: Members.cluster.talos.dev\ndefaultNamespace: cluster\naliases: [member, members]\n",
+            )],
+            ("cluster", "Members.cluster.talos.dev") => (0..limit)
+                .map(|i| {
+                    resource(
+                        "cluster",
+                        ty,
+                        &format!("member-{i:03}"),
+                        &format!("hostname: m{i}\ntoken: hush\nnote: {}\n", "x".repeat(100)),
+                    )
+                })
+                .collect(),
+            _ => vec![],
+        })
+    });
+    let h = with_mock(Arc::new(m), NODES, |s: &mut ServerSettings| {
+        s.output_cap = 4096
+    })
+    .await;
+    let r = h
+        .client
+        .read_resource(rmcp::model::ReadResourceRequestParams::new(
+            "talos://mock/nodes/10.5.0.3/resources/members",
+        ))
+        .await
+        .unwrap();
+    let rmcp::model::ResourceContents::TextResourceContents { text, .. } = &r.contents[0] else {
+        panic!("text contents");
+    };
+    assert!(text.len() <= 4096, "{} bytes", text.len());
+    assert!(!text.contains("hush"), "spec redacted: {text}");
+    let v: serde_json::Value = serde_json::from_str(text).unwrap();
+    assert_eq!(v["truncated"], true);
+    let list = v["resources"].as_array().unwrap();
+    assert!(!list.is_empty() && list.len() < 100, "{}", list.len());
+    assert_eq!(list[0]["id"], "member-000", "first items kept");
+    assert_eq!(list[0]["spec"]["hostname"], "m0");
+}

@@ -241,6 +241,7 @@ async fn no_tool_leaks_secrets_into_results_logs_or_audit() {
     for uri in [
         "talos://contexts",
         "talos://talos-sim/nodes/127.0.10.11/machineconfig",
+        "talos://talos-sim/nodes/127.0.10.11/resources/members",
     ] {
         let r = h
             .client

@@ -405,7 +405,7 @@ async fn prompts_and_resources() {
     assert!(body.contains("127.0.10.12") && body.contains("talos_services"));
 
     let templates = h.client.list_all_resource_templates().await.unwrap();
-    assert_eq!(templates.len(), 3);
+    assert_eq!(templates.len(), 4);
     let resources = h.client.list_all_resources().await.unwrap();
     assert!(resources.iter().any(|r| r.uri == "talos://contexts"));
     let contexts = h
@@ -462,12 +462,87 @@ async fn prompts_and_resources() {
             .await
             .is_err()
     );
+
+    // COSI resources of a type, by alias or full name, read like talos_get (node allowlist,
+    // refusal of secret types, redaction).
+    let read = |uri: String| {
+        let client = &h.client;
+        async move {
+            client
+                .read_resource(ReadResourceRequestParams::new(uri))
+                .await
+        }
+    };
+    for t in ["members", "Members.cluster.talos.dev"] {
+        let members = read(format!("talos://talos-sim/nodes/127.0.10.11/resources/{t}"))
+            .await
+            .unwrap();
+        let rmcp::model::ResourceContents::TextResourceContents { text, .. } = &members.contents[0]
+        else {
+            panic!("text contents");
+        };
+        let v: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(v["node"], "127.0.10.11");
+        assert_eq!(v["truncated"], false);
+        let list = v["resources"].as_array().unwrap();
+        assert!(!list.is_empty(), "{v}");
+        assert!(
+            list.iter()
+                .all(|r| r["resource_type"] == "Members.cluster.talos.dev"),
+            "{v}"
+        );
+    }
+    for uri in [
+        // A node outside the context, an unknown context.
+        "talos://talos-sim/nodes/10.1.1.1/resources/members",
+        "talos://nope/nodes/127.0.10.11/resources/members",
+        // Empty or over-long parts, extra segments, characters no type has.
+        "talos://talos-sim/nodes/127.0.10.11/resources/",
+        "talos://talos-sim/nodes//resources/members",
+        "talos://talos-sim/nodes/127.0.10.11/resources/members/extra",
+        "talos://talos-sim/nodes/127.0.10.11/resources/mem%2Fbers",
+        "talos://talos-sim/nodes/127.0.10.11/resources/members?id=x",
+    ] {
+        assert!(read(uri.to_owned()).await.is_err(), "{uri}");
+    }
+    let long = format!(
+        "talos://talos-sim/nodes/127.0.10.11/resources/{}",
+        "m".repeat(10_000)
+    );
+    assert!(read(long).await.is_err());
     assert!(
         h.client
             .read_resource(ReadResourceRequestParams::new("talos://nope"))
             .await
             .is_err()
     );
+}
+
+#[tokio::test]
+async fn resources_template_refuses_secret_types_like_talos_get() {
+    let h = with_sim(SimConfig::default(), |_| {}).await;
+    for t in [
+        "machineconfig",
+        "mc",
+        "MachineConfigs.config.talos.dev",
+        "osrootsecret",
+        "OSRootSecrets.secrets.talos.dev",
+    ] {
+        let uri = format!("talos://talos-sim/nodes/127.0.10.11/resources/{t}");
+        let err = h
+            .client
+            .read_resource(ReadResourceRequestParams::new(uri.clone()))
+            .await
+            .unwrap_err();
+        let rmcp::ServiceError::McpError(e) = err else {
+            panic!("{uri}: {err:?}");
+        };
+        assert!(e.message.starts_with("Refused: `"), "{uri}: {}", e.message);
+        assert!(e.message.contains("holds secrets"), "{uri}: {}", e.message);
+        for secret in talos_sim::PLANTED_SECRETS {
+            assert!(!e.message.contains(secret), "{secret} leaked via {uri}");
+        }
+    }
 }
 
 #[tokio::test]

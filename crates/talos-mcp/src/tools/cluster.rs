@@ -131,6 +131,9 @@ pub struct FileContentOut {
     pub truncated: bool,
 }
 
+/// Resources per node `talos_get` lists unless told otherwise (and the resource template lists).
+pub(crate) const GET_DEFAULT_LIMIT: u32 = 100;
+
 /// Resolved type information.
 struct TypeInfo {
     full: String,
@@ -194,6 +197,57 @@ async fn resolve_type(api: &dyn TalosApi, opts: &CallOptions, wanted: &str) -> T
         namespace: None,
         sensitive: false,
     }
+}
+
+/// One node's resources of a type, read the way `talos_get` and the resource template
+/// `talos://{context}/nodes/{node}/resources/{resource_type}` both read them: the type resolved
+/// through the node's definitions, a secret type or machine config refused (`Ok(Err(full
+/// type))`, which the caller turns into [`refusal`]), every spec redacted.
+pub(crate) async fn get_on_node(
+    api: &dyn TalosApi,
+    opts: &CallOptions,
+    wanted: &str,
+    namespace: Option<String>,
+    id: Option<&str>,
+    limit: usize,
+) -> Result<Result<Vec<ResourceOut>, String>, talos_client::TalosError> {
+    let info = resolve_type(api, opts, wanted).await;
+    let namespace =
+        namespace
+            .or(info.namespace)
+            .ok_or_else(|| talos_client::TalosError::NotFound {
+                target: talos_client::Target {
+                    endpoint: None,
+                    node: opts.node.clone(),
+                },
+                message: format!(
+                    "unknown resource type `{wanted}`; pass its full name and `namespace`"
+                ),
+            })?;
+    // A secret type is this server's refusal, not the node's: it ends the whole call (Err here
+    // would read as the node denying the role).
+    if info.sensitive || is_sensitive(&namespace, &info.full) {
+        return Ok(Err(info.full));
+    }
+    let resources = match id {
+        Some(id) => vec![api.resource_get(opts, &namespace, &info.full, id).await?],
+        None => {
+            api.resource_list(opts, &namespace, &info.full, limit)
+                .await?
+        }
+    };
+    Ok(Ok(resources
+        .into_iter()
+        .map(|r| ResourceOut {
+            spec: crate::redact::spec_object(&r.spec_yaml),
+            updated: r.updated.map(rfc3339),
+            namespace: r.namespace,
+            resource_type: r.resource_type,
+            id: r.id,
+            version: r.version,
+            phase: r.phase,
+        })
+        .collect()))
 }
 
 pub(crate) use crate::paths::check_path;
@@ -283,7 +337,7 @@ impl TalosMcp {
         _call: &Call,
         args: GetArgs,
     ) -> Result<Reply<PerNode<Vec<ResourceOut>>>, ToolError> {
-        let limit = bounded("limit", args.limit.unwrap_or(100), 1, 500)? as usize;
+        let limit = bounded("limit", args.limit.unwrap_or(GET_DEFAULT_LIMIT), 1, 500)? as usize;
         if args.resource_type.trim().is_empty() {
             return Err(ToolError::invalid(
                 "resource_type",
@@ -304,35 +358,7 @@ impl TalosMcp {
             .per_node(&args.target, |api, opts| {
                 let (wanted, ns_arg, id) = (wanted.clone(), ns_arg.clone(), id.clone());
                 async move {
-                    let info = resolve_type(api.as_ref(), &opts, &wanted).await;
-                    let namespace = ns_arg.or(info.namespace).ok_or_else(|| talos_client::TalosError::NotFound {
-                        target: talos_client::Target {
-                            endpoint: None,
-                            node: opts.node.clone(),
-                        },
-                        message: format!("unknown resource type `{wanted}`; pass its full name and `namespace`"),
-                    })?;
-                    // A secret type is this server's refusal, not the node's: it ends the
-                    // whole call below (Err here would read as the node denying the role).
-                    if info.sensitive || is_sensitive(&namespace, &info.full) {
-                        return Ok(Err(info.full));
-                    }
-                    let resources = match id {
-                        Some(id) => vec![api.resource_get(&opts, &namespace, &info.full, &id).await?],
-                        None => api.resource_list(&opts, &namespace, &info.full, limit).await?,
-                    };
-                    Ok(Ok(resources
-                        .into_iter()
-                        .map(|r| ResourceOut {
-                            spec: crate::redact::spec_object(&r.spec_yaml),
-                            updated: r.updated.map(rfc3339),
-                            namespace: r.namespace,
-                            resource_type: r.resource_type,
-                            id: r.id,
-                            version: r.version,
-                            phase: r.phase,
-                        })
-                        .collect::<Vec<_>>()))
+                    get_on_node(api.as_ref(), &opts, &wanted, ns_arg, id.as_deref(), limit).await
                 }
             })
             .await;
@@ -437,7 +463,7 @@ impl TalosMcp {
     }
 }
 
-fn refusal(resource_type: &str) -> ToolError {
+pub(crate) fn refusal(resource_type: &str) -> ToolError {
     ToolError::Refused(format!(
         "`{resource_type}` holds secrets (keys, tokens or the full machine config), which talos-mcp never shows. \
          For the machine config, read the resource talos://{{context}}/nodes/{{node}}/machineconfig, which is redacted."
