@@ -210,7 +210,19 @@ async fn read_resources(
         limit,
     )
     .await
-    .map_err(|e| Some(ErrorData::internal_error(e.to_string(), None)))?;
+    .map_err(|e| {
+        // An unknown type is the client's to fix, not a server failure.
+        Some(match e.kind() {
+            talos_client::ErrorKind::NotFound => ErrorData::resource_not_found(
+                format!(
+                    "no resource type `{}` on this node",
+                    crate::error::echo(resource_type)
+                ),
+                None,
+            ),
+            _ => ErrorData::internal_error(e.to_string(), None),
+        })
+    })?;
     let resources = match read {
         Ok(resources) => resources,
         Err(full) => {

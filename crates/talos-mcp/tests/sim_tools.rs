@@ -510,6 +510,14 @@ async fn prompts_and_resources() {
         "m".repeat(10_000)
     );
     assert!(read(long).await.is_err());
+    // A type the node does not know is "not found" (the client's to fix), not a server error.
+    let unknown = read("talos://talos-sim/nodes/127.0.10.11/resources/NoSuchThings".into()).await;
+    match unknown {
+        Err(rmcp::ServiceError::McpError(e)) => {
+            assert_eq!(e.code, rmcp::model::ErrorCode::RESOURCE_NOT_FOUND, "{e:?}")
+        }
+        other => panic!("{other:?}"),
+    }
     assert!(
         h.client
             .read_resource(ReadResourceRequestParams::new("talos://nope"))
