@@ -107,7 +107,7 @@ def test_inspector_cli(inspector_target, snapshot, transport, era):
     assert json.loads(out["result"]["contents"][0]["text"])["contexts"][0]["name"] == "talos-sim"
     rc, out, err = inspect(target, wd, "--method", "resources/templates/list", era=era)
     assert rc == 0, err
-    assert len(out["result"]["resourceTemplates"]) == 3
+    assert len(out["result"]["resourceTemplates"]) == 4
 
     # A protocol error (unknown prompt) fails the call with the server's message.
     rc, out, err = inspect(target, wd, "--method", "prompts/get", "--prompt-name", "no_such_prompt", era=era)
