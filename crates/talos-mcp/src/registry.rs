@@ -347,8 +347,26 @@ where
 }
 
 impl ToolDef {
-    /// Reads the arguments of a call to this tool.
+    /// Reads the arguments of a call to this tool. A name the tool does not take is refused
+    /// with the names it does: a model that misspells `tail` or sends a removed argument learns
+    /// it, rather than getting a result that silently ignored it.
     pub(crate) fn invocation(&self, args: JsonObject) -> Result<Invocation, ToolError> {
+        if let Some(serde_json::Value::Object(known)) = self.listing.input_schema.get("properties")
+            && let Some(unknown) = args.keys().find(|k| !known.contains_key(*k))
+        {
+            return Err(ToolError::InvalidArgument {
+                field: crate::error::echo(unknown).into(),
+                message: format!(
+                    "is not an argument of {}; its arguments: {}",
+                    self.name,
+                    known
+                        .keys()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
         (self.parse)(args)
     }
 }

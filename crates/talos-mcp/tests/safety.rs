@@ -831,7 +831,7 @@ async fn audit_lines_stay_small_whatever_the_client_sends() {
     call(
         &s.client,
         "talos_version",
-        json!({"nodes": many, "context": huge, "extra": {"deep": [[[[[[[[[[huge]]]]]]]]]]}}),
+        json!({"nodes": many, "context": huge}),
     )
     .await;
     // An unknown tool is a protocol error, and still one audit line.
@@ -840,8 +840,22 @@ async fn audit_lines_stay_small_whatever_the_client_sends() {
         .call_tool(CallToolRequestParams::new(huge.clone()))
         .await;
     assert!(unknown.is_err());
+    // An argument the tool does not take is refused (naming the ones it does), and its junk is
+    // still bounded in the audit line's arguments.
+    let extra = call(
+        &s.client,
+        "talos_version",
+        json!({"extra": {"deep": [[[[[[[[[[huge]]]]]]]]]]}}),
+    )
+    .await;
+    assert_eq!(extra.is_error, Some(true));
+    assert!(
+        text(&extra).starts_with("InvalidArgument: `extra` is not an argument of talos_version; its arguments: context, nodes"),
+        "{}",
+        text(&extra)
+    );
     let lines = s.audit.lines();
-    assert_eq!(lines.len(), 2, "one line per call");
+    assert_eq!(lines.len(), 3, "one line per call");
     for line in &lines {
         assert!(
             line.len() < 64 * 1024,
