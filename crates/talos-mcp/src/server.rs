@@ -354,7 +354,7 @@ impl TalosMcp {
     /// lines around it, run it (cancellable until it commits a change) and shape its answer.
     async fn audited_call(
         &self,
-        request: rmcp::model::CallToolRequestParams,
+        mut request: rmcp::model::CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
         let started = std::time::Instant::now();
@@ -398,7 +398,8 @@ impl TalosMcp {
             }
         };
         let tool = def.name;
-        let raw_args = request.arguments.clone();
+        // Redacted once for both audit lines; the arguments themselves go to the tool.
+        let arguments = crate::audit::redact_arguments(request.arguments.as_ref());
         // Every model-set value in an audit line is bounded: a client cannot make one call write
         // megabytes (a huge context, or a list of 70,000 nodes).
         let record = |phase,
@@ -416,7 +417,7 @@ impl TalosMcp {
             tier: tier.as_str(),
             context: target.0,
             nodes: target.1,
-            arguments: crate::audit::redact_arguments(raw_args.as_ref()),
+            arguments: arguments.clone(),
             confirmation,
             result,
             duration_ms: duration,
@@ -439,7 +440,7 @@ impl TalosMcp {
                 self.settings.metrics.audit_failed();
             }
         };
-        let parsed = def.invocation(request.arguments.clone().unwrap_or_default());
+        let parsed = def.invocation(request.arguments.take().unwrap_or_default());
         if !self.settings.safety.enabled(def.tier) {
             let err = ToolError::TierDisabled {
                 tool: tool.to_owned(),
