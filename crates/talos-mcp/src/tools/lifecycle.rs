@@ -190,12 +190,48 @@ pub struct ResetArgs {
     /// Reboot afterwards (default false: power off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reboot: Option<bool>,
-    /// Partition labels, e.g. STATE, EPHEMERAL (default: all).
+    /// Partition labels, e.g. STATE, EPHEMERAL (default: all; at most 16).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wipe_partitions: Option<Vec<String>>,
     /// Override the etcd quorum refusal (confirmed separately).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force: Option<bool>,
+}
+
+/// Most partition labels one reset names.
+const MAX_WIPE_LABELS: usize = 16;
+
+/// The partition labels a reset wipes: trimmed, de-duplicated (first spelling kept), at most
+/// [`MAX_WIPE_LABELS`], each a plain volume label (letters, digits, `-`, `_`, `.`; at most 63
+/// characters), so the plan and the audit never carry unbounded model text.
+fn wipe_labels(given: Option<&[String]>) -> Result<Vec<String>, ToolError> {
+    let mut labels: Vec<String> = Vec::new();
+    for label in given.unwrap_or_default() {
+        let label = label.trim();
+        let plain = (1..=63).contains(&label.len())
+            && label
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !plain {
+            return Err(ToolError::invalid(
+                "wipe_partitions",
+                format!(
+                    "has {}, which is not a partition label (letters, digits, `-`, `_`, `.`; 1–63 characters), e.g. STATE or EPHEMERAL",
+                    crate::error::echo(label)
+                ),
+            ));
+        }
+        if !labels.iter().any(|l| l.eq_ignore_ascii_case(label)) {
+            labels.push(label.to_owned());
+        }
+        if labels.len() > MAX_WIPE_LABELS {
+            return Err(ToolError::invalid(
+                "wipe_partitions",
+                format!("names more than {MAX_WIPE_LABELS} partitions"),
+            ));
+        }
+    }
+    Ok(labels)
 }
 
 /// What a shutdown or reset returned.
@@ -781,7 +817,7 @@ impl TalosMcp {
         let request = ResetRequest {
             graceful: args.graceful.unwrap_or(true),
             reboot: args.reboot.unwrap_or(false),
-            system_partitions_to_wipe: args.wipe_partitions.clone().unwrap_or_default(),
+            system_partitions_to_wipe: wipe_labels(args.wipe_partitions.as_deref())?,
             user_disks_to_wipe: vec![],
         };
         let target = args.target.clone();
@@ -920,6 +956,28 @@ super::targeted_by_field!(ApplyConfigArgs, RebootArgs, ShutdownArgs, ResetArgs);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wipe_labels_are_plain_bounded_and_deduplicated() {
+        let given = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(wipe_labels(None).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            wipe_labels(Some(&given(&[" STATE ", "EPHEMERAL", "state"]))).unwrap(),
+            ["STATE", "EPHEMERAL"]
+        );
+        let many: Vec<String> = (0..17).map(|i| format!("P{i}")).collect();
+        assert!(wipe_labels(Some(&many)).is_err());
+        // Repeats do not count against the cap.
+        assert_eq!(
+            wipe_labels(Some(&vec!["STATE".into(); 1000])).unwrap(),
+            ["STATE"]
+        );
+        for bad in ["", "a b", "../x", "x\ny", &"L".repeat(64)] {
+            assert!(wipe_labels(Some(&given(&[bad]))).is_err(), "{bad:?}");
+        }
+        let err = wipe_labels(Some(&given(&[&"é".repeat(100_000)]))).unwrap_err();
+        assert!(err.to_string().len() < 1024);
+    }
 
     #[test]
     fn summary_lines_with_secrets_are_redacted() {
