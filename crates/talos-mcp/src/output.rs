@@ -177,15 +177,6 @@ pub(crate) fn failure(err: &ToolError) -> CallToolResult {
     result
 }
 
-/// The error details [`failure`] put into a result's `_meta`.
-pub fn error_meta(result: &CallToolResult) -> Option<&serde_json::Map<String, Value>> {
-    result
-        .meta
-        .as_ref()
-        .and_then(|m| m.get(ERROR_META))
-        .and_then(Value::as_object)
-}
-
 /// Adds a note to the error details of a [`failure`] result.
 pub(crate) fn annotate_error(result: &mut CallToolResult, key: &str, value: Value) {
     if let Some(Value::Object(details)) = result.meta.as_mut().and_then(|m| m.get_mut(ERROR_META)) {

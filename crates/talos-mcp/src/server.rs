@@ -359,6 +359,44 @@ impl TalosMcp {
     ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
         let started = std::time::Instant::now();
         let caller = crate::audit::caller(&context.extensions);
+        // Redacted once for every audit line; the arguments themselves go to the tool.
+        let arguments = crate::audit::redact_arguments(request.arguments.as_ref());
+        // Every model-set value in an audit line is bounded: a client cannot make one call write
+        // megabytes (a huge tool name or context, or a list of 70,000 nodes).
+        let write_line = |tool: &str,
+                          phase: &str,
+                          tier: &str,
+                          target: (Option<String>, Vec<String>),
+                          result: Option<String>,
+                          confirmation: Option<String>| {
+            self.settings.audit.write(&AuditRecord {
+                timestamp: crate::audit::now(),
+                phase,
+                request_id: crate::audit::bounded_str(&context.id.to_string()),
+                transport: &self.settings.transport,
+                caller: caller.as_deref(),
+                tool,
+                tier,
+                context: target.0,
+                nodes: target.1,
+                arguments: arguments.clone(),
+                confirmation,
+                result,
+                // Only the `finished` line says how long the call took.
+                duration_ms: (phase == "finished").then(|| started.elapsed().as_millis()),
+            })
+        };
+        // The end of a call: its metric and its `finished` audit line.
+        let finish = |tool: &str, tier: &str, target, outcome: &Outcome, confirmation| {
+            let label = outcome.label();
+            self.settings
+                .metrics
+                .record_call(tool, &label, started.elapsed());
+            if let Err(e) = write_line(tool, "finished", tier, target, Some(label), confirmation) {
+                tracing::error!(error = %e, tool, "audit log write failed");
+                self.settings.metrics.audit_failed();
+            }
+        };
         // Only enabled tools are callable; a tool of a disabled tier is refused with the flag that
         // enables it, any other name is a protocol error.
         let def = match Registry::get().find(&request.name) {
@@ -372,73 +410,19 @@ impl TalosMcp {
                     ),
                     None,
                 );
-                let label = Outcome::Protocol(err.code.0).label();
-                self.settings
-                    .metrics
-                    .record_call(&request.name, &label, started.elapsed());
-                let line = AuditRecord {
-                    timestamp: crate::audit::now(),
-                    phase: "finished",
-                    request_id: crate::audit::bounded_str(&context.id.to_string()),
-                    transport: &self.settings.transport,
-                    caller: caller.as_deref(),
-                    tool: &crate::audit::bounded_str(&request.name),
-                    tier: "unknown",
-                    context: None,
-                    nodes: Vec::new(),
-                    arguments: crate::audit::redact_arguments(request.arguments.as_ref()),
-                    confirmation: None,
-                    result: Some(label),
-                    duration_ms: Some(started.elapsed().as_millis()),
-                };
-                if self.settings.audit.write(&line).is_err() {
-                    self.settings.metrics.audit_failed();
-                }
+                finish(
+                    &crate::audit::bounded_str(&request.name),
+                    "unknown",
+                    (None, Vec::new()),
+                    &Outcome::Protocol(err.code.0),
+                    None,
+                );
                 return Err(err);
             }
         };
         let tool = def.name;
-        // Redacted once for both audit lines; the arguments themselves go to the tool.
-        let arguments = crate::audit::redact_arguments(request.arguments.as_ref());
-        // Every model-set value in an audit line is bounded: a client cannot make one call write
-        // megabytes (a huge context, or a list of 70,000 nodes).
-        let record = |phase,
-                      tier: Tier,
-                      target: (Option<String>, Vec<String>),
-                      confirmation: Option<String>,
-                      result: Option<String>,
-                      duration: Option<u128>| AuditRecord {
-            timestamp: crate::audit::now(),
-            phase,
-            request_id: crate::audit::bounded_str(&context.id.to_string()),
-            transport: &self.settings.transport,
-            caller: caller.as_deref(),
-            tool,
-            tier: tier.as_str(),
-            context: target.0,
-            nodes: target.1,
-            arguments: arguments.clone(),
-            confirmation,
-            result,
-            duration_ms: duration,
-        };
         let finish = |tier: Tier, target, outcome: &Outcome, confirmation: Option<String>| {
-            let label = outcome.label();
-            self.settings
-                .metrics
-                .record_call(tool, &label, started.elapsed());
-            let line = record(
-                "finished",
-                tier,
-                target,
-                confirmation,
-                Some(label),
-                Some(started.elapsed().as_millis()),
-            );
-            if let Err(e) = self.settings.audit.write(&line) {
-                tracing::error!(error = %e, tool, "audit log write failed");
-                self.settings.metrics.audit_failed();
-            }
+            finish(tool, tier.as_str(), target, outcome, confirmation);
         };
         let parsed = def.invocation(request.arguments.take().unwrap_or_default());
         if !self.settings.safety.enabled(def.tier) {
@@ -469,14 +453,14 @@ impl TalosMcp {
         // Writes fail closed: no audit line, no action.
         let mutating = def.tier != Tier::Read || invocation.tier != Tier::Read;
         if mutating
-            && let Err(e) = self.settings.audit.write(&record(
+            && let Err(e) = write_line(
+                tool,
                 "started",
-                invocation.tier,
+                invocation.tier.as_str(),
                 target.clone(),
                 None,
                 None,
-                None,
-            ))
+            )
         {
             tracing::error!(error = %e, tool, "audit log write failed; refusing the call");
             self.settings.metrics.audit_failed();
