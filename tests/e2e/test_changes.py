@@ -152,6 +152,6 @@ async def test_reboot_wait_reports_progress(elicit_server, transport, era):
     values = [p[0] for p in progress]
     assert len(progress) >= 3, progress
     assert values == sorted(values), "progress only goes forward"
-    assert all(p[1] == 3.0 for p in progress)
+    assert all(p[2] for p in progress), "every step says what happened"
     messages = " | ".join(p[2] or "" for p in progress)
     assert "waiting for the node to go down" in messages and "back with a new boot id" in messages

@@ -33,6 +33,8 @@ pub(crate) struct Call {
     committed: Arc<AtomicBool>,
     /// How the call was confirmed (write and destructive calls).
     confirmation: OnceLock<Confirmation>,
+    /// Steps reported so far (see [`Call::step`]).
+    steps: std::sync::atomic::AtomicU32,
 }
 
 impl Call {
@@ -49,6 +51,7 @@ impl Call {
             progress,
             committed: Arc::default(),
             confirmation: OnceLock::new(),
+            steps: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -66,6 +69,18 @@ impl Call {
     /// Records how the call was confirmed (the first record stands).
     pub(crate) fn confirmed(&self, how: Confirmation) {
         let _ = self.confirmation.set(how);
+    }
+
+    /// Reports one step of a long call ("node is down", "back on v1.12.0"): as a progress
+    /// notification when the client asked for progress. Resolves once the notification is sent,
+    /// so every step reaches the client before the result does.
+    pub(crate) async fn step(&self, message: impl Into<String>) {
+        let n = self.steps.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(token) = self.progress.clone() {
+            let param = rmcp::model::ProgressNotificationParam::new(token, f64::from(n))
+                .with_message(message.into());
+            let _ = self.ask.peer.notify_progress(param).await;
+        }
     }
 
     /// How the call was confirmed, if it got that far.

@@ -182,6 +182,9 @@ pub struct ToolDef {
     pub listing: Tool,
     /// Whether its tier can change with its arguments (see [`ToolDef::tier_by`]).
     pub tier_depends_on_arguments: bool,
+    /// Whether it is a long operation: run as an operation (an MCP task for clients that
+    /// declare the Tasks extension) rather than only as a call (see [`Builder::long_running`]).
+    pub long_running: bool,
     parse: Parse,
 }
 
@@ -205,6 +208,7 @@ pub(crate) struct Builder<F = (), A = ()> {
     effect: Effect,
     f: F,
     tier_by: Option<fn(&A) -> Tier>,
+    long_running: bool,
 }
 
 /// Starts a tool definition.
@@ -223,6 +227,7 @@ pub(crate) fn tool(
         effect: Effect::Reads,
         f: (),
         tier_by: None,
+        long_running: false,
     }
 }
 
@@ -256,11 +261,18 @@ impl Builder {
             effect: self.effect,
             f,
             tier_by: None,
+            long_running: self.long_running,
         }
     }
 }
 
 impl<F, A> Builder<F, A> {
+    /// The tool is a long operation (an upgrade, a reboot followed to its end): it outlives
+    /// the call that started it and runs as a task for clients that declare the Tasks extension.
+    pub(crate) fn long_running(mut self) -> Self {
+        self.long_running = true;
+        self
+    }
     /// The tier a call runs at depends on its arguments (a dry run reads; stopping etcd is
     /// destructive): `tier_by` says which. The tool's own tier still decides whether it is
     /// listed and enabled.
@@ -285,6 +297,7 @@ impl<F, A> Builder<F, A> {
             effect,
             f,
             tier_by,
+            long_running,
         } = self;
         let annotations = annotations(title, effect);
         let listing = Tool::new(name, description, crate::schema::input_schema::<A>())
@@ -297,6 +310,7 @@ impl<F, A> Builder<F, A> {
             effect,
             listing,
             tier_depends_on_arguments: tier_by.is_some(),
+            long_running,
             parse: Box::new(move |args| parse::<A, O, F>(f, args, tier_by, tier)),
         }
     }

@@ -3,10 +3,8 @@
 
 use crate::call::{Call, Reply};
 use crate::registry::{Effect, ToolDef, Toolset, tool};
-use futures_util::future::BoxFuture;
 use std::time::{Duration, Instant};
 
-use rmcp::model::ProgressNotificationParam;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use talos_client::{
@@ -403,28 +401,25 @@ async fn boot_id(api: &dyn TalosApi, opts: &CallOptions) -> Option<String> {
         .filter(|b| !b.is_empty())
 }
 
-/// Reports one step of a long call; resolves once the notification is sent, so every step
-/// reaches the client before the result does.
-type Progress<'a> = &'a (dyn Fn(f64, &'static str) -> BoxFuture<'static, ()> + Send + Sync);
-
 /// Follows a rebooting node: down, then up with a different boot id. Reports progress.
 async fn follow_reboot(
     api: &dyn TalosApi,
     opts: &CallOptions,
     before: Option<String>,
     timeout: Duration,
-    progress: Progress<'_>,
+    call: &Call,
 ) -> RebootOut {
     let started = Instant::now();
     let poll = Duration::from_millis(250);
     let quick = opts.clone().with_timeout(Duration::from_secs(2));
     let mut went_down = false;
-    progress(1.0, "reboot requested; waiting for the node to go down").await;
+    call.step("reboot requested; waiting for the node to go down")
+        .await;
     while started.elapsed() < timeout {
         let up = api.version(&quick).await.is_ok();
         if !up && !went_down {
             went_down = true;
-            progress(2.0, "node is down; waiting for it to come back").await;
+            call.step("node is down; waiting for it to come back").await;
         }
         if up {
             let now = boot_id(api, &quick).await;
@@ -433,7 +428,7 @@ async fn follow_reboot(
                 _ => went_down,
             };
             if changed {
-                progress(3.0, "node is back with a new boot id").await;
+                call.step("node is back with a new boot id").await;
                 return RebootOut {
                     actor_id: String::new(),
                     waited: true,
@@ -446,7 +441,7 @@ async fn follow_reboot(
         }
         tokio::time::sleep(poll).await;
     }
-    progress(3.0, "gave up waiting").await;
+    call.step("gave up waiting").await;
     RebootOut {
         actor_id: String::new(),
         waited: true,
@@ -679,15 +674,12 @@ impl TalosMcp {
         call: &Call,
         args: RebootArgs,
     ) -> Result<Reply<ActionOut<RebootOut>>, ToolError> {
-        let ask = &call.ask;
-        let progress_token = call.progress.clone();
         let mode = RebootMode::from(args.mode);
         let wait = args.wait.unwrap_or(false);
         let timeout = Duration::from_secs(u64::from(args.wait_timeout_seconds.unwrap_or(300)))
             .min(self.settings.max_wait);
         let askable = self.askable(args.target.context.as_deref());
         let target = args.target.clone();
-        let progress_peer = ask.peer.clone();
         let context = self.context_name(args.target.context.as_deref());
         let changes = self.changes.clone();
         self.action(
@@ -730,19 +722,7 @@ impl TalosMcp {
                         waited_seconds: None,
                     });
                 }
-                let notify = |progress: f64, message: &'static str| -> BoxFuture<'static, ()> {
-                    let token = progress_token.clone();
-                    let peer = progress_peer.clone();
-                    Box::pin(async move {
-                        if let Some(token) = token {
-                            let param = ProgressNotificationParam::new(token, progress)
-                                .with_total(3.0)
-                                .with_message(message);
-                            let _ = peer.notify_progress(param).await;
-                        }
-                    })
-                };
-                let mut out = follow_reboot(api.as_ref(), &opts, before, timeout, &notify).await;
+                let mut out = follow_reboot(api.as_ref(), &opts, before, timeout, call).await;
                 out.actor_id = ack.actor_id;
                 Ok(out)
             },
@@ -929,6 +909,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
         )
         .tier(Tier::Destructive)
         .run(TalosMcp::talos_reboot)
+        .long_running()
         .build(),
         tool(
             Toolset::Lifecycle,
