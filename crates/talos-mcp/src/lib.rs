@@ -32,6 +32,7 @@ pub mod safety;
 mod schema;
 mod server;
 pub mod tools;
+pub mod watch;
 
 pub use clusters::{ApiFactory, Cidr, Clusters, grpc_factory};
 pub use docs::{listed_bytes, tools_markdown};
