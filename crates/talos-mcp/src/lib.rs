@@ -31,6 +31,7 @@ mod resources;
 pub mod safety;
 mod schema;
 mod server;
+mod subscriptions;
 pub mod tools;
 pub mod watch;
 
