@@ -485,10 +485,15 @@ impl Shared {
     /// node's watches (Created / Updated / Destroyed with old and new). Nodes nobody watches cost
     /// nothing. `change` must not hold the state locks when it returns.
     pub(crate) fn tracked<R>(&self, change: impl FnOnce() -> R) -> R {
+        self.tracked_except(None, change)
+    }
+
+    /// Like [`Self::tracked`], leaving out the watches of node `skip` (a node that is down).
+    fn tracked_except<R>(&self, skip: Option<usize>, change: impl FnOnce() -> R) -> R {
         let watched: Vec<usize> = self.with_nodes(|ns| {
             ns.iter()
                 .enumerate()
-                .filter(|(_, n)| n.resource_tx.receiver_count() > 0)
+                .filter(|(i, n)| Some(*i) != skip && n.resource_tx.receiver_count() > 0)
                 .map(|(i, _)| i)
                 .collect()
         });
@@ -523,21 +528,25 @@ impl Shared {
         self.tracked(|| {
             self.with_node(idx, |n| n.down_until = Some(Instant::now() + downtime));
         });
-        self.with_node(idx, |n| {
-            n.boots += 1;
-            n.boot_id = crate::data::boot_id(&n.info.hostname, n.boots);
-            n.booted_at = SystemTime::now() + downtime;
-            n.down_until = Some(Instant::now() + downtime);
-            if let Some(staged) = n.staged_config.take() {
-                n.machine_config = staged;
-            }
-            if let Some(version) = n.staged_version.take() {
-                n.version = version;
-            }
-            for s in n.services.values_mut() {
-                s.state = "Running".into();
-                s.healthy = true;
-            }
+        // What changes while it is down, other nodes' watches see (its version in their cluster
+        // membership); its own see it when they reconnect.
+        self.tracked_except(Some(idx), || {
+            self.with_node(idx, |n| {
+                n.boots += 1;
+                n.boot_id = crate::data::boot_id(&n.info.hostname, n.boots);
+                n.booted_at = SystemTime::now() + downtime;
+                n.down_until = Some(Instant::now() + downtime);
+                if let Some(staged) = n.staged_config.take() {
+                    n.machine_config = staged;
+                }
+                if let Some(version) = n.staged_version.take() {
+                    n.version = version;
+                }
+                for s in n.services.values_mut() {
+                    s.state = "Running".into();
+                    s.healthy = true;
+                }
+            })
         });
         self.record_boot_events(idx, actor);
     }

@@ -216,3 +216,41 @@ async fn leaving_etcd_destroys_the_member_resource() {
     assert!(spec(&gone.old).contains("memberID:"));
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_upgrade_shows_in_the_cluster_membership_other_nodes_watch() {
+    let sim = start().await;
+    let mut members = open(
+        &sim,
+        "talos-cp-1",
+        request("cluster", "Members.cluster.talos.dev", None, false),
+    )
+    .await;
+    machine(&sim, "os:admin")
+        .await
+        .upgrade(to(
+            "talos-worker-1",
+            machine::UpgradeRequest {
+                image: "ghcr.io/siderolabs/installer:v1.12.0".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    let upgraded = next(&mut members).await.unwrap();
+    assert_eq!(upgraded.event_type, cosi::EventType::Updated as i32);
+    assert_eq!(
+        upgraded
+            .resource
+            .as_ref()
+            .unwrap()
+            .metadata
+            .as_ref()
+            .unwrap()
+            .id,
+        "talos-worker-1"
+    );
+    assert!(spec(&upgraded.resource).contains("Talos (v1.12.0)"));
+    assert!(spec(&upgraded.old).contains("Talos (v1.11.5)"));
+    sim.shutdown().await;
+}
