@@ -194,6 +194,17 @@ pub trait TalosApi: Send + Sync {
         resource_type: &str,
         limit: usize,
     ) -> Result<Vec<Resource>>;
+    /// Watches a type (or one id) as a bounded stream of events (see [`WatchOptions`]). Opening
+    /// fails like any call (`Unimplemented`, `PermissionDenied` keep their [`crate::Code`]);
+    /// later failures, such as the node going down, end the stream with one error.
+    async fn watch(
+        &self,
+        opts: &CallOptions,
+        namespace: &str,
+        resource_type: &str,
+        id: Option<String>,
+        options: WatchOptions,
+    ) -> Result<WatchStream>;
     /// Watches a type (or one id) and collects up to `max_events` events, stopping after `idle`
     /// without events.
     async fn resource_watch(

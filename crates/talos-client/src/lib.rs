@@ -12,7 +12,8 @@
 //!   escape hatch to the generated clients.
 //! - [`fan_out`]: one call per node, concurrently and bounded, with a result per node.
 //!
-//! Streams (logs, dmesg, events, snapshots, kubeconfig) are consumed with bounded memory.
+//! Streams (logs, dmesg, events, snapshots, kubeconfig) are consumed with bounded memory; COSI
+//! watches are handed out as bounded streams ([`TalosApi::watch`]).
 //! With the `mock` feature, `MockTalosApi` implements [`TalosApi`] for unit tests.
 
 mod api;

@@ -799,4 +799,37 @@ pub struct ResourceEvent {
     pub kind: String,
     /// The resource after the change (absent for some kinds).
     pub resource: Option<Resource>,
+    /// The resource before the change, when the node sends it (updates, destructions).
+    pub old: Option<Resource>,
 }
+
+/// Bounds and behaviour of a COSI watch ([`crate::TalosApi::watch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchOptions {
+    /// Send the current contents first (for a whole type, followed by a `bootstrapped` event).
+    pub bootstrap: bool,
+    /// The stream ends cleanly after this many events (at least 1).
+    pub max_events: usize,
+    /// Largest encoded watch message accepted, enforced while decoding (capped by the client's
+    /// own decoding limit); a larger message fails the stream.
+    pub max_message_bytes: usize,
+    /// The stream ends cleanly after this long without a message; `None` waits for as long as
+    /// the caller keeps polling (the caller bounds the wait).
+    pub idle: Option<std::time::Duration>,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        Self {
+            bootstrap: true,
+            max_events: 10_000,
+            max_message_bytes: 1024 * 1024,
+            idle: None,
+        }
+    }
+}
+
+/// The events of a COSI watch, in order: bounded by [`WatchOptions`], ended by the first error
+/// (after which nothing follows). Dropping it cancels the watch.
+pub type WatchStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = crate::Result<ResourceEvent>> + Send>>;

@@ -859,3 +859,141 @@ async fn errors_never_carry_key_material() {
     }
     sim.shutdown().await;
 }
+
+/// The next item of a watch, failing the test on a hang (not a timing assertion).
+async fn next_event(stream: &mut WatchStream) -> Option<Result<ResourceEvent>> {
+    use futures_util::StreamExt as _;
+    tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("the watch neither sent an event nor ended")
+}
+
+#[tokio::test]
+async fn watch_follows_a_reboot_then_ends_with_one_connection_error() {
+    let sim = start(SimConfig {
+        reboot_downtime: Duration::from_millis(800),
+        ..SimConfig::default()
+    })
+    .await;
+    let c = client(&sim);
+    let node = CallOptions::node(worker(&sim));
+    let mut status = c
+        .watch(
+            &node,
+            "runtime",
+            "MachineStatuses.runtime.talos.dev",
+            Some("machine".into()),
+            WatchOptions::default(),
+        )
+        .await
+        .unwrap();
+    let first = next_event(&mut status).await.unwrap().unwrap();
+    assert_eq!(first.kind, "created");
+    assert!(first.resource.unwrap().spec_yaml.contains("stage: running"));
+    c.reboot(&node, RebootMode::Default).await.unwrap();
+    let down = next_event(&mut status).await.unwrap().unwrap();
+    assert_eq!(down.kind, "updated");
+    assert!(
+        down.resource
+            .unwrap()
+            .spec_yaml
+            .contains("stage: rebooting")
+    );
+    assert!(down.old.unwrap().spec_yaml.contains("stage: running"));
+    let lost = next_event(&mut status).await.unwrap().unwrap_err();
+    assert_eq!(lost.kind(), ErrorKind::Connection);
+    assert!(
+        next_event(&mut status).await.is_none(),
+        "nothing after the error"
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn watch_is_bounded_by_count_and_message_size() {
+    let sim = start(SimConfig::default()).await;
+    let c = client(&sim);
+    let node = CallOptions::node(worker(&sim));
+    // 9 services on a worker, then `bootstrapped`: a cap of 4 ends the stream cleanly at 4.
+    let capped = WatchOptions {
+        max_events: 4,
+        ..WatchOptions::default()
+    };
+    let mut services = c
+        .watch(
+            &node,
+            "runtime",
+            "Services.v1alpha1.talos.dev",
+            None,
+            capped,
+        )
+        .await
+        .unwrap();
+    let mut n = 0;
+    while let Some(event) = next_event(&mut services).await {
+        assert_eq!(event.unwrap().kind, "created");
+        n += 1;
+    }
+    assert_eq!(n, 4);
+    // One message larger than the cap fails while decoding, and ends the stream.
+    let tiny = WatchOptions {
+        max_message_bytes: 64,
+        ..WatchOptions::default()
+    };
+    let mut members = c
+        .watch(&node, "cluster", "Members.cluster.talos.dev", None, tiny)
+        .await
+        .unwrap();
+    let too_big = next_event(&mut members).await.unwrap().unwrap_err();
+    assert!(too_big.to_string().contains("message"), "{too_big}");
+    assert!(next_event(&mut members).await.is_none());
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn watch_refusals_keep_their_kind() {
+    let sim = start(SimConfig::default()).await;
+    let reader = client_with(&sim, "os:reader", fast_settings());
+    let node = CallOptions::node(cp(&sim));
+    let denied = reader
+        .watch(
+            &node,
+            "secrets",
+            "OSRootSecrets.secrets.talos.dev",
+            None,
+            WatchOptions::default(),
+        )
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(denied.kind(), ErrorKind::PermissionDenied);
+    sim.set_fault(
+        &cp(&sim),
+        Fault::Status {
+            code: tonic::Code::Unimplemented,
+            message: "unknown method Watch".into(),
+        },
+    );
+    let unimplemented = reader
+        .watch(
+            &node,
+            "runtime",
+            "MachineStatuses.runtime.talos.dev",
+            None,
+            WatchOptions::default(),
+        )
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            unimplemented,
+            TalosError::Api {
+                code: Code::Unimplemented,
+                ..
+            }
+        ),
+        "{unimplemented}"
+    );
+    sim.shutdown().await;
+}

@@ -31,7 +31,9 @@ mod resources;
 pub mod safety;
 mod schema;
 mod server;
+mod subscriptions;
 pub mod tools;
+pub mod watch;
 
 pub use clusters::{ApiFactory, Cidr, Clusters, grpc_factory};
 pub use docs::{listed_bytes, tools_markdown};

@@ -24,10 +24,10 @@ const CONTEXTS_URI: &str = "talos://contexts";
 pub(crate) const RESOURCES_TEMPLATE: &str =
     "talos://{context}/nodes/{node}/resources/{resource_type}";
 /// Longest URI part (context, node, resource type) a read considers.
-const MAX_PART: usize = crate::completions::MAX_VALUE;
+pub(crate) const MAX_PART: usize = crate::completions::MAX_VALUE;
 
 /// Whether `t` can be a COSI resource type or alias: ASCII letters, digits, `.`, `-`, `_`.
-fn is_type_name(t: &str) -> bool {
+pub(crate) fn is_type_name(t: &str) -> bool {
     !t.is_empty()
         && t.len() <= MAX_PART
         && t.bytes()

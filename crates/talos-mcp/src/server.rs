@@ -106,6 +106,8 @@ pub struct TalosMcp {
     pub(crate) changes: Arc<crate::tools::actions::Changes>,
     /// Held by the server instance of one transport session (see [`TalosMcp::for_session`]).
     session: Option<Arc<crate::metrics::SessionGuard>>,
+    /// The session's resource subscriptions; they end when the last copy of it goes away.
+    pub(crate) subscriptions: Arc<crate::subscriptions::Subscriptions>,
 }
 
 impl std::fmt::Debug for TalosMcp {
@@ -170,6 +172,7 @@ impl TalosMcp {
             in_flight: Arc::default(),
             changes: Arc::default(),
             session: None,
+            subscriptions: Arc::default(),
         })
     }
 
@@ -178,6 +181,7 @@ impl TalosMcp {
     pub fn for_session(&self) -> Self {
         let mut s = self.clone();
         s.session = Some(Arc::new(self.settings.metrics.open_session()));
+        s.subscriptions = Arc::default();
         s
     }
 
@@ -573,6 +577,7 @@ impl ServerHandler for TalosMcp {
             .enable_tools()
             .enable_prompts()
             .enable_resources()
+            .enable_resources_subscribe()
             .enable_completions()
             .enable_logging()
             .build();
@@ -655,5 +660,24 @@ impl ServerHandler for TalosMcp {
         crate::resources::read(self, &request.uri)
             .await
             .map(Into::into)
+    }
+
+    #[allow(deprecated)] // resources/subscribe: the handshake-era revisions, which clients use today.
+    async fn subscribe(
+        &self,
+        request: rmcp::model::SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        crate::subscriptions::subscribe(self, &request.uri, context.peer).await
+    }
+
+    #[allow(deprecated)]
+    async fn unsubscribe(
+        &self,
+        request: rmcp::model::UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.subscriptions.remove(&request.uri);
+        Ok(())
     }
 }

@@ -1166,18 +1166,21 @@ impl machine_service_server::MachineService for MachineApi {
     ) -> Result<Response<EtcdLeaveClusterResponse>, Status> {
         let a = self.admit(&req, "EtcdLeaveCluster", Access::Admin).await?;
         let id = self.require_control_plane(a.idx)?;
-        {
-            let mut etcd = crate::state::lock(&self.shared.etcd);
-            etcd.members.retain(|m| m.0 != id);
-            if etcd.leader == id {
-                etcd.leader = etcd.members.first().map_or(0, |m| m.0);
-                etcd.raft_term += 1;
+        self.shared.tracked(|| {
+            {
+                let mut etcd = crate::state::lock(&self.shared.etcd);
+                etcd.members.retain(|m| m.0 != id);
+                if etcd.leader == id {
+                    etcd.leader = etcd.members.first().map_or(0, |m| m.0);
+                    etcd.raft_term += 1;
+                }
             }
-        }
-        self.shared.with_node(a.idx, |n| {
-            if let Some(s) = n.services.get_mut("etcd") {
-                s.state = "Finished".into();
-            }
+            self.shared.with_node(a.idx, |n| {
+                if let Some(s) = n.services.get_mut("etcd") {
+                    s.state = "Finished".into();
+                    s.healthy = false;
+                }
+            });
         });
         Ok(Response::new(EtcdLeaveClusterResponse {
             messages: vec![EtcdLeaveCluster {
@@ -1195,17 +1198,20 @@ impl machine_service_server::MachineService for MachineApi {
             .await?;
         self.require_control_plane(a.idx)?;
         let target = req.into_inner().member_id;
-        let mut etcd = crate::state::lock(&self.shared.etcd);
-        if !etcd.members.iter().any(|m| m.0 == target) {
-            return Err(Status::not_found(format!(
-                "etcdserver: member not found: {target:x}"
-            )));
-        }
-        etcd.members.retain(|m| m.0 != target);
-        if etcd.leader == target {
-            etcd.leader = etcd.members.first().map_or(0, |m| m.0);
-            etcd.raft_term += 1;
-        }
+        self.shared.tracked(|| {
+            let mut etcd = crate::state::lock(&self.shared.etcd);
+            if !etcd.members.iter().any(|m| m.0 == target) {
+                return Err(Status::not_found(format!(
+                    "etcdserver: member not found: {target:x}"
+                )));
+            }
+            etcd.members.retain(|m| m.0 != target);
+            if etcd.leader == target {
+                etcd.leader = etcd.members.first().map_or(0, |m| m.0);
+                etcd.raft_term += 1;
+            }
+            Ok(())
+        })?;
         Ok(Response::new(EtcdRemoveMemberByIdResponse {
             messages: vec![EtcdRemoveMemberById {
                 metadata: meta(&a.hostname),
@@ -1351,11 +1357,13 @@ impl machine_service_server::MachineService for MachineApi {
         if r.graceful
             && let Some(id) = self.shared.with_node(a.idx, |n| n.etcd_member_id)
         {
-            let mut etcd = crate::state::lock(&self.shared.etcd);
-            etcd.members.retain(|m| m.0 != id);
-            if etcd.leader == id {
-                etcd.leader = etcd.members.first().map_or(0, |m| m.0);
-            }
+            self.shared.tracked(|| {
+                let mut etcd = crate::state::lock(&self.shared.etcd);
+                etcd.members.retain(|m| m.0 != id);
+                if etcd.leader == id {
+                    etcd.leader = etcd.members.first().map_or(0, |m| m.0);
+                }
+            });
         }
         if r.reboot {
             self.shared.wipe(a.idx);
@@ -1444,15 +1452,17 @@ impl MachineApi {
         state: &str,
         message: &str,
     ) -> Result<String, Status> {
-        let changed = self.shared.with_node(a.idx, |n| {
-            n.services.get_mut(id).map(|s| {
-                s.state = state.to_owned();
-                s.healthy = state == "Running";
-                s.events
-                    .push((state.to_owned(), message.to_owned(), SystemTime::now()));
-                if s.events.len() > 20 {
-                    s.events.remove(0);
-                }
+        let changed = self.shared.tracked(|| {
+            self.shared.with_node(a.idx, |n| {
+                n.services.get_mut(id).map(|s| {
+                    s.state = state.to_owned();
+                    s.healthy = state == "Running";
+                    s.events
+                        .push((state.to_owned(), message.to_owned(), SystemTime::now()));
+                    if s.events.len() > 20 {
+                        s.events.remove(0);
+                    }
+                })
             })
         });
         if changed.is_none() {

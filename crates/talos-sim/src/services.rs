@@ -379,15 +379,27 @@ fn sensitive(namespace: &str, resource_type: &str) -> bool {
         || resource_type == "MachineConfigs.config.talos.dev"
 }
 
-impl Api {
-    /// All resources a node exposes.
-    fn resources(&self, idx: usize) -> Vec<cosi::Resource> {
-        let all: Vec<(crate::SimNode, String)> = self.0.with_nodes(|ns| {
-            ns.iter()
-                .map(|n| (n.info.clone(), n.version.clone()))
-                .collect()
-        });
-        let (node, boot_id, config, booted, version, member_id) = self.0.with_node(idx, |n| {
+/// All resources a node exposes, computed from the shared state (watches diff two of these).
+pub(crate) fn node_resources(shared: &Shared, idx: usize) -> Vec<cosi::Resource> {
+    let all: Vec<(crate::SimNode, String)> = shared.with_nodes(|ns| {
+        ns.iter()
+            .map(|n| (n.info.clone(), n.version.clone()))
+            .collect()
+    });
+    let (node, boot_id, config, booted, version, member_id, stage, services) =
+        shared.with_node(idx, |n| {
+            let stage = if n.powered_off {
+                "shutting down"
+            } else if n.is_up() {
+                "running"
+            } else {
+                "rebooting"
+            };
+            let services: Vec<(String, bool, bool)> = n
+                .services
+                .iter()
+                .map(|(id, s)| (id.clone(), s.state == "Running", s.healthy))
+                .collect();
             (
                 n.info.clone(),
                 n.boot_id.clone(),
@@ -395,181 +407,209 @@ impl Api {
                 n.booted_at,
                 n.version.clone(),
                 n.etcd_member_id,
+                stage,
+                services,
             )
         });
-        let res = |ns: &str, ty: &str, id: &str, spec: String| cosi::Resource {
-            metadata: Some(cosi::Metadata {
-                namespace: ns.into(),
-                r#type: ty.into(),
-                id: id.into(),
-                version: "1".into(),
-                owner: String::new(),
-                phase: "running".into(),
-                created: Some(prost_types::Timestamp::from(booted)),
-                updated: Some(prost_types::Timestamp::from(booted)),
-                finalizers: vec![],
-                annotations: Default::default(),
-                labels: Default::default(),
-            }),
-            spec: Some(cosi::Spec {
-                proto_spec: vec![],
-                yaml_spec: spec,
-            }),
+    // The node's etcd member, while it is one.
+    let member_id = member_id.filter(|id| {
+        crate::state::lock(&shared.etcd)
+            .members
+            .iter()
+            .any(|m| m.0 == *id)
+    });
+    let res = |ns: &str, ty: &str, id: &str, spec: String| cosi::Resource {
+        metadata: Some(cosi::Metadata {
+            namespace: ns.into(),
+            r#type: ty.into(),
+            id: id.into(),
+            version: "1".into(),
+            owner: String::new(),
+            phase: "running".into(),
+            created: Some(prost_types::Timestamp::from(booted)),
+            updated: Some(prost_types::Timestamp::from(booted)),
+            finalizers: vec![],
+            annotations: Default::default(),
+            labels: Default::default(),
+        }),
+        spec: Some(cosi::Spec {
+            proto_spec: vec![],
+            yaml_spec: spec,
+        }),
+    };
+    let mut out = Vec::new();
+    for (n, version) in &all {
+        let machine_type = match n.role {
+            NodeRole::ControlPlane => "controlplane",
+            NodeRole::Worker => "worker",
         };
-        let mut out = Vec::new();
-        for (n, version) in &all {
-            let machine_type = match n.role {
-                NodeRole::ControlPlane => "controlplane",
-                NodeRole::Worker => "worker",
-            };
-            out.push(res(
+        out.push(res(
                 "cluster",
                 "Members.cluster.talos.dev",
                 &n.hostname,
                 format!("nodeId: {:x}\naddresses:\n    - {}\nhostname: {}\nmachineType: {machine_type}\noperatingSystem: Talos ({version})\n", data::seed(&n.hostname), n.address, n.hostname),
             ));
-        }
+    }
+    out.push(res(
+        "k8s",
+        "Nodenames.kubernetes.talos.dev",
+        "nodename",
+        format!(
+            "nodename: {}\nhostname: {}\nskipNodeRegistration: false\n",
+            node.hostname, node.hostname
+        ),
+    ));
+    out.push(res(
+        "network",
+        "AddressStatuses.net.talos.dev",
+        &format!("eth0/{}/24", node.address),
+        format!(
+            "address: {}/24\nlocal: {}\nfamily: inet4\nscope: global\nlinkName: eth0\n",
+            node.address, node.address
+        ),
+    ));
+    out.push(res(
+        "network",
+        "AddressStatuses.net.talos.dev",
+        "lo/127.0.0.1/8",
+        "address: 127.0.0.1/8\nfamily: inet4\nscope: host\nlinkName: lo\n".into(),
+    ));
+    out.push(res("network", "LinkStatuses.net.talos.dev", "eth0", "index: 2\ntype: ether\nlinkState: true\noperationalState: up\nmtu: 1500\nhardwareAddr: 52:54:00:12:34:56\n".into()));
+    out.push(res(
+        "network",
+        "LinkStatuses.net.talos.dev",
+        "lo",
+        "index: 1\ntype: loopback\nlinkState: true\noperationalState: unknown\nmtu: 65536\n".into(),
+    ));
+    out.push(res(
+        "network",
+        "RouteStatuses.net.talos.dev",
+        "inet4/10.5.0.1//1024",
+        "family: inet4\ndst: \"\"\ngateway: 10.5.0.1\noutLinkName: eth0\npriority: 1024\n".into(),
+    ));
+    let ready = stage == "running";
+    out.push(res(
+        "runtime",
+        "MachineStatuses.runtime.talos.dev",
+        "machine",
+        format!("stage: {stage}\nstatus:\n    ready: {ready}\n    unmetConditions: []\n"),
+    ));
+    for (id, running, healthy) in services {
         out.push(res(
-            "k8s",
+            "runtime",
+            "Services.v1alpha1.talos.dev",
+            &id,
+            format!("running: {running}\nhealthy: {healthy}\nunknown: false\n"),
+        ));
+    }
+    out.push(res(
+        "runtime",
+        "Versions.runtime.talos.dev",
+        "version",
+        format!("version: {version}\n"),
+    ));
+    out.push(res(
+        "runtime",
+        "BootIDs.runtime.talos.dev",
+        "boot-id",
+        format!("bootId: {boot_id}\n"),
+    ));
+    if let Some(id) = member_id {
+        out.push(res(
+            "etcd",
+            "EtcdMembers.etcd.talos.dev",
+            "local",
+            format!("memberID: {id:016x}\n"),
+        ));
+    }
+    out.push(res(
+        "config",
+        "MachineConfigs.config.talos.dev",
+        "v1alpha1",
+        config,
+    ));
+    out.push(res("secrets", "OSRootSecrets.secrets.talos.dev", "os", "issuingCA:\n    crt: LS0tLS1CRUdJTi1DRVJU\n    key: SIM-SECRET-CA-KEY\ncertSANIPs: []\ntoken: SIM-SECRET-BOOTSTRAP-TOKEN\n".into()));
+    for (ty, aliases, ns, sensitive) in [
+        (
+            "Members.cluster.talos.dev",
+            "member, members",
+            "cluster",
+            false,
+        ),
+        (
             "Nodenames.kubernetes.talos.dev",
-            "nodename",
-            format!(
-                "nodename: {}\nhostname: {}\nskipNodeRegistration: false\n",
-                node.hostname, node.hostname
-            ),
-        ));
-        out.push(res(
-            "network",
+            "nodename, nodenames",
+            "k8s",
+            false,
+        ),
+        (
             "AddressStatuses.net.talos.dev",
-            &format!("eth0/{}/24", node.address),
-            format!(
-                "address: {}/24\nlocal: {}\nfamily: inet4\nscope: global\nlinkName: eth0\n",
-                node.address, node.address
-            ),
-        ));
-        out.push(res(
+            "address, addresses",
             "network",
-            "AddressStatuses.net.talos.dev",
-            "lo/127.0.0.1/8",
-            "address: 127.0.0.1/8\nfamily: inet4\nscope: host\nlinkName: lo\n".into(),
-        ));
-        out.push(res("network", "LinkStatuses.net.talos.dev", "eth0", "index: 2\ntype: ether\nlinkState: true\noperationalState: up\nmtu: 1500\nhardwareAddr: 52:54:00:12:34:56\n".into()));
-        out.push(res(
-            "network",
+            false,
+        ),
+        (
             "LinkStatuses.net.talos.dev",
-            "lo",
-            "index: 1\ntype: loopback\nlinkState: true\noperationalState: unknown\nmtu: 65536\n"
-                .into(),
-        ));
-        out.push(res(
+            "link, links",
             "network",
+            false,
+        ),
+        (
             "RouteStatuses.net.talos.dev",
-            "inet4/10.5.0.1//1024",
-            "family: inet4\ndst: \"\"\ngateway: 10.5.0.1\noutLinkName: eth0\npriority: 1024\n"
-                .into(),
-        ));
-        out.push(res(
-            "runtime",
+            "route, routes",
+            "network",
+            false,
+        ),
+        (
             "MachineStatuses.runtime.talos.dev",
-            "machine",
-            "stage: running\nstatus:\n    ready: true\n    unmetConditions: []\n".into(),
-        ));
-        out.push(res(
+            "machinestatus",
             "runtime",
+            false,
+        ),
+        (
             "Versions.runtime.talos.dev",
-            "version",
-            format!("version: {version}\n"),
-        ));
-        out.push(res(
+            "version, versions",
             "runtime",
-            "BootIDs.runtime.talos.dev",
-            "boot-id",
-            format!("bootId: {boot_id}\n"),
-        ));
-        if let Some(id) = member_id {
-            out.push(res(
-                "etcd",
-                "EtcdMembers.etcd.talos.dev",
-                "local",
-                format!("memberID: {id:016x}\n"),
-            ));
-        }
-        out.push(res(
-            "config",
+            false,
+        ),
+        ("BootIDs.runtime.talos.dev", "bootid", "runtime", false),
+        (
+            "Services.v1alpha1.talos.dev",
+            "service, services, svc",
+            "runtime",
+            false,
+        ),
+        ("EtcdMembers.etcd.talos.dev", "etcdmember", "etcd", false),
+        (
             "MachineConfigs.config.talos.dev",
-            "v1alpha1",
-            config,
+            "machineconfig, mc",
+            "config",
+            true,
+        ),
+        (
+            "OSRootSecrets.secrets.talos.dev",
+            "osrootsecret",
+            "secrets",
+            true,
+        ),
+    ] {
+        out.push(res(
+            "meta",
+            "ResourceDefinitions.meta.cosi.dev",
+            &ty.to_lowercase(),
+            format!(
+                "type: {ty}\ndefaultNamespace: {ns}\naliases: [{aliases}]\nsensitivity: {}\n",
+                if sensitive { "sensitive" } else { "" }
+            ),
         ));
-        out.push(res("secrets", "OSRootSecrets.secrets.talos.dev", "os", "issuingCA:\n    crt: LS0tLS1CRUdJTi1DRVJU\n    key: SIM-SECRET-CA-KEY\ncertSANIPs: []\ntoken: SIM-SECRET-BOOTSTRAP-TOKEN\n".into()));
-        for (ty, aliases, ns, sensitive) in [
-            (
-                "Members.cluster.talos.dev",
-                "member, members",
-                "cluster",
-                false,
-            ),
-            (
-                "Nodenames.kubernetes.talos.dev",
-                "nodename, nodenames",
-                "k8s",
-                false,
-            ),
-            (
-                "AddressStatuses.net.talos.dev",
-                "address, addresses",
-                "network",
-                false,
-            ),
-            (
-                "LinkStatuses.net.talos.dev",
-                "link, links",
-                "network",
-                false,
-            ),
-            (
-                "RouteStatuses.net.talos.dev",
-                "route, routes",
-                "network",
-                false,
-            ),
-            (
-                "MachineStatuses.runtime.talos.dev",
-                "machinestatus",
-                "runtime",
-                false,
-            ),
-            (
-                "Versions.runtime.talos.dev",
-                "version, versions",
-                "runtime",
-                false,
-            ),
-            ("BootIDs.runtime.talos.dev", "bootid", "runtime", false),
-            ("EtcdMembers.etcd.talos.dev", "etcdmember", "etcd", false),
-            (
-                "MachineConfigs.config.talos.dev",
-                "machineconfig, mc",
-                "config",
-                true,
-            ),
-            (
-                "OSRootSecrets.secrets.talos.dev",
-                "osrootsecret",
-                "secrets",
-                true,
-            ),
-        ] {
-            out.push(res(
-                "meta",
-                "ResourceDefinitions.meta.cosi.dev",
-                &ty.to_lowercase(),
-                format!(
-                    "type: {ty}\ndefaultNamespace: {ns}\naliases: [{aliases}]\nsensitivity: {}\n",
-                    if sensitive { "sensitive" } else { "" }
-                ),
-            ));
-        }
-        out
+    }
+    out
+}
+
+impl Api {
+    /// All resources a node exposes.
+    fn resources(&self, idx: usize) -> Vec<cosi::Resource> {
+        node_resources(&self.0, idx)
     }
 
     async fn admit_resource<T>(
@@ -691,6 +731,8 @@ impl cosi::state_server::State for Api {
         );
         let a = self.admit_resource(&req, "State.Watch", &ns, &ty).await?;
         let shared = self.0.clone();
+        // Subscribed before the initial state is read, so no change falls in between.
+        let mut changes = shared.with_node(a.idx, |n| n.resource_tx.subscribe());
         // A watch of one resource starts with its current state; a watch of a whole type sends
         // the current contents (then `Bootstrapped`) only when asked to.
         let bootstrap = id.is_none()
@@ -710,21 +752,27 @@ impl cosi::state_server::State for Api {
             })
             .filter(|_| initial)
             .collect();
+        let wanted = move |c: &crate::state::ResourceChange| {
+            c.key().is_some_and(|(cns, cty, cid)| {
+                cns == ns && cty == ty && id.as_ref().is_none_or(|id| id == cid)
+            })
+        };
         let (tx, stream) = channel();
         tokio::spawn(async move {
-            let event =
-                |resource: Option<cosi::Resource>, kind: cosi::EventType| cosi::WatchResponse {
-                    event: vec![cosi::Event {
-                        resource,
-                        old: None,
-                        error: None,
-                        event_type: kind as i32,
-                        bookmark: None,
-                    }],
-                };
+            let event = |resource: Option<cosi::Resource>,
+                         old: Option<cosi::Resource>,
+                         kind: cosi::EventType| cosi::WatchResponse {
+                event: vec![cosi::Event {
+                    resource,
+                    old,
+                    error: None,
+                    event_type: kind as i32,
+                    bookmark: None,
+                }],
+            };
             for r in items {
                 if tx
-                    .send(Ok(event(Some(r), cosi::EventType::Created)))
+                    .send(Ok(event(Some(r), None, cosi::EventType::Created)))
                     .await
                     .is_err()
                 {
@@ -733,22 +781,46 @@ impl cosi::state_server::State for Api {
             }
             if bootstrap
                 && tx
-                    .send(Ok(event(None, cosi::EventType::Bootstrapped)))
+                    .send(Ok(event(None, None, cosi::EventType::Bootstrapped)))
                     .await
                     .is_err()
             {
                 return;
             }
-            // Nothing changes afterwards: hold the watch open until the client leaves, or break it
-            // when the node goes away.
+            // Then every change of the watched resources, until the client leaves; the watch
+            // breaks when the node goes away, after the changes that took it away.
             let mut tick = tokio::time::interval(Duration::from_millis(100));
             loop {
-                tokio::select! {
+                let change = tokio::select! {
+                    biased;
                     () = tx.closed() => return,
-                    _ = tick.tick() => if !shared.reachable(a.idx) {
+                    change = changes.recv() => change,
+                    _ = tick.tick() => {
+                        if shared.reachable(a.idx) {
+                            continue;
+                        }
+                        while let Ok(c) = changes.try_recv() {
+                            if wanted(&c) && tx.send(Ok(event(c.new, c.old, c.kind))).await.is_err() {
+                                return;
+                            }
+                        }
                         let _ = tx.send(Err(crate::machine::node_lost())).await;
                         return;
                     }
+                };
+                match change {
+                    Ok(c) => {
+                        if wanted(&c) && tx.send(Ok(event(c.new, c.old, c.kind))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        let _ = tx
+                            .send(Err(Status::aborted("watch fell behind; watch again")))
+                            .await;
+                        return;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 }
             }
         });

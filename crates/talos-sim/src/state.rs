@@ -103,6 +103,27 @@ pub(crate) struct EventRecord {
     pub(crate) payload: Vec<u8>,
 }
 
+/// One change of a node's COSI resources, as its watches see it.
+#[derive(Debug, Clone)]
+pub(crate) struct ResourceChange {
+    pub(crate) kind: talos_proto::cosi::resource::EventType,
+    /// The resource before the change (updates, destructions).
+    pub(crate) old: Option<talos_proto::cosi::resource::Resource>,
+    /// The resource after the change (creations, updates).
+    pub(crate) new: Option<talos_proto::cosi::resource::Resource>,
+}
+
+impl ResourceChange {
+    /// The changed resource's (namespace, type, id).
+    pub(crate) fn key(&self) -> Option<(&str, &str, &str)> {
+        self.new
+            .as_ref()
+            .or(self.old.as_ref())
+            .and_then(|r| r.metadata.as_ref())
+            .map(|m| (m.namespace.as_str(), m.r#type.as_str(), m.id.as_str()))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct ServiceState {
     pub(crate) state: String,
@@ -126,6 +147,8 @@ pub(crate) struct NodeState {
     pub(crate) images: Vec<String>,
     pub(crate) events: Vec<EventRecord>,
     pub(crate) event_tx: broadcast::Sender<EventRecord>,
+    /// Changes of the node's COSI resources, for its open watches.
+    pub(crate) resource_tx: broadcast::Sender<ResourceChange>,
     pub(crate) etcd_member_id: Option<u64>,
     /// The Talos version the node runs (changes with an upgrade).
     pub(crate) version: String,
@@ -217,6 +240,7 @@ impl Shared {
                 members.push((id, info.hostname.clone()));
             }
             let (event_tx, _) = broadcast::channel(64);
+            let (resource_tx, _) = broadcast::channel(256);
             nodes.push(NodeState {
                 boot_id: crate::data::boot_id(&info.hostname, 0),
                 boots: 0,
@@ -236,6 +260,7 @@ impl Shared {
                 images: crate::data::images(role),
                 events: Vec::new(),
                 event_tx,
+                resource_tx,
                 etcd_member_id: member_id,
                 version: config.talos_version.clone(),
                 staged_version: None,
@@ -456,6 +481,39 @@ impl Shared {
         }
     }
 
+    /// Runs `change` and sends what it changed in the resources of every watched node to that
+    /// node's watches (Created / Updated / Destroyed with old and new). Nodes nobody watches cost
+    /// nothing. `change` must not hold the state locks when it returns.
+    pub(crate) fn tracked<R>(&self, change: impl FnOnce() -> R) -> R {
+        self.tracked_except(None, change)
+    }
+
+    /// Like [`Self::tracked`], leaving out the watches of node `skip` (a node that is down).
+    fn tracked_except<R>(&self, skip: Option<usize>, change: impl FnOnce() -> R) -> R {
+        let watched: Vec<usize> = self.with_nodes(|ns| {
+            ns.iter()
+                .enumerate()
+                .filter(|(i, n)| Some(*i) != skip && n.resource_tx.receiver_count() > 0)
+                .map(|(i, _)| i)
+                .collect()
+        });
+        let before: Vec<_> = watched
+            .iter()
+            .map(|&i| (i, crate::services::node_resources(self, i)))
+            .collect();
+        let out = change();
+        for (idx, before) in before {
+            let after = crate::services::node_resources(self, idx);
+            let changes = diff_resources(before, after);
+            self.with_node(idx, |n| {
+                for c in changes {
+                    let _ = n.resource_tx.send(c);
+                }
+            });
+        }
+        out
+    }
+
     /// Takes a node down for the configured downtime; it comes back with a new boot id.
     pub(crate) fn reboot(&self, idx: usize, actor: &str) {
         let downtime = self.config.reboot_downtime;
@@ -465,21 +523,30 @@ impl Shared {
             "MachineStatusEvent",
             crate::data::machine_status(crate::data::Stage::Rebooting, false),
         );
-        self.with_node(idx, |n| {
-            n.boots += 1;
-            n.boot_id = crate::data::boot_id(&n.info.hostname, n.boots);
-            n.booted_at = SystemTime::now() + downtime;
-            n.down_until = Some(Instant::now() + downtime);
-            if let Some(staged) = n.staged_config.take() {
-                n.machine_config = staged;
-            }
-            if let Some(version) = n.staged_version.take() {
-                n.version = version;
-            }
-            for s in n.services.values_mut() {
-                s.state = "Running".into();
-                s.healthy = true;
-            }
+        // Watches see the node go down (machine status `rebooting`, not ready), then break; what
+        // changes while it is down, they see when they reconnect.
+        self.tracked(|| {
+            self.with_node(idx, |n| n.down_until = Some(Instant::now() + downtime));
+        });
+        // What changes while it is down, other nodes' watches see (its version in their cluster
+        // membership); its own see it when they reconnect.
+        self.tracked_except(Some(idx), || {
+            self.with_node(idx, |n| {
+                n.boots += 1;
+                n.boot_id = crate::data::boot_id(&n.info.hostname, n.boots);
+                n.booted_at = SystemTime::now() + downtime;
+                n.down_until = Some(Instant::now() + downtime);
+                if let Some(staged) = n.staged_config.take() {
+                    n.machine_config = staged;
+                }
+                if let Some(version) = n.staged_version.take() {
+                    n.version = version;
+                }
+                for s in n.services.values_mut() {
+                    s.state = "Running".into();
+                    s.healthy = true;
+                }
+            })
         });
         self.record_boot_events(idx, actor);
     }
@@ -525,7 +592,7 @@ impl Shared {
 
     /// Powers a node off until the simulator stops.
     pub(crate) fn power_off(&self, idx: usize) {
-        self.with_node(idx, |n| n.powered_off = true);
+        self.tracked(|| self.with_node(idx, |n| n.powered_off = true));
     }
 
     pub(crate) fn next_actor_id(&self) -> String {
@@ -543,4 +610,41 @@ pub(crate) struct Admitted {
     pub(crate) idx: usize,
     pub(crate) hostname: String,
     pub(crate) abort_after: Option<usize>,
+}
+
+/// What changed between two listings of a node's resources, keyed by (namespace, type, id).
+fn diff_resources(
+    before: Vec<talos_proto::cosi::resource::Resource>,
+    after: Vec<talos_proto::cosi::resource::Resource>,
+) -> Vec<ResourceChange> {
+    use talos_proto::cosi::resource::EventType;
+    let key = |r: &talos_proto::cosi::resource::Resource| {
+        r.metadata
+            .as_ref()
+            .map(|m| (m.namespace.clone(), m.r#type.clone(), m.id.clone()))
+            .unwrap_or_default()
+    };
+    let mut old: BTreeMap<_, _> = before.into_iter().map(|r| (key(&r), r)).collect();
+    let mut out = Vec::new();
+    for r in after {
+        match old.remove(&key(&r)) {
+            None => out.push(ResourceChange {
+                kind: EventType::Created,
+                old: None,
+                new: Some(r),
+            }),
+            Some(prev) if prev.spec != r.spec => out.push(ResourceChange {
+                kind: EventType::Updated,
+                old: Some(prev),
+                new: Some(r),
+            }),
+            Some(_) => {}
+        }
+    }
+    out.extend(old.into_values().map(|prev| ResourceChange {
+        kind: EventType::Destroyed,
+        old: Some(prev),
+        new: None,
+    }));
+    out
 }

@@ -199,18 +199,15 @@ async fn resolve_type(api: &dyn TalosApi, opts: &CallOptions, wanted: &str) -> T
     }
 }
 
-/// One node's resources of a type, read the way `talos_get` and the resource template
-/// `talos://{context}/nodes/{node}/resources/{resource_type}` both read them: the type resolved
-/// through the node's definitions, a secret type or machine config refused (`Ok(Err(full
-/// type))`, which the caller turns into [`refusal`]), every spec redacted.
-pub(crate) async fn get_on_node(
+/// Resolves a type the way reads do: `Ok(Ok((namespace, full type)))` for a type that may be
+/// shown, `Ok(Err(full type))` for a secret type or the machine config (refused: see
+/// [`refusal`]), and `NotFound` for a type the node does not know without a `namespace`.
+pub(crate) async fn readable_type(
     api: &dyn TalosApi,
     opts: &CallOptions,
     wanted: &str,
     namespace: Option<String>,
-    id: Option<&str>,
-    limit: usize,
-) -> Result<Result<Vec<ResourceOut>, String>, talos_client::TalosError> {
+) -> Result<Result<(String, String), String>, talos_client::TalosError> {
     let info = resolve_type(api, opts, wanted).await;
     let namespace =
         namespace
@@ -229,12 +226,28 @@ pub(crate) async fn get_on_node(
     if info.sensitive || is_sensitive(&namespace, &info.full) {
         return Ok(Err(info.full));
     }
+    Ok(Ok((namespace, info.full)))
+}
+
+/// One node's resources of a type, read the way `talos_get` and the resource template
+/// `talos://{context}/nodes/{node}/resources/{resource_type}` both read them: the type resolved
+/// through the node's definitions, a secret type or machine config refused (`Ok(Err(full
+/// type))`, which the caller turns into [`refusal`]), every spec redacted.
+pub(crate) async fn get_on_node(
+    api: &dyn TalosApi,
+    opts: &CallOptions,
+    wanted: &str,
+    namespace: Option<String>,
+    id: Option<&str>,
+    limit: usize,
+) -> Result<Result<Vec<ResourceOut>, String>, talos_client::TalosError> {
+    let (namespace, full) = match readable_type(api, opts, wanted, namespace).await? {
+        Ok(found) => found,
+        Err(full) => return Ok(Err(full)),
+    };
     let resources = match id {
-        Some(id) => vec![api.resource_get(opts, &namespace, &info.full, id).await?],
-        None => {
-            api.resource_list(opts, &namespace, &info.full, limit)
-                .await?
-        }
+        Some(id) => vec![api.resource_get(opts, &namespace, &full, id).await?],
+        None => api.resource_list(opts, &namespace, &full, limit).await?,
     };
     Ok(Ok(resources
         .into_iter()
