@@ -283,6 +283,7 @@ with_metadata!(
     machine::Shutdown,
     machine::Reset,
     machine::Upgrade,
+    machine::Rollback,
     machine::ImagePull,
     talos_proto::storage::Disks,
     talos_proto::time::Time,
@@ -1076,66 +1077,50 @@ impl TalosApi for GrpcTalosClient {
                 RebootMode::Powercycle => machine::upgrade_request::RebootMode::Powercycle,
             } as i32,
         };
-        let outcome = self
+        let (resp, target) = machine_unary!(self, opts, CallKind::Write, proto, upgrade);
+        let item = single(resp.messages, &target)?;
+        Ok(ActionAck {
+            actor_id: item.actor_id,
+            ack: item.ack,
+        })
+    }
+
+    async fn lifecycle_upgrade(
+        &self,
+        opts: &CallOptions,
+        image: &str,
+    ) -> Result<UpgradeProgressStream> {
+        let max = self.max_decoding();
+        let proto = machine::LifecycleServiceUpgradeRequest {
+            containerd: Some(common::ContainerdInstance {
+                driver: common::ContainerDriver::Containerd as i32,
+                namespace: common::ContainerdNamespace::NsSystem as i32,
+            }),
+            source: Some(machine::InstallArtifactsSource {
+                image_name: image.to_owned(),
+            }),
+        };
+        let (stream, target) = self
             .pipeline()
-            .unary(opts, CallKind::Write, proto, |ch, req| {
-                let mut c = self.machine(ch);
+            .open_stream(opts, CallKind::Write, proto, |ch, req| {
+                let mut c = LifecycleServiceClient::new(ch).max_decoding_message_size(max);
                 async move { c.upgrade(req).await }
             })
-            .await;
-        match outcome {
-            Ok((resp, target)) => {
-                let item = single(resp.messages, &target)?;
-                Ok(ActionAck {
-                    actor_id: item.actor_id,
-                    ack: item.ack,
-                })
-            }
-            // Releases that dropped the classic API: the streaming LifecycleService.
-            Err(TalosError::Api {
-                code: crate::Code::Unimplemented,
-                ..
-            }) => {
-                let max = self.max_decoding();
-                let proto = machine::LifecycleServiceUpgradeRequest {
-                    containerd: Some(common::ContainerdInstance {
-                        driver: common::ContainerDriver::Containerd as i32,
-                        namespace: common::ContainerdNamespace::NsSystem as i32,
-                    }),
-                    source: Some(machine::InstallArtifactsSource {
-                        image_name: request.image.clone(),
-                    }),
-                };
-                let (mut stream, target) = self
-                    .pipeline()
-                    .open_stream(opts, CallKind::Write, proto, |ch, req| {
-                        let mut c = LifecycleServiceClient::new(ch).max_decoding_message_size(max);
-                        async move { c.upgrade(req).await }
-                    })
-                    .await?;
-                let idle = self.pipeline().idle_timeout(opts);
-                let mut last = String::new();
-                while let Some(msg) = self.pipeline().next(&mut stream, &target, idle).await? {
-                    use machine::lifecycle_service_install_progress::Response;
-                    match msg.progress.and_then(|p| p.response) {
-                        Some(Response::Message(m)) => last = m,
-                        Some(Response::ExitCode(0)) | None => {}
-                        Some(Response::ExitCode(code)) => {
-                            return Err(TalosError::Api {
-                                target,
-                                code: crate::Code::Aborted,
-                                message: format!("upgrade failed with exit code {code}: {last}"),
-                            });
-                        }
-                    }
-                }
-                Ok(ActionAck {
-                    actor_id: String::new(),
-                    ack: last,
-                })
-            }
-            Err(e) => Err(e),
-        }
+            .await?;
+        let idle = self.pipeline().idle_timeout(opts);
+        Ok(upgrade_progress(self.clone(), stream, target, idle))
+    }
+
+    async fn rollback(&self, opts: &CallOptions) -> Result<ActionAck> {
+        let (resp, target) = machine_unary!(
+            self,
+            opts,
+            CallKind::Write,
+            machine::RollbackRequest {},
+            rollback
+        );
+        single(resp.messages, &target)?;
+        Ok(ActionAck::default())
     }
 
     async fn resource_get(
@@ -1251,5 +1236,103 @@ impl TalosApi for GrpcTalosClient {
         }
         out.truncate(max_events.max(1));
         Ok(out)
+    }
+}
+
+/// Reads a lifecycle upgrade stream lazily: clipped lines, at most [`MAX_UPGRADE_MESSAGES`]
+/// items, ending after the exit code (or with an error past the bound or on idle timeout).
+fn upgrade_progress(
+    client: GrpcTalosClient,
+    stream: tonic::Streaming<machine::LifecycleServiceUpgradeResponse>,
+    target: crate::error::Target,
+    idle: std::time::Duration,
+) -> UpgradeProgressStream {
+    struct State {
+        client: GrpcTalosClient,
+        stream: tonic::Streaming<machine::LifecycleServiceUpgradeResponse>,
+        target: crate::error::Target,
+        idle: std::time::Duration,
+        read: usize,
+        done: bool,
+    }
+    let state = State {
+        client,
+        stream,
+        target,
+        idle,
+        read: 0,
+        done: false,
+    };
+    Box::pin(futures_util::stream::unfold(state, |mut st| async move {
+        use machine::lifecycle_service_install_progress::Response;
+        loop {
+            if st.done {
+                return None;
+            }
+            if st.read >= MAX_UPGRADE_MESSAGES {
+                st.done = true;
+                let err = TalosError::Protocol {
+                    target: st.target.clone(),
+                    message: format!(
+                        "the upgrade stream sent more than {MAX_UPGRADE_MESSAGES} progress messages; stopped reading (the upgrade itself may still be running)"
+                    ),
+                };
+                return Some((Err(err), st));
+            }
+            let next = st
+                .client
+                .pipeline()
+                .next(&mut st.stream, &st.target, st.idle)
+                .await;
+            let msg = match next {
+                Ok(Some(msg)) => msg,
+                Ok(None) => return None,
+                Err(e) => {
+                    st.done = true;
+                    return Some((Err(e), st));
+                }
+            };
+            st.read += 1;
+            match msg.progress.and_then(|p| p.response) {
+                Some(Response::Message(m)) => {
+                    return Some((Ok(UpgradeProgress::Message(clip(m))), st));
+                }
+                Some(Response::ExitCode(code)) => {
+                    st.done = true;
+                    return Some((Ok(UpgradeProgress::ExitCode(code)), st));
+                }
+                None => {}
+            }
+        }
+    }))
+}
+
+/// Clips a progress line to [`MAX_UPGRADE_MESSAGE_BYTES`] on a character boundary.
+fn clip(mut line: String) -> String {
+    if line.len() > MAX_UPGRADE_MESSAGE_BYTES {
+        let mut end = MAX_UPGRADE_MESSAGE_BYTES;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        line.truncate(end);
+        line.push('…');
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Upgrade progress lines are clipped on a character boundary; short ones are kept as sent.
+    #[test]
+    fn progress_lines_are_clipped_on_char_boundaries() {
+        assert_eq!(clip("installing".into()), "installing");
+        let long = "é".repeat(MAX_UPGRADE_MESSAGE_BYTES);
+        let clipped = clip(long);
+        assert!(clipped.len() <= MAX_UPGRADE_MESSAGE_BYTES + '…'.len_utf8());
+        assert!(clipped.ends_with('…'));
+        let exact = "a".repeat(MAX_UPGRADE_MESSAGE_BYTES);
+        assert_eq!(clip(exact.clone()), exact);
     }
 }
