@@ -665,7 +665,7 @@ pub struct UpgradeArgs {
     /// Override version-path, quorum and health refusals (confirmed separately).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force: Option<bool>,
-    /// Seconds to follow the node (default 900).
+    /// Seconds to follow the node (default 600).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_timeout_seconds: Option<u32>,
 }
@@ -678,7 +678,7 @@ pub struct RollbackArgs {
     /// Override the quorum and health refusals (confirmed separately).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force: Option<bool>,
-    /// Seconds to follow the node (default 900).
+    /// Seconds to follow the node (default 600).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_timeout_seconds: Option<u32>,
 }
@@ -704,10 +704,10 @@ pub struct RollbackOut {
 }
 
 /// Default seconds to follow an upgrading node.
-const DEFAULT_WAIT: u32 = 900;
+const DEFAULT_WAIT: u32 = 600;
 
 impl TalosMcp {
-    /// The follow budget of a call: asked (default 900 s), at most the server's maximum.
+    /// The follow budget of a call: asked (default 600 s), at most the server's maximum.
     fn follow_budget(&self, asked: Option<u32>) -> Duration {
         Duration::from_secs(u64::from(asked.unwrap_or(DEFAULT_WAIT).max(1)))
             .min(self.settings.max_wait)
