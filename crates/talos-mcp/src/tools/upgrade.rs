@@ -554,16 +554,10 @@ pub(crate) async fn upgrade_node(
     Ok(out)
 }
 
-/// The error of an upgrade call that failed: the node refused or could not be reached, so the
-/// upgrade did not start (a timeout leaves it unknown).
+/// The error of an upgrade or rollback call that failed: the node refused or could not be
+/// reached, so nothing started (a timeout leaves it unknown, which its kind says).
 fn not_started(e: TalosError) -> ToolError {
-    let kind = e.kind();
-    let how = if kind == talos_client::ErrorKind::Timeout {
-        "it is unknown whether the upgrade started: the node did not answer in time; check its version before retrying"
-    } else {
-        "the upgrade did not start; nothing was changed"
-    };
-    ToolError::Talos(append(e, how))
+    ToolError::Talos(append(e, "it did not start; nothing was changed"))
 }
 
 /// Adds a sentence to an API error's message (other errors are kept as they are).
@@ -582,17 +576,23 @@ fn append(e: TalosError, sentence: &str) -> TalosError {
             target,
             message: format!("{message}; {sentence}"),
         },
-        TalosError::Timeout { target, after } => {
-            tracing::warn!(%target, ?after, "{sentence}");
-            TalosError::Timeout { target, after }
-        }
+        // A timeout's message is fixed ("no answer within …"); its kind already says the
+        // outcome is unknown.
         other => other,
     }
 }
 
+/// An installer progress line as the model sees it: secrets an installer could echo (registry
+/// credentials in a URL, tokens, keys) redacted.
+fn installer_line(line: &str) -> String {
+    crate::redact::redact_text(line)
+}
+
 /// Reads the lifecycle progress stream, a step per line. A non-zero exit code is an error (the
-/// installer failed before the reboot: the node keeps its version); a stream that breaks after
-/// progress was seen is taken as the node going down for its reboot.
+/// installer failed before the reboot: the node keeps its version). A stream that breaks after
+/// progress was seen (the node going down for its reboot, or a long silence) is followed like a
+/// started upgrade: the follow reports what really happened. One that breaks before any progress
+/// leaves it unknown whether the upgrade started.
 async fn follow_stream(
     mut stream: talos_client::UpgradeProgressStream,
     call: &Call,
@@ -605,8 +605,8 @@ async fn follow_stream(
         match item {
             Ok(UpgradeProgress::Message(m)) => {
                 seen += 1;
-                call.step(format!("{prefix}installer: {m}")).await;
-                last = m;
+                last = installer_line(&m);
+                call.step(format!("{prefix}installer: {last}")).await;
             }
             Ok(UpgradeProgress::ExitCode(0)) => {
                 call.step(format!("{prefix}installer finished; the node reboots"))
@@ -625,9 +625,10 @@ async fn follow_stream(
                     ),
                 }));
             }
-            Err(e) if seen > 0 && e.kind() == talos_client::ErrorKind::Connection => {
+            Err(e) if seen > 0 => {
                 call.step(format!(
-                    "{prefix}the progress stream ended as the node went away; following it"
+                    "{prefix}the progress stream ended early ({}); following the node",
+                    e.kind()
                 ))
                 .await;
                 return Ok(());
@@ -635,7 +636,7 @@ async fn follow_stream(
             Err(e) => {
                 return Err(ToolError::Talos(append(
                     e,
-                    "the upgrade's progress stream broke; it is unknown whether the upgrade will complete: check the node's version",
+                    "the upgrade's progress stream broke before any progress; it is unknown whether the upgrade started: check the node's version before retrying",
                 )));
             }
         }
@@ -1024,6 +1025,19 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn installer_lines_are_redacted() {
+        let line = installer_line(
+            "pulling https://robot:hunter2-registry-pass@registry.example/talos/installer:v1.12.0",
+        );
+        assert!(!line.contains("hunter2-registry-pass"), "{line}");
+        assert!(
+            line.contains("registry.example/talos/installer:v1.12.0"),
+            "{line}"
+        );
+        assert_eq!(installer_line("installing"), "installing");
     }
 
     #[test]
