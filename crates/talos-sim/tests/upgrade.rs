@@ -293,3 +293,38 @@ fn the_binary_refuses_unknown_fault_kinds() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown upgrade fault"), "{stderr}");
 }
+
+#[test]
+fn the_binary_refuses_a_fault_for_a_node_it_does_not_have() {
+    let dir = tempfile_dir();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_talos-sim"))
+        .args(["--nodes", "1", "--workers", "0", "--talosconfig"])
+        .arg(dir.join("talosconfig"))
+        .args([
+            "--fault",
+            "talos-cp-1=unhealthy",
+            "--fault",
+            "talos-worker-9=old-version",
+        ])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("names no node"), "{stderr}");
+    assert!(stderr.contains("talos-worker-9"), "{stderr}");
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "talos-sim-fault-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
