@@ -1239,27 +1239,50 @@ impl TalosApi for GrpcTalosClient {
     }
 }
 
-/// Reads a lifecycle upgrade stream lazily: clipped lines, at most [`MAX_UPGRADE_MESSAGES`]
-/// items, ending after the exit code (or with an error past the bound or on idle timeout).
+/// Reads a lifecycle upgrade stream lazily: each message within the idle timeout, then
+/// [`bounded_progress`].
 fn upgrade_progress(
     client: GrpcTalosClient,
     stream: tonic::Streaming<machine::LifecycleServiceUpgradeResponse>,
     target: crate::error::Target,
     idle: std::time::Duration,
 ) -> UpgradeProgressStream {
-    struct State {
-        client: GrpcTalosClient,
-        stream: tonic::Streaming<machine::LifecycleServiceUpgradeResponse>,
+    let raw_target = target.clone();
+    let raw = futures_util::stream::unfold(
+        (client, stream, raw_target, false),
+        move |(client, mut stream, target, failed)| async move {
+            if failed {
+                return None;
+            }
+            match client.pipeline().next(&mut stream, &target, idle).await {
+                Ok(Some(msg)) => Some((Ok(msg), (client, stream, target, false))),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), (client, stream, target, true))),
+            }
+        },
+    );
+    bounded_progress(raw, target)
+}
+
+/// Turns raw lifecycle responses into progress: lines clipped to [`MAX_UPGRADE_MESSAGE_BYTES`],
+/// at most [`MAX_UPGRADE_MESSAGES`] items (then one error and the end), ending after the exit
+/// code or the first error.
+fn bounded_progress(
+    raw: impl futures_util::Stream<Item = Result<machine::LifecycleServiceUpgradeResponse>>
+    + Send
+    + 'static,
+    target: crate::error::Target,
+) -> UpgradeProgressStream {
+    use futures_util::StreamExt as _;
+    struct State<S> {
+        raw: std::pin::Pin<Box<S>>,
         target: crate::error::Target,
-        idle: std::time::Duration,
         read: usize,
         done: bool,
     }
     let state = State {
-        client,
-        stream,
+        raw: Box::pin(raw),
         target,
-        idle,
         read: 0,
         done: false,
     };
@@ -1279,15 +1302,10 @@ fn upgrade_progress(
                 };
                 return Some((Err(err), st));
             }
-            let next = st
-                .client
-                .pipeline()
-                .next(&mut st.stream, &st.target, st.idle)
-                .await;
-            let msg = match next {
-                Ok(Some(msg)) => msg,
-                Ok(None) => return None,
-                Err(e) => {
+            let msg = match st.raw.next().await {
+                Some(Ok(msg)) => msg,
+                None => return None,
+                Some(Err(e)) => {
                     st.done = true;
                     return Some((Err(e), st));
                 }
@@ -1334,5 +1352,56 @@ mod tests {
         assert!(clipped.ends_with('…'));
         let exact = "a".repeat(MAX_UPGRADE_MESSAGE_BYTES);
         assert_eq!(clip(exact.clone()), exact);
+    }
+
+    fn line(
+        r: machine::lifecycle_service_install_progress::Response,
+    ) -> Result<machine::LifecycleServiceUpgradeResponse> {
+        Ok(machine::LifecycleServiceUpgradeResponse {
+            progress: Some(machine::LifecycleServiceInstallProgress { response: Some(r) }),
+        })
+    }
+
+    async fn collect(
+        raw: Vec<Result<machine::LifecycleServiceUpgradeResponse>>,
+    ) -> Vec<Result<UpgradeProgress>> {
+        use futures_util::StreamExt as _;
+        bounded_progress(futures_util::stream::iter(raw), Target::default())
+            .collect()
+            .await
+    }
+
+    /// A node that never stops talking is cut off after the bound with one error.
+    #[tokio::test]
+    async fn progress_is_bounded_in_count_and_ends_after_the_exit_code() {
+        use machine::lifecycle_service_install_progress::Response as R;
+        let chatty: Vec<_> = (0..MAX_UPGRADE_MESSAGES + 500)
+            .map(|i| line(R::Message(format!("line {i} {}", "x".repeat(4000)))))
+            .collect();
+        let items = collect(chatty).await;
+        assert_eq!(items.len(), MAX_UPGRADE_MESSAGES + 1);
+        assert!(items[..MAX_UPGRADE_MESSAGES].iter().all(|i| matches!(
+            i,
+            Ok(UpgradeProgress::Message(m)) if m.len() <= MAX_UPGRADE_MESSAGE_BYTES + 3
+        )));
+        let last = items.last().unwrap().as_ref().unwrap_err();
+        assert_eq!(last.kind(), crate::ErrorKind::Protocol, "{last}");
+
+        // Nothing is read after the exit code; empty items are skipped.
+        let items = collect(vec![
+            Ok(machine::LifecycleServiceUpgradeResponse { progress: None }),
+            line(R::Message("installing".into())),
+            line(R::ExitCode(0)),
+            line(R::Message("after the end".into())),
+        ])
+        .await;
+        let items: Vec<UpgradeProgress> = items.into_iter().map(|i| i.unwrap()).collect();
+        assert_eq!(
+            items,
+            [
+                UpgradeProgress::Message("installing".into()),
+                UpgradeProgress::ExitCode(0)
+            ]
+        );
     }
 }
