@@ -173,8 +173,19 @@ pub trait TalosApi: Send + Sync {
     async fn shutdown(&self, opts: &CallOptions, force: bool) -> Result<ActionAck>;
     /// Resets (wipes) the node.
     async fn reset(&self, opts: &CallOptions, request: &ResetRequest) -> Result<ActionAck>;
-    /// Upgrades Talos on the node.
+    /// Upgrades Talos on the node with the classic `MachineService.Upgrade` (an acknowledgement;
+    /// honours stage, preserve, force and the reboot mode).
     async fn upgrade(&self, opts: &CallOptions, request: &UpgradeRequest) -> Result<ActionAck>;
+    /// Starts `LifecycleService.Upgrade` (Talos 1.13+) with the installer `image` (pulled first
+    /// with the image service) and returns its progress. A node without the service answers
+    /// [`crate::Code::Unimplemented`]: use [`TalosApi::upgrade`] there.
+    async fn lifecycle_upgrade(
+        &self,
+        opts: &CallOptions,
+        image: &str,
+    ) -> Result<UpgradeProgressStream>;
+    /// Boots the node back into the Talos it ran before its last upgrade.
+    async fn rollback(&self, opts: &CallOptions) -> Result<ActionAck>;
 
     // --- resources (COSI) -----------------------------------------------------------------------------
 

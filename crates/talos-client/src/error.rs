@@ -216,6 +216,18 @@ impl TalosError {
         }
     }
 
+    /// Whether the node does not offer the called service or method (gRPC `Unimplemented`): an
+    /// older Talos, where the caller should use the older API instead.
+    pub fn is_unimplemented(&self) -> bool {
+        matches!(
+            self,
+            Self::Api {
+                code: crate::Code::Unimplemented,
+                ..
+            }
+        )
+    }
+
     /// Whether retrying an idempotent read might succeed: the connection failed before the server
     /// could act (unavailable, reset, refused). Timeouts are not retried: the deadline is spent.
     pub fn is_transient(&self) -> bool {

@@ -283,6 +283,7 @@ with_metadata!(
     machine::Shutdown,
     machine::Reset,
     machine::Upgrade,
+    machine::Rollback,
     machine::ImagePull,
     talos_proto::storage::Disks,
     talos_proto::time::Time,
@@ -1076,66 +1077,50 @@ impl TalosApi for GrpcTalosClient {
                 RebootMode::Powercycle => machine::upgrade_request::RebootMode::Powercycle,
             } as i32,
         };
-        let outcome = self
+        let (resp, target) = machine_unary!(self, opts, CallKind::Write, proto, upgrade);
+        let item = single(resp.messages, &target)?;
+        Ok(ActionAck {
+            actor_id: item.actor_id,
+            ack: item.ack,
+        })
+    }
+
+    async fn lifecycle_upgrade(
+        &self,
+        opts: &CallOptions,
+        image: &str,
+    ) -> Result<UpgradeProgressStream> {
+        let max = self.max_decoding();
+        let proto = machine::LifecycleServiceUpgradeRequest {
+            containerd: Some(common::ContainerdInstance {
+                driver: common::ContainerDriver::Containerd as i32,
+                namespace: common::ContainerdNamespace::NsSystem as i32,
+            }),
+            source: Some(machine::InstallArtifactsSource {
+                image_name: image.to_owned(),
+            }),
+        };
+        let (stream, target) = self
             .pipeline()
-            .unary(opts, CallKind::Write, proto, |ch, req| {
-                let mut c = self.machine(ch);
+            .open_stream(opts, CallKind::Write, proto, |ch, req| {
+                let mut c = LifecycleServiceClient::new(ch).max_decoding_message_size(max);
                 async move { c.upgrade(req).await }
             })
-            .await;
-        match outcome {
-            Ok((resp, target)) => {
-                let item = single(resp.messages, &target)?;
-                Ok(ActionAck {
-                    actor_id: item.actor_id,
-                    ack: item.ack,
-                })
-            }
-            // Releases that dropped the classic API: the streaming LifecycleService.
-            Err(TalosError::Api {
-                code: crate::Code::Unimplemented,
-                ..
-            }) => {
-                let max = self.max_decoding();
-                let proto = machine::LifecycleServiceUpgradeRequest {
-                    containerd: Some(common::ContainerdInstance {
-                        driver: common::ContainerDriver::Containerd as i32,
-                        namespace: common::ContainerdNamespace::NsSystem as i32,
-                    }),
-                    source: Some(machine::InstallArtifactsSource {
-                        image_name: request.image.clone(),
-                    }),
-                };
-                let (mut stream, target) = self
-                    .pipeline()
-                    .open_stream(opts, CallKind::Write, proto, |ch, req| {
-                        let mut c = LifecycleServiceClient::new(ch).max_decoding_message_size(max);
-                        async move { c.upgrade(req).await }
-                    })
-                    .await?;
-                let idle = self.pipeline().idle_timeout(opts);
-                let mut last = String::new();
-                while let Some(msg) = self.pipeline().next(&mut stream, &target, idle).await? {
-                    use machine::lifecycle_service_install_progress::Response;
-                    match msg.progress.and_then(|p| p.response) {
-                        Some(Response::Message(m)) => last = m,
-                        Some(Response::ExitCode(0)) | None => {}
-                        Some(Response::ExitCode(code)) => {
-                            return Err(TalosError::Api {
-                                target,
-                                code: crate::Code::Aborted,
-                                message: format!("upgrade failed with exit code {code}: {last}"),
-                            });
-                        }
-                    }
-                }
-                Ok(ActionAck {
-                    actor_id: String::new(),
-                    ack: last,
-                })
-            }
-            Err(e) => Err(e),
-        }
+            .await?;
+        let idle = self.pipeline().idle_timeout(opts);
+        Ok(upgrade_progress(self.clone(), stream, target, idle))
+    }
+
+    async fn rollback(&self, opts: &CallOptions) -> Result<ActionAck> {
+        let (resp, target) = machine_unary!(
+            self,
+            opts,
+            CallKind::Write,
+            machine::RollbackRequest {},
+            rollback
+        );
+        single(resp.messages, &target)?;
+        Ok(ActionAck::default())
     }
 
     async fn resource_get(
@@ -1330,4 +1315,171 @@ fn watch_stream(
             }
         }
     }))
+}
+
+/// Reads a lifecycle upgrade stream lazily: each message within the idle timeout, then
+/// [`bounded_progress`].
+fn upgrade_progress(
+    client: GrpcTalosClient,
+    stream: tonic::Streaming<machine::LifecycleServiceUpgradeResponse>,
+    target: crate::error::Target,
+    idle: std::time::Duration,
+) -> UpgradeProgressStream {
+    let raw_target = target.clone();
+    let raw = futures_util::stream::unfold(
+        (client, stream, raw_target, false),
+        move |(client, mut stream, target, failed)| async move {
+            if failed {
+                return None;
+            }
+            match client.pipeline().next(&mut stream, &target, idle).await {
+                Ok(Some(msg)) => Some((Ok(msg), (client, stream, target, false))),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), (client, stream, target, true))),
+            }
+        },
+    );
+    bounded_progress(raw, target)
+}
+
+/// Turns raw lifecycle responses into progress: lines clipped to [`MAX_UPGRADE_MESSAGE_BYTES`],
+/// at most [`MAX_UPGRADE_MESSAGES`] items (then one error and the end), ending after the exit
+/// code or the first error.
+fn bounded_progress(
+    raw: impl futures_util::Stream<Item = Result<machine::LifecycleServiceUpgradeResponse>>
+    + Send
+    + 'static,
+    target: crate::error::Target,
+) -> UpgradeProgressStream {
+    use futures_util::StreamExt as _;
+    struct State<S> {
+        raw: std::pin::Pin<Box<S>>,
+        target: crate::error::Target,
+        read: usize,
+        done: bool,
+    }
+    let state = State {
+        raw: Box::pin(raw),
+        target,
+        read: 0,
+        done: false,
+    };
+    Box::pin(futures_util::stream::unfold(state, |mut st| async move {
+        use machine::lifecycle_service_install_progress::Response;
+        loop {
+            if st.done {
+                return None;
+            }
+            if st.read >= MAX_UPGRADE_MESSAGES {
+                st.done = true;
+                let err = TalosError::Protocol {
+                    target: st.target.clone(),
+                    message: format!(
+                        "the upgrade stream sent more than {MAX_UPGRADE_MESSAGES} progress messages; stopped reading (the upgrade itself may still be running)"
+                    ),
+                };
+                return Some((Err(err), st));
+            }
+            let msg = match st.raw.next().await {
+                Some(Ok(msg)) => msg,
+                None => return None,
+                Some(Err(e)) => {
+                    st.done = true;
+                    return Some((Err(e), st));
+                }
+            };
+            st.read += 1;
+            match msg.progress.and_then(|p| p.response) {
+                Some(Response::Message(m)) => {
+                    return Some((Ok(UpgradeProgress::Message(clip(m))), st));
+                }
+                Some(Response::ExitCode(code)) => {
+                    st.done = true;
+                    return Some((Ok(UpgradeProgress::ExitCode(code)), st));
+                }
+                None => {}
+            }
+        }
+    }))
+}
+
+/// Clips a progress line to [`MAX_UPGRADE_MESSAGE_BYTES`] on a character boundary.
+fn clip(mut line: String) -> String {
+    if line.len() > MAX_UPGRADE_MESSAGE_BYTES {
+        let mut end = MAX_UPGRADE_MESSAGE_BYTES;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        line.truncate(end);
+        line.push('…');
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Upgrade progress lines are clipped on a character boundary; short ones are kept as sent.
+    #[test]
+    fn progress_lines_are_clipped_on_char_boundaries() {
+        assert_eq!(clip("installing".into()), "installing");
+        let long = "é".repeat(MAX_UPGRADE_MESSAGE_BYTES);
+        let clipped = clip(long);
+        assert!(clipped.len() <= MAX_UPGRADE_MESSAGE_BYTES + '…'.len_utf8());
+        assert!(clipped.ends_with('…'));
+        let exact = "a".repeat(MAX_UPGRADE_MESSAGE_BYTES);
+        assert_eq!(clip(exact.clone()), exact);
+    }
+
+    fn line(
+        r: machine::lifecycle_service_install_progress::Response,
+    ) -> Result<machine::LifecycleServiceUpgradeResponse> {
+        Ok(machine::LifecycleServiceUpgradeResponse {
+            progress: Some(machine::LifecycleServiceInstallProgress { response: Some(r) }),
+        })
+    }
+
+    async fn collect(
+        raw: Vec<Result<machine::LifecycleServiceUpgradeResponse>>,
+    ) -> Vec<Result<UpgradeProgress>> {
+        use futures_util::StreamExt as _;
+        bounded_progress(futures_util::stream::iter(raw), Target::default())
+            .collect()
+            .await
+    }
+
+    /// A node that never stops talking is cut off after the bound with one error.
+    #[tokio::test]
+    async fn progress_is_bounded_in_count_and_ends_after_the_exit_code() {
+        use machine::lifecycle_service_install_progress::Response as R;
+        let chatty: Vec<_> = (0..MAX_UPGRADE_MESSAGES + 500)
+            .map(|i| line(R::Message(format!("line {i} {}", "x".repeat(4000)))))
+            .collect();
+        let items = collect(chatty).await;
+        assert_eq!(items.len(), MAX_UPGRADE_MESSAGES + 1);
+        assert!(items[..MAX_UPGRADE_MESSAGES].iter().all(|i| matches!(
+            i,
+            Ok(UpgradeProgress::Message(m)) if m.len() <= MAX_UPGRADE_MESSAGE_BYTES + 3
+        )));
+        let last = items.last().unwrap().as_ref().unwrap_err();
+        assert_eq!(last.kind(), crate::ErrorKind::Protocol, "{last}");
+
+        // Nothing is read after the exit code; empty items are skipped.
+        let items = collect(vec![
+            Ok(machine::LifecycleServiceUpgradeResponse { progress: None }),
+            line(R::Message("installing".into())),
+            line(R::ExitCode(0)),
+            line(R::Message("after the end".into())),
+        ])
+        .await;
+        let items: Vec<UpgradeProgress> = items.into_iter().map(|i| i.unwrap()).collect();
+        assert_eq!(
+            items,
+            [
+                UpgradeProgress::Message("installing".into()),
+                UpgradeProgress::ExitCode(0)
+            ]
+        );
+    }
 }

@@ -733,6 +733,27 @@ pub struct UpgradeRequest {
     pub reboot_mode: RebootMode,
 }
 
+/// One item of a `LifecycleService.Upgrade` progress stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpgradeProgress {
+    /// A progress line from the installer (clipped to [`MAX_UPGRADE_MESSAGE_BYTES`]).
+    Message(String),
+    /// The installer's exit code: 0 is success; the stream ends after it.
+    ExitCode(i32),
+}
+
+/// Longest progress line kept from an upgrade stream; longer ones are clipped.
+pub const MAX_UPGRADE_MESSAGE_BYTES: usize = 1024;
+
+/// Most progress items read from one upgrade stream; past it the stream ends with an error.
+pub const MAX_UPGRADE_MESSAGES: usize = 1000;
+
+/// The progress of a `LifecycleService.Upgrade`, read lazily with the idle timeout per item and
+/// bounded by [`MAX_UPGRADE_MESSAGES`] and [`MAX_UPGRADE_MESSAGE_BYTES`].
+pub type UpgradeProgressStream = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = crate::Result<UpgradeProgress>> + Send + 'static>,
+>;
+
 /// A container image in the node's cache.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ImageInfo {

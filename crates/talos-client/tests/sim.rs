@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use talos_client::*;
 use talos_config::TalosConfig;
-use talos_sim::{CertFault, Fault, SimCluster, SimConfig};
+use talos_sim::{CertFault, Fault, SimCluster, SimConfig, UpgradeFault};
 
 async fn start(config: SimConfig) -> SimCluster {
     SimCluster::start(config).await.unwrap()
@@ -995,5 +995,102 @@ async fn watch_refusals_keep_their_kind() {
         ),
         "{unimplemented}"
     );
+    sim.shutdown().await;
+}
+
+/// Collects a lifecycle upgrade's progress.
+async fn progress(stream: UpgradeProgressStream) -> Vec<Result<UpgradeProgress>> {
+    use futures_util::StreamExt as _;
+    stream.collect().await
+}
+
+#[tokio::test]
+async fn lifecycle_upgrade_streams_progress_and_rollback_returns() {
+    let sim = start(SimConfig {
+        reboot_downtime: Duration::from_millis(800),
+        ..SimConfig::default()
+    })
+    .await;
+    let c = client(&sim);
+    let target = worker(&sim);
+    let node = CallOptions::node(target.clone());
+    let image = "ghcr.io/siderolabs/installer:v1.12.0";
+
+    // Nothing to roll back to yet: the node says so.
+    let none = c.rollback(&node).await.unwrap_err();
+    assert!(
+        matches!(
+            none,
+            TalosError::Api {
+                code: Code::FailedPrecondition,
+                ..
+            }
+        ),
+        "{none}"
+    );
+
+    let items = progress(c.lifecycle_upgrade(&node, image).await.unwrap()).await;
+    let items: Vec<UpgradeProgress> = items.into_iter().map(|i| i.unwrap()).collect();
+    assert_eq!(items.last(), Some(&UpgradeProgress::ExitCode(0)));
+    assert!(
+        items
+            .iter()
+            .any(|i| matches!(i, UpgradeProgress::Message(m) if m.contains(image))),
+        "{items:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(c.version(&node).await.unwrap().tag, "v1.12.0");
+
+    c.rollback(&node).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(c.version(&node).await.unwrap().tag, "v1.11.5");
+
+    // A failing installer ends the stream with its exit code, nothing else changes.
+    sim.set_upgrade_fault(&target, UpgradeFault::ImagePullFails);
+    let items = progress(c.lifecycle_upgrade(&node, image).await.unwrap()).await;
+    assert!(matches!(
+        items.last(),
+        Some(Ok(UpgradeProgress::ExitCode(c))) if *c != 0
+    ));
+    assert_eq!(c.version(&node).await.unwrap().tag, "v1.11.5");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn lifecycle_upgrade_is_unimplemented_on_legacy_nodes_and_classic_works() {
+    let sim = start(SimConfig {
+        reboot_downtime: Duration::from_millis(800),
+        ..SimConfig::default()
+    })
+    .await;
+    let c = client(&sim);
+    let target = worker(&sim);
+    sim.set_legacy_api(&target, true);
+    let node = CallOptions::node(target.clone());
+    let image = "ghcr.io/siderolabs/installer:v1.12.0";
+    let err = match c.lifecycle_upgrade(&node, image).await {
+        Ok(_) => panic!("a legacy node has no LifecycleService"),
+        Err(e) => e,
+    };
+    assert!(err.is_unimplemented(), "{err}");
+    // The classic call is not silently replaced by another API.
+    assert_eq!(sim.calls(&target, "Upgrade"), 0);
+    // Pulls fall back to MachineService.ImagePull.
+    c.image_pull(&node, ContainerNamespace::System, image)
+        .await
+        .unwrap();
+    let ack = c
+        .upgrade(
+            &node,
+            &UpgradeRequest {
+                image: image.into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(ack.ack.contains(image));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(c.version(&node).await.unwrap().tag, "v1.12.0");
     sim.shutdown().await;
 }

@@ -63,10 +63,15 @@ fn tools_lists_every_tier() {
     let out = talos_mcp(&["tools", "--json"]).output().unwrap();
     assert!(out.status.success());
     let tools: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(tools.len(), 39);
-    assert!(tools.iter().any(|t| t["name"] == "talos_reboot"
-        && t["tier"] == "destructive"
-        && t["toolset"] == "lifecycle"));
+    assert_eq!(tools.len(), 41);
+    for name in ["talos_reboot", "talos_upgrade", "talos_rollback"] {
+        assert!(
+            tools.iter().any(|t| t["name"] == name
+                && t["tier"] == "destructive"
+                && t["toolset"] == "lifecycle"),
+            "{name}"
+        );
+    }
     let table = talos_mcp(&["tools"]).output().unwrap();
     assert!(String::from_utf8_lossy(&table.stdout).contains("talos_version"));
 }

@@ -110,6 +110,8 @@ pub(crate) struct ContextEntry {
     /// Reported hostnames (normalised) and the node address each is pinned to.
     aliases: RwLock<HashMap<String, String>>,
     discovery: tokio::sync::Mutex<bool>,
+    /// The upgrade API each node turned out to have, by node address (detected once).
+    upgrade_apis: RwLock<HashMap<String, crate::tools::upgrade::UpgradeApi>>,
 }
 
 impl std::fmt::Debug for ContextEntry {
@@ -148,7 +150,19 @@ impl ContextEntry {
             hostnames: RwLock::new(HashMap::new()),
             aliases: RwLock::new(HashMap::new()),
             discovery: tokio::sync::Mutex::new(false),
+            upgrade_apis: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// The upgrade API `node` turned out to have, when an upgrade found out.
+    pub(crate) fn upgrade_api(&self, node: &str) -> Option<crate::tools::upgrade::UpgradeApi> {
+        read(&self.upgrade_apis).get(node).copied()
+    }
+
+    /// Records the upgrade API `node` turned out to have (bounded like the hostnames: one entry
+    /// per node this entry resolved).
+    pub(crate) fn remember_upgrade_api(&self, node: &str, api: crate::tools::upgrade::UpgradeApi) {
+        write(&self.upgrade_apis).insert(node.to_owned(), api);
     }
 
     /// The hostname a node reported, when known.

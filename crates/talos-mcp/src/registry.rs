@@ -83,7 +83,7 @@ impl Toolset {
                 "Kubernetes access: the admin kubeconfig (written to a private file)."
             }
             Self::Lifecycle => {
-                "Machine configuration and node lifecycle: apply config, reboot, shutdown, reset."
+                "Machine configuration and node lifecycle: apply config, reboot, upgrade, rollback, shutdown, reset."
             }
         }
     }

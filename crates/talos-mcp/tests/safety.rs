@@ -936,6 +936,16 @@ async fn etcd_and_image_actions() {
             "started",
         ),
         (
+            "talos_upgrade",
+            json!({"node": W1, "image": "ghcr.io/siderolabs/installer:v1.12.0", "wait_timeout_seconds": 20}),
+            "upgraded v1.11.5 → v1.12.0",
+        ),
+        (
+            "talos_rollback",
+            json!({"node": W1, "wait_timeout_seconds": 20}),
+            "rolled back v1.12.0 → v1.11.5",
+        ),
+        (
             "talos_etcd_forfeit_leadership",
             json!({"node": CP1}),
             "moved to talos-cp-2",

@@ -213,6 +213,14 @@ async fn no_tool_leaks_secrets_into_results_logs_or_audit() {
             json!({"node": w, "wait": true, "wait_timeout_seconds": 10}),
         ),
         (
+            "talos_upgrade",
+            json!({"node": w, "image": "ghcr.io/siderolabs/installer:v1.12.0", "wait_timeout_seconds": 20}),
+        ),
+        (
+            "talos_rollback",
+            json!({"node": w, "wait_timeout_seconds": 20}),
+        ),
+        (
             "talos_etcd_remove_member",
             json!({"node": cp, "member": "talos-cp-3"}),
         ),

@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use state::{CertFault, Fault, NodeRole, SimNode};
+pub use state::{CertFault, Fault, NodeRole, SimNode, UpgradeFault};
 
 /// Errors from starting or using a simulated cluster.
 #[derive(Debug, thiserror::Error)]
@@ -175,6 +175,36 @@ impl SimCluster {
     /// Sets the fault of one node (by address or hostname). Unknown nodes are ignored.
     pub fn set_fault(&self, node: &str, fault: Fault) {
         self.shared.set_fault(node, fault);
+    }
+
+    /// Sets how the node's upgrades go wrong (by address or hostname; unknown nodes are ignored).
+    pub fn set_upgrade_fault(&self, node: &str, fault: UpgradeFault) {
+        self.shared.with_named(node, |n| n.upgrade_fault = fault);
+    }
+
+    /// Makes the node behave like a Talos before 1.13 (`true`): `ImageService` and
+    /// `LifecycleService` answer `Unimplemented`, so clients must use the `MachineService` calls.
+    pub fn set_legacy_api(&self, node: &str, legacy: bool) {
+        self.shared.with_named(node, |n| n.legacy_api = legacy);
+    }
+
+    /// The Talos version the node runs now.
+    pub fn version(&self, node: &str) -> Option<String> {
+        self.shared.with_named(node, |n| n.version.clone())
+    }
+
+    /// The version an upgrade staged for the node's next boot.
+    pub fn staged_version(&self, node: &str) -> Option<String> {
+        self.shared
+            .with_named(node, |n| n.staged_version.clone())
+            .flatten()
+    }
+
+    /// The version the node ran before its last upgrade (what a rollback returns to).
+    pub fn previous_version(&self, node: &str) -> Option<String> {
+        self.shared
+            .with_named(node, |n| n.previous_version.clone())
+            .flatten()
     }
 
     /// Sets which certificate new TLS connections get.

@@ -12,7 +12,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::data::{self, Rng};
-use crate::state::{Access, Admitted, NodeRole, Shared};
+use crate::state::{Access, Admitted, NodeRole, Shared, UpgradeFault};
 
 pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -1389,12 +1389,38 @@ impl machine_service_server::MachineService for MachineApi {
             return Err(Status::invalid_argument("installer image is required"));
         }
         let actor = self.shared.next_actor_id();
-        upgrade_to(&self.shared, a.idx, &r.image, &actor, r.stage);
+        upgrade_to(&self.shared, a.idx, &r.image, &actor, r.stage)?;
         Ok(Response::new(UpgradeResponse {
             messages: vec![Upgrade {
                 metadata: meta(&a.hostname),
                 ack: format!("Upgrade request received: {}", r.image),
                 actor_id: actor,
+            }],
+        }))
+    }
+
+    async fn rollback(
+        &self,
+        req: Request<RollbackRequest>,
+    ) -> Result<Response<RollbackResponse>, Status> {
+        let a = self.admit(&req, "Rollback", Access::Admin).await?;
+        let (previous, fault) = self
+            .shared
+            .with_node(a.idx, |n| (n.previous_version.clone(), n.upgrade_fault));
+        let Some(previous) = previous else {
+            return Err(Status::failed_precondition(
+                "cannot roll back: no previous Talos installation was found on the boot disk",
+            ));
+        };
+        if fault != UpgradeFault::OldVersion {
+            self.shared
+                .with_node(a.idx, |n| n.staged_version = Some(previous));
+        }
+        let actor = self.shared.next_actor_id();
+        boot_after_upgrade(&self.shared, a.idx, &actor);
+        Ok(Response::new(RollbackResponse {
+            messages: vec![Rollback {
+                metadata: meta(&a.hostname),
             }],
         }))
     }
@@ -1543,14 +1569,56 @@ pub(crate) fn installer_version(image: &str) -> Option<String> {
 }
 
 /// Upgrades a node: the installer's version becomes the node's at the next boot, which happens
-/// now unless the upgrade is only staged.
-pub(crate) fn upgrade_to(shared: &Shared, idx: usize, image: &str, actor: &str, stage: bool) {
-    if let Some(version) = installer_version(image) {
+/// now unless the upgrade is only staged. The node's [`UpgradeFault`] decides how it goes wrong;
+/// with `ImagePullFails` nothing changes and the error says why.
+pub(crate) fn upgrade_to(
+    shared: &Shared,
+    idx: usize,
+    image: &str,
+    actor: &str,
+    stage: bool,
+) -> Result<(), Status> {
+    let fault = shared.with_node(idx, |n| n.upgrade_fault);
+    if fault == UpgradeFault::ImagePullFails {
+        return Err(pull_failed(image));
+    }
+    if fault != UpgradeFault::OldVersion
+        && let Some(version) = installer_version(image)
+    {
         shared.with_node(idx, |n| n.staged_version = Some(version));
     }
     if !stage {
-        shared.reboot(idx, actor);
+        boot_after_upgrade(shared, idx, actor);
     }
+    Ok(())
+}
+
+/// Reboots a node into what an upgrade or rollback staged, honouring its [`UpgradeFault`]: it
+/// may never come back, or come back with kubelet unhealthy.
+pub(crate) fn boot_after_upgrade(shared: &Shared, idx: usize, actor: &str) {
+    let fault = shared.with_node(idx, |n| n.upgrade_fault);
+    shared.reboot(idx, actor);
+    match fault {
+        UpgradeFault::NeverReturns => shared.power_off(idx),
+        UpgradeFault::Unhealthy => shared.with_node(idx, |n| {
+            if let Some(kubelet) = n.services.get_mut("kubelet") {
+                kubelet.healthy = false;
+                kubelet.events.push((
+                    "Running".into(),
+                    "Health check failed: node not ready after upgrade".into(),
+                    SystemTime::now(),
+                ));
+            }
+        }),
+        UpgradeFault::None | UpgradeFault::ImagePullFails | UpgradeFault::OldVersion => {}
+    }
+}
+
+/// The error of a pull that the node's `ImagePullFails` fault breaks.
+pub(crate) fn pull_failed(reference: &str) -> Status {
+    Status::not_found(format!(
+        "failed to pull image {reference:?}: not found (injected fault)"
+    ))
 }
 
 /// Adds an image to a node's cache (shared by MachineService.ImagePull and ImageService.Pull).
@@ -1559,6 +1627,9 @@ pub(crate) fn pull_into(shared: &Shared, idx: usize, reference: &str) -> Result<
         return Err(Status::invalid_argument(format!(
             "invalid reference format: {reference:?}"
         )));
+    }
+    if shared.with_node(idx, |n| n.upgrade_fault) == UpgradeFault::ImagePullFails {
+        return Err(pull_failed(reference));
     }
     shared.with_node(idx, |n| {
         if !n.images.iter().any(|i| i == reference) {

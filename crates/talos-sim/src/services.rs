@@ -58,6 +58,7 @@ impl m::image_service_server::ImageService for Api {
             .0
             .admit(&req, "ImageService.List", Access::Read)
             .await?;
+        self.modern_api(a.idx, "ImageService")?;
         let images = self.0.with_node(a.idx, |n| n.images.clone());
         let (tx, stream) = channel();
         tokio::spawn(async move {
@@ -93,6 +94,7 @@ impl m::image_service_server::ImageService for Api {
             .0
             .admit(&req, "ImageService.Pull", Access::Operate)
             .await?;
+        self.modern_api(a.idx, "ImageService")?;
         let reference = req.into_inner().image_ref;
         crate::machine::pull_into(&self.0, a.idx, &reference)?;
         let (tx, stream) = channel();
@@ -183,6 +185,7 @@ impl m::lifecycle_service_server::LifecycleService for Api {
             .0
             .admit(&req, "LifecycleService.Upgrade", Access::Admin)
             .await?;
+        self.modern_api(a.idx, "LifecycleService")?;
         let image = req
             .into_inner()
             .source
@@ -196,20 +199,45 @@ impl m::lifecycle_service_server::LifecycleService for Api {
             let step = |r: R| m::LifecycleServiceUpgradeResponse {
                 progress: Some(m::LifecycleServiceInstallProgress { response: Some(r) }),
             };
+            let pulling = format!("pulling installer image {image}");
+            if tx.send(Ok(step(R::Message(pulling)))).await.is_err() {
+                return;
+            }
+            let actor = shared.next_actor_id();
+            // Stage first (as the installer does), then report, then boot into it.
+            if let Err(status) = crate::machine::upgrade_to(&shared, a.idx, &image, &actor, true) {
+                let _ = tx
+                    .send(Ok(step(R::Message(format!("error: {}", status.message())))))
+                    .await;
+                let _ = tx.send(Ok(step(R::ExitCode(1)))).await;
+                return;
+            }
             for msg in [
-                format!("pulling {image}"),
-                "installing".into(),
-                "upgrade staged, rebooting".into(),
+                "validating installer image",
+                "installing Talos to the boot disk",
+                "upgrade installed; rebooting",
             ] {
-                if tx.send(Ok(step(R::Message(msg)))).await.is_err() {
-                    return;
+                if tx.send(Ok(step(R::Message(msg.into())))).await.is_err() {
+                    // The client left: the installed upgrade still boots, as on a node.
+                    break;
                 }
             }
             let _ = tx.send(Ok(step(R::ExitCode(0)))).await;
-            let actor = shared.next_actor_id();
-            crate::machine::upgrade_to(&shared, a.idx, &image, &actor, false);
+            crate::machine::boot_after_upgrade(&shared, a.idx, &actor);
         });
         Ok(Response::new(stream))
+    }
+}
+
+impl Api {
+    /// Refuses a Talos 1.13+ service on a node that behaves like an older release.
+    fn modern_api(&self, idx: usize, service: &str) -> Result<(), Status> {
+        if self.0.with_node(idx, |n| n.legacy_api) {
+            return Err(Status::unimplemented(format!(
+                "unknown service machine.{service}"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -227,6 +255,14 @@ impl cluster::cluster_service_server::ClusterService for Api {
                 .map(|n| (n.info.address.clone(), n.is_up(), n.info.role))
                 .collect()
         });
+        // Up, but with a service that fails its health check (e.g. after a broken upgrade).
+        let sick: Vec<String> = self.0.with_nodes(|ns| {
+            ns.iter()
+                .filter(|n| n.is_up() && n.services.values().any(|s| !s.healthy))
+                .map(|n| n.info.address.clone())
+                .collect()
+        });
+        let sick_text = sick.join(", ");
         let etcd_members = crate::state::lock(&self.0.etcd).members.len();
         let cps = nodes
             .iter()
@@ -258,7 +294,13 @@ impl cluster::cluster_service_server::ClusterService for Api {
             ("waiting for no diagnostics".into(), None),
             (
                 "waiting for kubelet to be healthy".into(),
-                (!down.is_empty()).then(|| format!("kubelet not healthy on: {down_text}")),
+                if !down.is_empty() {
+                    Some(format!("kubelet not healthy on: {down_text}"))
+                } else if !sick.is_empty() {
+                    Some(format!("kubelet not healthy on: {sick_text}"))
+                } else {
+                    None
+                },
             ),
             ("waiting for all nodes to finish boot sequence".into(), None),
             (

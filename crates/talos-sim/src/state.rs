@@ -57,6 +57,44 @@ pub enum Fault {
     },
 }
 
+/// How a node's next upgrade goes wrong (set per node; upgrades and rollbacks honour it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpgradeFault {
+    /// Upgrades work.
+    #[default]
+    None,
+    /// Pulling any image fails, so the upgrade fails before anything changes.
+    ImagePullFails,
+    /// The node goes down for the upgrade and never comes back.
+    NeverReturns,
+    /// The node reboots but comes back on the version it ran before.
+    OldVersion,
+    /// The node comes back on the new version with kubelet unhealthy, and the cluster health
+    /// check fails on it.
+    Unhealthy,
+}
+
+impl std::str::FromStr for UpgradeFault {
+    type Err = String;
+
+    /// Parses the command-line names: `none`, `image-pull-fails`, `never-returns`,
+    /// `old-version`, `unhealthy`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "none" => Self::None,
+            "image-pull-fails" => Self::ImagePullFails,
+            "never-returns" => Self::NeverReturns,
+            "old-version" => Self::OldVersion,
+            "unhealthy" => Self::Unhealthy,
+            other => {
+                return Err(format!(
+                    "unknown upgrade fault {other:?}; expected none, image-pull-fails, never-returns, old-version or unhealthy"
+                ));
+            }
+        })
+    }
+}
+
 /// Which server certificate new TLS connections get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CertFault {
@@ -154,6 +192,12 @@ pub(crate) struct NodeState {
     pub(crate) version: String,
     /// The version an upgrade staged for the next reboot.
     pub(crate) staged_version: Option<String>,
+    /// The version the node ran before its last upgrade (what a rollback boots back into).
+    pub(crate) previous_version: Option<String>,
+    /// How the node's upgrades go wrong.
+    pub(crate) upgrade_fault: UpgradeFault,
+    /// Behaves like a Talos before 1.13: no ImageService, no LifecycleService.
+    pub(crate) legacy_api: bool,
 }
 
 impl NodeState {
@@ -264,6 +308,9 @@ impl Shared {
                 etcd_member_id: member_id,
                 version: config.talos_version.clone(),
                 staged_version: None,
+                previous_version: None,
+                upgrade_fault: UpgradeFault::None,
+                legacy_api: false,
                 info,
             });
         }
@@ -333,6 +380,16 @@ impl Shared {
         if let Some(i) = Self::find(&nodes, node) {
             nodes[i].fault = fault;
         }
+    }
+
+    /// Runs `f` on the node named by address or hostname, if there is one.
+    pub(crate) fn with_named<R>(
+        &self,
+        node: &str,
+        f: impl FnOnce(&mut NodeState) -> R,
+    ) -> Option<R> {
+        let mut nodes = lock(&self.nodes);
+        Self::find(&nodes, node).map(|i| f(&mut nodes[i]))
     }
 
     pub(crate) fn calls(&self, node: &str, method: &str) -> u64 {
@@ -539,8 +596,10 @@ impl Shared {
                 if let Some(staged) = n.staged_config.take() {
                     n.machine_config = staged;
                 }
-                if let Some(version) = n.staged_version.take() {
-                    n.version = version;
+                if let Some(version) = n.staged_version.take()
+                    && version != n.version
+                {
+                    n.previous_version = Some(std::mem::replace(&mut n.version, version));
                 }
                 for s in n.services.values_mut() {
                     s.state = "Running".into();
@@ -560,6 +619,7 @@ impl Shared {
             n.machine_config = crate::data::machine_config(&cluster, &n.info, &version);
             n.staged_config = None;
             n.staged_version = None;
+            n.previous_version = None;
             n.version = version;
             n.images = crate::data::images(n.info.role);
             n.services = crate::data::services(n.info.role);

@@ -64,6 +64,10 @@ pub(crate) struct Prepared<X = ()> {
     pub(crate) blocker: Option<String>,
     /// Exactly what will be applied, for the human (e.g. a config's hash and redacted diff).
     pub(crate) details: Option<String>,
+    /// Facts the preparation found that the confirmation is bound to besides the arguments
+    /// (e.g. the node's current and target versions): if they change before the confirmed call
+    /// runs, its token no longer fits.
+    pub(crate) binds: Option<serde_json::Value>,
     /// Handed to the execution as it is.
     pub(crate) resolved: X,
 }
@@ -76,6 +80,7 @@ impl Prepared {
             preflight,
             blocker: None,
             details: None,
+            binds: None,
             resolved: (),
         }
     }
@@ -99,6 +104,16 @@ pub(crate) struct Change<'a, A> {
     pub(crate) target: &'a NodeTarget,
     /// Go ahead despite a preflight blocker (still confirmed).
     pub(crate) force: bool,
+}
+
+/// What a change's confirmation is bound to: its arguments and what the preparation found that
+/// must not change in between (absent for most changes, so their binding is the arguments alone).
+#[derive(Serialize)]
+struct Bound<'a, A> {
+    #[serde(flatten)]
+    args: &'a A,
+    #[serde(rename = "$prepared", skip_serializing_if = "Option::is_none")]
+    prepared: Option<serde_json::Value>,
 }
 
 /// How long a change waits for another change on the same context (running, or waiting for
@@ -261,7 +276,15 @@ impl TalosMcp {
             details: prepared.details,
         };
         match self
-            .confirm(call, &plan, args, target.confirmation_token.as_deref())
+            .confirm(
+                call,
+                &plan,
+                &Bound {
+                    args,
+                    prepared: prepared.binds,
+                },
+                target.confirmation_token.as_deref(),
+            )
             .await
         {
             Gate::Proceed => {}

@@ -501,6 +501,7 @@ impl TalosMcp {
                     preflight: vec![],
                     blocker,
                     details: None,
+                    binds: None,
                     // The member the preflight found is the one removed.
                     resolved: (member.id, member.hostname.clone()),
                 })

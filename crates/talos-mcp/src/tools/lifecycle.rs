@@ -3,7 +3,7 @@
 
 use crate::call::{Call, Reply};
 use crate::registry::{Effect, ToolDef, Toolset, tool};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -50,7 +50,7 @@ pub struct ApplyConfigArgs {
 }
 
 /// Reads a choice whose `null` means its default, as for every other optional argument.
-fn null_is_default<'de, D, T>(d: D) -> Result<T, D::Error>
+pub(crate) fn null_is_default<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: Deserialize<'de> + Default,
@@ -392,66 +392,6 @@ pub(crate) async fn redacted_machine_config(
     Ok(crate::redact::redact_yaml(&r.spec_yaml))
 }
 
-/// Reads the node's boot id (admin role), if possible.
-async fn boot_id(api: &dyn TalosApi, opts: &CallOptions) -> Option<String> {
-    api.read_file(opts, "/proc/sys/kernel/random/boot_id", 128)
-        .await
-        .ok()
-        .map(|f| String::from_utf8_lossy(&f.data).trim().to_owned())
-        .filter(|b| !b.is_empty())
-}
-
-/// Follows a rebooting node: down, then up with a different boot id. Reports progress.
-async fn follow_reboot(
-    api: &dyn TalosApi,
-    opts: &CallOptions,
-    before: Option<String>,
-    timeout: Duration,
-    call: &Call,
-) -> RebootOut {
-    let started = Instant::now();
-    let poll = Duration::from_millis(250);
-    let quick = opts.clone().with_timeout(Duration::from_secs(2));
-    let mut went_down = false;
-    call.step("reboot requested; waiting for the node to go down")
-        .await;
-    while started.elapsed() < timeout {
-        let up = api.version(&quick).await.is_ok();
-        if !up && !went_down {
-            went_down = true;
-            call.step("node is down; waiting for it to come back").await;
-        }
-        if up {
-            let now = boot_id(api, &quick).await;
-            let changed = match (&before, &now) {
-                (Some(b), Some(n)) => b != n,
-                _ => went_down,
-            };
-            if changed {
-                call.step("node is back with a new boot id").await;
-                return RebootOut {
-                    actor_id: String::new(),
-                    waited: true,
-                    boot_id_before: before,
-                    boot_id_after: now,
-                    back: Some(true),
-                    waited_seconds: Some(started.elapsed().as_secs()),
-                };
-            }
-        }
-        tokio::time::sleep(poll).await;
-    }
-    call.step("gave up waiting").await;
-    RebootOut {
-        actor_id: String::new(),
-        waited: true,
-        boot_id_before: before,
-        boot_id_after: None,
-        back: Some(false),
-        waited_seconds: Some(started.elapsed().as_secs()),
-    }
-}
-
 fn talos(e: TalosError) -> ToolError {
     ToolError::Talos(e)
 }
@@ -620,6 +560,7 @@ impl TalosMcp {
                     preflight,
                     blocker: None,
                     details: Some(details),
+                    binds: None,
                     resolved: slot,
                 })
             },
@@ -706,7 +647,7 @@ impl TalosMcp {
             },
             |api, opts, slot| async move {
                 let before = if wait {
-                    boot_id(api.as_ref(), &opts).await
+                    super::follow::boot_id(api.as_ref(), &opts).await
                 } else {
                     None
                 };
@@ -722,9 +663,24 @@ impl TalosMcp {
                         waited_seconds: None,
                     });
                 }
-                let mut out = follow_reboot(api.as_ref(), &opts, before, timeout, call).await;
-                out.actor_id = ack.actor_id;
-                Ok(out)
+                let what = super::follow::Follow {
+                    prefix: String::new(),
+                    boot_id_before: before.clone(),
+                    expect_version: None,
+                    version_before: None,
+                    expect_changed_version: false,
+                    services_healthy: false,
+                    timeout,
+                };
+                let followed = super::follow::follow_node(api.as_ref(), &opts, call, &what).await;
+                Ok(RebootOut {
+                    actor_id: ack.actor_id,
+                    waited: true,
+                    boot_id_before: before,
+                    boot_id_after: followed.boot_id_after,
+                    back: Some(followed.back),
+                    waited_seconds: Some(followed.seconds),
+                })
             },
             |o| match o.back {
                 Some(true) => format!(
@@ -864,6 +820,7 @@ fn handing<X>(p: Prepared, resolved: X) -> Prepared<X> {
         preflight: p.preflight,
         blocker: p.blocker,
         details: p.details,
+        binds: p.binds,
         resolved,
     }
 }

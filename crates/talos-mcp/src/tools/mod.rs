@@ -16,10 +16,12 @@ pub(crate) use targeted_by_field;
 pub mod actions;
 pub mod cluster;
 pub mod etcd;
+pub(crate) mod follow;
 pub mod info;
 pub mod kubernetes;
 pub mod lifecycle;
 pub mod logs;
+pub mod upgrade;
 pub mod workloads;
 
 use std::time::SystemTime;
@@ -37,7 +39,10 @@ pub(crate) fn of(set: Toolset) -> Vec<ToolDef> {
         Toolset::Etcd => etcd::tools(),
         Toolset::Cluster => cluster::tools(),
         Toolset::Kubernetes => kubernetes::tools(),
-        Toolset::Lifecycle => lifecycle::tools(),
+        Toolset::Lifecycle => lifecycle::tools()
+            .into_iter()
+            .chain(upgrade::tools())
+            .collect(),
     }
 }
 

@@ -2828,6 +2828,18 @@ pub struct Upgrade {
     pub actor_id: ::prost::alloc::string::String,
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RollbackRequest {}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct RollbackResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub messages: ::prost::alloc::vec::Vec<Rollback>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Rollback {
+    #[prost(message, optional, tag = "1")]
+    pub metadata: ::core::option::Option<super::common::Metadata>,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ImageListRequest {
     #[prost(enumeration = "super::common::ContainerdNamespace", tag = "1")]
     pub namespace: i32,
@@ -4221,6 +4233,31 @@ pub mod machine_service_client {
                 .insert(GrpcMethod::new("machine.MachineService", "Upgrade"));
             self.inner.unary(req, path, codec).await
         }
+        /// Boots the node back into the Talos it ran before its last upgrade (admin role only).
+        pub async fn rollback(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RollbackRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RollbackResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/machine.MachineService/Rollback",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("machine.MachineService", "Rollback"));
+            self.inner.unary(req, path, codec).await
+        }
         /// Older image API; Talos 1.13+ adds ImageService.List.
         pub async fn image_list(
             &mut self,
@@ -4569,6 +4606,14 @@ pub mod machine_service_server {
             &self,
             request: tonic::Request<super::UpgradeRequest>,
         ) -> std::result::Result<tonic::Response<super::UpgradeResponse>, tonic::Status>;
+        /// Boots the node back into the Talos it ran before its last upgrade (admin role only).
+        async fn rollback(
+            &self,
+            request: tonic::Request<super::RollbackRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RollbackResponse>,
+            tonic::Status,
+        >;
         /// Server streaming response type for the ImageList method.
         type ImageListStream: tonic::codegen::tokio_stream::Stream<
                 Item = std::result::Result<super::ImageListResponse, tonic::Status>,
@@ -6389,6 +6434,51 @@ pub mod machine_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = UpgradeSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/machine.MachineService/Rollback" => {
+                    #[allow(non_camel_case_types)]
+                    struct RollbackSvc<T: MachineService>(pub Arc<T>);
+                    impl<
+                        T: MachineService,
+                    > tonic::server::UnaryService<super::RollbackRequest>
+                    for RollbackSvc<T> {
+                        type Response = super::RollbackResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RollbackRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as MachineService>::rollback(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RollbackSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

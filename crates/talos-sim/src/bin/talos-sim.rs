@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use talos_sim::{SimCluster, SimConfig};
+use talos_sim::{SimCluster, SimConfig, UpgradeFault};
 
 /// A simulated Talos apid (gRPC over mTLS) with virtual nodes, for trying Talos tools without a
 /// cluster. Traffic stays on this machine.
@@ -36,6 +36,30 @@ struct Args {
     /// How long a rebooting node stays unreachable, in milliseconds.
     #[arg(long, default_value_t = SimConfig::default().reboot_downtime.as_millis() as u64)]
     reboot_downtime_ms: u64,
+    /// An upgrade fault for one node, as NODE=KIND (address or hostname; repeatable). KIND is
+    /// image-pull-fails, never-returns, old-version, unhealthy, or legacy-api (the node answers
+    /// like a Talos before 1.13: no ImageService or LifecycleService).
+    #[arg(long = "fault", value_name = "NODE=KIND", value_parser = parse_fault)]
+    faults: Vec<(String, NodeFault)>,
+}
+
+/// A fault the command line can set on a node.
+#[derive(Debug, Clone, Copy)]
+enum NodeFault {
+    Upgrade(UpgradeFault),
+    LegacyApi,
+}
+
+fn parse_fault(s: &str) -> Result<(String, NodeFault), String> {
+    let (node, kind) = s
+        .split_once('=')
+        .filter(|(n, _)| !n.is_empty())
+        .ok_or_else(|| format!("expected NODE=KIND, got {s:?}"))?;
+    let fault = match kind {
+        "legacy-api" => NodeFault::LegacyApi,
+        other => NodeFault::Upgrade(other.parse()?),
+    };
+    Ok((node.to_owned(), fault))
 }
 
 #[tokio::main]
@@ -74,6 +98,22 @@ async fn main() -> ExitCode {
     if let Err(e) = written {
         tracing::error!("{e}");
         return ExitCode::FAILURE;
+    }
+    for (node, fault) in &args.faults {
+        if !cluster
+            .nodes()
+            .iter()
+            .any(|n| n.address == *node || n.hostname == *node)
+        {
+            tracing::error!(node = %node, "--fault names no node of this cluster");
+            cluster.shutdown().await;
+            return ExitCode::FAILURE;
+        }
+        match fault {
+            NodeFault::Upgrade(f) => cluster.set_upgrade_fault(node, *f),
+            NodeFault::LegacyApi => cluster.set_legacy_api(node, true),
+        }
+        tracing::info!(node = %node, fault = ?fault, "fault set");
     }
     for node in cluster.nodes() {
         tracing::info!(address = %node.address, hostname = %node.hostname, role = ?node.role, "node");
