@@ -1,7 +1,8 @@
 //! Following a node through a reboot (a plain reboot, an upgrade, a rollback): down, back with a
 //! new boot id, on the expected Talos version, its services healthy. Every phase is reported with
-//! [`Call::step`]. Each wait is its own small function so a watch-based wait can replace the
-//! polling one without touching the rest.
+//! [`Call::step`]. Coming back, the version and the services are followed with COSI watches
+//! ([`crate::watch`]), which fall back to polling on nodes that do not answer watches; going down
+//! is polled (a watch only says so by breaking).
 
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use talos_client::{CallOptions, TalosApi};
 use tokio::time::Instant;
 
 use crate::call::Call;
+use crate::watch::WaitOutcome;
 
 /// How often the waits ask the node.
 const POLL: Duration = Duration::from_millis(250);
@@ -104,28 +106,55 @@ pub(crate) async fn until_down(
 
 /// Waits until a node that went down answers again with a boot id other than `before` (any
 /// boot id when the old one is unknown or the new one unreadable). `Some(boot id)` when back.
+/// With a known boot id it watches the node's `BootIDs` resource.
 pub(crate) async fn until_back(
     api: &dyn TalosApi,
     opts: &CallOptions,
     before: Option<&str>,
     deadline: Instant,
 ) -> Option<Option<String>> {
+    if let Some(before) = before {
+        let waited = crate::watch::until_new_boot(api, opts, before, left(deadline)).await;
+        return match waited.outcome {
+            WaitOutcome::Reached(id) => Some(Some(id)),
+            WaitOutcome::TimedOut | WaitOutcome::Lost(_) => None,
+        };
+    }
     let quick = opts.clone().with_timeout(QUICK);
     loop {
         if api.version(&quick).await.is_ok() {
-            let now = boot_id(api, &quick).await;
-            let changed = match (before, now.as_deref()) {
-                (Some(b), Some(n)) => b != n,
-                _ => true,
-            };
-            if changed {
-                return Some(now);
-            }
+            return Some(boot_id(api, &quick).await);
         }
         if Instant::now() >= deadline {
             return None;
         }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Time left until `deadline`.
+fn left(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}
+
+/// Waits until the node runs `expected`, watching its `Versions` resource. `Ok(version)` when
+/// it does; `Err(last version seen)` at the deadline.
+async fn until_expected_version(
+    api: &dyn TalosApi,
+    opts: &CallOptions,
+    expected: &str,
+    deadline: Instant,
+) -> Result<String, Option<String>> {
+    match crate::watch::until_version(api, opts, expected, left(deadline))
+        .await
+        .outcome
+    {
+        WaitOutcome::Reached(v) => Ok(v),
+        WaitOutcome::TimedOut | WaitOutcome::Lost(_) => Err(api
+            .version(&opts.clone().with_timeout(QUICK))
+            .await
+            .ok()
+            .map(|v| v.tag)),
     }
 }
 
@@ -153,31 +182,27 @@ pub(crate) async fn until_version(
     }
 }
 
-/// Waits until every service of the node is running and healthy (or has no health check).
-/// `Err(the services that are not)` at the deadline.
+/// Waits until every service of the node is running and healthy (or has no health check),
+/// watching the node's `Services` resources. `Err(the services that are not)` at the deadline.
 pub(crate) async fn until_services_healthy(
     api: &dyn TalosApi,
     opts: &CallOptions,
     deadline: Instant,
 ) -> Result<(), Vec<String>> {
-    let quick = opts.clone().with_timeout(QUICK);
-    loop {
-        let sick = match api.services(&quick).await {
-            Ok(services) => services
-                .iter()
-                .filter(|s| s.state != "Running" || !(s.health.healthy || s.health.unknown))
-                .map(|s| format!("{} ({})", s.id, s.state))
-                .collect::<Vec<_>>(),
-            Err(e) => vec![format!("services could not be read: {}", e.kind())],
-        };
-        if sick.is_empty() {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(sick);
-        }
-        tokio::time::sleep(POLL).await;
+    let waited = crate::watch::until_services_healthy(api, opts, left(deadline)).await;
+    if let WaitOutcome::Reached(_) = waited.outcome {
+        return Ok(());
     }
+    // Say which services are not healthy, from one last read.
+    let quick = opts.clone().with_timeout(QUICK);
+    Err(match api.services(&quick).await {
+        Ok(services) => services
+            .iter()
+            .filter(|s| s.state != "Running" || !(s.health.healthy || s.health.unknown))
+            .map(|s| format!("{} ({})", s.id, s.state))
+            .collect::<Vec<_>>(),
+        Err(e) => vec![format!("services could not be read: {}", e.kind())],
+    })
 }
 
 /// Follows a node through a reboot it was just asked to do: down, back with a new boot id, then
@@ -234,7 +259,7 @@ pub(crate) async fn follow_node(
 
     out.on_version = true;
     if let Some(expected) = &what.expect_version {
-        match until_version(api, opts, |v| v == expected, deadline).await {
+        match until_expected_version(api, opts, expected, deadline).await {
             Ok(v) => {
                 call.step(format!("{p}node runs {v}")).await;
                 out.version_after = Some(v);
