@@ -20,6 +20,7 @@ pub mod info;
 pub mod kubernetes;
 pub mod lifecycle;
 pub mod logs;
+pub mod operations;
 pub mod workloads;
 
 use std::time::SystemTime;
@@ -37,7 +38,11 @@ pub(crate) fn of(set: Toolset) -> Vec<ToolDef> {
         Toolset::Etcd => etcd::tools(),
         Toolset::Cluster => cluster::tools(),
         Toolset::Kubernetes => kubernetes::tools(),
-        Toolset::Lifecycle => lifecycle::tools(),
+        Toolset::Lifecycle => {
+            let mut tools = lifecycle::tools();
+            tools.extend(operations::tools());
+            tools
+        }
     }
 }
 
