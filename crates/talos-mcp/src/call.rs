@@ -60,6 +60,8 @@ impl Call {
 
     /// The same call, running as `operation`: its steps are recorded there.
     pub(crate) fn with_operation(mut self, operation: crate::operations::Operation) -> Self {
+        // One flag for both: a cancellation reads at once whether the change has begun.
+        self.committed = operation.committed_flag();
         self.operation = Some(operation);
         self
     }

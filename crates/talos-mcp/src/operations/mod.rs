@@ -231,6 +231,9 @@ struct Live {
     record: tokio::sync::Mutex<OperationRecord>,
     cancel: watch::Sender<bool>,
     input: Mutex<Option<PendingInput>>,
+    /// Set by the running code once its change has begun (shared with it, read at once by a
+    /// cancellation, so the record never claims a stop that cannot happen).
+    committed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Debug)]
@@ -297,6 +300,7 @@ impl Operations {
             record: tokio::sync::Mutex::new(record),
             cancel,
             input: Mutex::new(None),
+            committed: Arc::default(),
         });
         self.live().insert(id.clone(), live.clone());
         Ok(Operation {
@@ -424,6 +428,7 @@ async fn request_cancel(store: &Arc<dyn OperationStore>, live: &Live) {
         let mut record = live.record.lock().await;
         if !record.state.is_terminal() && !record.cancel_requested {
             record.cancel_requested = true;
+            record.committed |= live.committed.load(std::sync::atomic::Ordering::SeqCst);
             record.status_message = Some(if record.committed {
                 "cancel requested after the change had started; it runs to its end".into()
             } else {
@@ -450,6 +455,11 @@ impl Operation {
     /// Its id.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The flag the running code sets when its change begins (see [`crate::call::Call::commit`]).
+    pub(crate) fn committed_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.live.committed.clone()
     }
 
     /// Whether it runs as an MCP task.
@@ -678,5 +688,74 @@ mod tests {
         let record = ops.get(op.id(), Some("alice")).await.unwrap();
         assert_eq!(record.state, OperationState::Cancelled);
         assert_eq!(ops.running(), 0);
+    }
+
+    /// A cancellation of an operation whose change has begun says so at once, and its end
+    /// says it ran to completion.
+    #[tokio::test]
+    async fn a_cancel_after_the_commit_is_recorded_truthfully() {
+        let ops = Arc::new(Operations::in_memory(OperationSettings::default()));
+        let op = ops
+            .start("talos_reboot", None, None, vec![], true)
+            .await
+            .unwrap();
+        op.committed_flag()
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let record = ops.cancel(op.id(), None).await.unwrap();
+        assert!(record.committed && record.cancel_requested);
+        assert!(
+            record
+                .status_message
+                .as_deref()
+                .unwrap()
+                .contains("runs to its end"),
+            "{record:?}"
+        );
+        op.finish(End::Completed(serde_json::json!({"isError": false})), true)
+            .await;
+        let record = ops.get(op.id(), None).await.unwrap();
+        assert_eq!(record.state, OperationState::Completed);
+        assert_eq!(
+            record.status_message.as_deref(),
+            Some("cancel requested after the change had started; ran to completion")
+        );
+    }
+
+    /// Waiting for input is bounded: with no answer in time the operation works on (and the
+    /// caller's code decides that nothing is done); an answer in time is handed over.
+    #[tokio::test]
+    async fn input_waits_are_bounded_and_answers_are_handed_over() {
+        let ops = Arc::new(Operations::in_memory(OperationSettings::default()));
+        let op = ops
+            .start("talos_reboot", None, None, vec![], true)
+            .await
+            .unwrap();
+        let requests = serde_json::json!({"confirm": {"method": "elicitation/create"}});
+        let requests = requests.as_object().unwrap().clone();
+        assert!(
+            op.input(requests.clone(), Duration::from_millis(50))
+                .await
+                .is_none()
+        );
+        let record = ops.get(op.id(), None).await.unwrap();
+        assert_eq!(record.state, OperationState::Working);
+        assert!(record.input_requests.is_none());
+
+        let waiting = {
+            let op = op.clone();
+            tokio::spawn(async move { op.input(requests, Duration::from_secs(30)).await })
+        };
+        for _ in 0..1000 {
+            if ops.get(op.id(), None).await.unwrap().state == OperationState::InputRequired {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let answer = serde_json::json!({"confirm": {"action": "accept"}});
+        ops.provide_input(op.id(), None, answer.as_object().unwrap().clone())
+            .await
+            .unwrap();
+        let got = waiting.await.unwrap().unwrap();
+        assert_eq!(got["confirm"]["action"], "accept");
     }
 }
