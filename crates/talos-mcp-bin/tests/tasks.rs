@@ -461,3 +461,80 @@ async fn a_client_without_tasks_gets_the_answer_and_the_operation_id() {
         result["structuredContent"]
     );
 }
+
+/// Over stdio, the end of input does not cut a task short whose change has begun: the process
+/// waits (within the grace period) for the operation, which writes its `finished` audit line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdio_eof_waits_for_a_running_operation() {
+    let (sim, dir, tc, worker) = sim().await;
+    let audit = dir.path().join("audit.log");
+    let mut child = Command::new(BIN)
+        .env_remove("RUST_LOG")
+        .args(["serve", "--talosconfig", &tc, "--allow-destructive"])
+        .args(["--confirm", "none", "--audit-log", audit.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let send = |stdin: &mut std::process::ChildStdin, v: Value| {
+        writeln!(stdin, "{v}").unwrap();
+        stdin.flush().unwrap();
+    };
+    let mut read_answer = |id: u64| loop {
+        let mut line = String::new();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "stdout closed");
+        let v: Value = serde_json::from_str(&line).unwrap();
+        if v["id"] == id && v.get("method").is_none() {
+            return v;
+        }
+    };
+    send(
+        &mut stdin,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {"extensions": {TASKS: {}}},
+            "clientInfo": {"name": "raw", "version": "1"}}}),
+    );
+    read_answer(1);
+    send(
+        &mut stdin,
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    );
+    send(
+        &mut stdin,
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "talos_reboot",
+            "arguments": {"node": worker, "wait": true, "wait_timeout_seconds": 30}}}),
+    );
+    task_id(&read_answer(2));
+    // Close input only once the reboot has been sent: the change has begun.
+    for _ in 0..200 {
+        if sim.calls(&worker, "Reboot") > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(sim.calls(&worker, "Reboot"), 1);
+    drop(stdin);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("the server did not exit after the end of input");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+    let lines = std::fs::read_to_string(&audit).unwrap();
+    let finished: Vec<Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["phase"] == "finished" && l["tool"] == "talos_reboot")
+        .collect();
+    assert_eq!(finished.len(), 1, "{lines}");
+    assert_eq!(finished[0]["result"], "ok", "{lines}");
+}
