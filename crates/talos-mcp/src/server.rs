@@ -544,10 +544,13 @@ impl TalosMcp {
                         serde_json::to_value(&*result).unwrap_or_default(),
                     )
                 }
-                Ok(rmcp::model::CallToolResponse::InputRequired(input)) => {
-                    crate::operations::End::Completed(
-                        serde_json::to_value(&*input).unwrap_or_default(),
-                    )
+                // A synchronous call that asked for the human's input (the multi-round-trip
+                // flow) ended there; its sealed requestState stays out of the record.
+                Ok(rmcp::model::CallToolResponse::InputRequired(_)) => {
+                    crate::operations::End::Completed(serde_json::json!({
+                        "resultType": "input_required",
+                        "note": "the call asked for the human's confirmation; the client repeats it with the answer, which is a new operation",
+                    }))
                 }
                 Ok(rmcp::model::CallToolResponse::Task(task)) => crate::operations::End::Completed(
                     serde_json::to_value(&*task).unwrap_or_default(),

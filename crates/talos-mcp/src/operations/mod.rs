@@ -94,8 +94,10 @@ pub struct Step {
     pub message: String,
 }
 
-/// Everything stored about one operation. Plain data: it round-trips through JSON.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Everything stored about one operation. Plain data: it round-trips through JSON. Its `Debug`
+/// leaves out the result, error and input requests (a plan's result carries a confirmation
+/// token).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct OperationRecord {
     /// Random, unguessable (128 bits, hex).
     pub id: String,
@@ -137,6 +139,23 @@ pub struct OperationRecord {
     pub error: Option<serde_json::Value>,
     /// The outstanding input requests when input is required.
     pub input_requests: Option<serde_json::Value>,
+}
+
+impl std::fmt::Debug for OperationRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperationRecord")
+            .field("id", &self.id)
+            .field("tool", &self.tool)
+            .field("caller", &self.caller)
+            .field("state", &self.state)
+            .field("status_message", &self.status_message)
+            .field("steps", &self.steps.len())
+            .field("committed", &self.committed)
+            .field("cancel_requested", &self.cancel_requested)
+            .field("has_result", &self.result.is_some())
+            .field("has_error", &self.error.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl OperationRecord {
@@ -630,6 +649,10 @@ mod tests {
         let back: OperationRecord = serde_json::from_str(&text).unwrap();
         assert_eq!(back, r);
         assert!(text.contains("\"state\":\"input_required\""), "{text}");
+        // A plan's token never shows in Debug.
+        r.result =
+            Some(serde_json::json!({"structuredContent": {"confirmation_token": "tok-SECRET"}}));
+        assert!(!format!("{r:?}").contains("tok-SECRET"));
     }
 
     /// Ids are 128-bit hex and differ.
