@@ -250,6 +250,9 @@ struct Live {
     record: tokio::sync::Mutex<OperationRecord>,
     cancel: watch::Sender<bool>,
     input: Mutex<Option<PendingInput>>,
+    /// Who started it (also in the record; here to count a caller's running operations
+    /// without waiting for the record's lock).
+    caller: Option<String>,
     /// Set by the running code once its change has begun (shared with it, read at once by a
     /// cancellation, so the record never claims a stop that cannot happen).
     committed: Arc<std::sync::atomic::AtomicBool>,
@@ -296,6 +299,11 @@ impl Operations {
         &self.settings
     }
 
+    /// The most operations one caller may have running: a quarter of the cap (at least one).
+    fn per_caller(&self) -> usize {
+        (self.settings.cap / 4).max(1)
+    }
+
     fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Live>>> {
         self.live
             .lock()
@@ -311,7 +319,15 @@ impl Operations {
         nodes: Vec<String>,
         task: bool,
     ) -> Result<Operation, ToolError> {
-        let record = OperationRecord::new(new_id()?, tool, caller, context, nodes, task);
+        // One caller cannot fill the store with running operations and lock the others out.
+        let share = self.per_caller();
+        let running = self.live().values().filter(|l| l.caller == caller).count();
+        if running >= share {
+            return Err(ToolError::Refused(format!(
+                "you have {running} operations running, the most one caller may (a quarter of --max-operations); wait for one to finish (talos_operations lists them) or cancel one"
+            )));
+        }
+        let record = OperationRecord::new(new_id()?, tool, caller.clone(), context, nodes, task);
         let id = record.id.clone();
         self.store.create(record.clone()).await?;
         let (cancel, _) = watch::channel(false);
@@ -319,6 +335,7 @@ impl Operations {
             record: tokio::sync::Mutex::new(record),
             cancel,
             input: Mutex::new(None),
+            caller,
             committed: Arc::default(),
         });
         self.live().insert(id.clone(), live.clone());
@@ -780,5 +797,33 @@ mod tests {
             .unwrap();
         let got = waiting.await.unwrap().unwrap();
         assert_eq!(got["confirm"]["action"], "accept");
+    }
+
+    /// One caller may have at most a quarter of the cap running; others still can start theirs,
+    /// and a finished operation frees its place.
+    #[tokio::test]
+    async fn one_caller_cannot_take_every_place() {
+        let ops = Arc::new(Operations::in_memory(OperationSettings {
+            cap: 8,
+            ..OperationSettings::default()
+        }));
+        let start = |who: &str| {
+            let ops = ops.clone();
+            let who = who.to_owned();
+            async move {
+                ops.start("talos_reboot", Some(who), None, vec![], true)
+                    .await
+            }
+        };
+        let first = start("alice").await.unwrap();
+        start("alice").await.unwrap();
+        let refused = start("alice").await.unwrap_err().to_string();
+        assert!(
+            refused.starts_with("Refused:") && refused.contains("2 operations running"),
+            "{refused}"
+        );
+        start("bob").await.unwrap();
+        first.finish(End::Cancelled, false).await;
+        start("alice").await.unwrap();
     }
 }
