@@ -53,6 +53,8 @@ pub struct ServerSettings {
     pub config_allowlist: Vec<String>,
     /// Limits of long-running operations (kept time, cap, poll interval).
     pub operations: crate::operations::OperationSettings,
+    /// Where operation records are kept (`None`: in memory, bounded by `operations`).
+    pub operation_store: Option<Arc<dyn crate::operations::OperationStore>>,
 }
 
 impl Default for ServerSettings {
@@ -71,6 +73,7 @@ impl Default for ServerSettings {
             max_wait: std::time::Duration::from_secs(600),
             config_allowlist: Vec::new(),
             operations: crate::operations::OperationSettings::default(),
+            operation_store: None,
         }
     }
 }
@@ -172,7 +175,10 @@ impl TalosMcp {
             }
             enabled.retain(|d| tools.iter().any(|t| t == d.name));
         }
-        let settings_operations = settings.operations;
+        let operations = match &settings.operation_store {
+            Some(store) => crate::operations::Operations::new(store.clone(), settings.operations),
+            None => crate::operations::Operations::in_memory(settings.operations),
+        };
         Ok(Self {
             clusters: Arc::new(clusters),
             settings: Arc::new(settings),
@@ -181,9 +187,7 @@ impl TalosMcp {
             in_flight: Arc::default(),
             changes: Arc::default(),
             session: None,
-            operations: Arc::new(crate::operations::Operations::in_memory(
-                settings_operations,
-            )),
+            operations: Arc::new(operations),
         })
     }
 
