@@ -59,7 +59,7 @@ pub struct OperationView {
     pub tool: String,
     /// working, input_required, completed, failed or cancelled.
     pub state: OperationState,
-    /// What is happening or how it ended.
+    /// What is happening (its latest step) or how it ended.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
     /// The context named.
@@ -84,9 +84,6 @@ pub struct OperationView {
     /// Steps dropped from the front.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps_dropped: Option<u64>,
-    /// The last step (in a list).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_step: Option<Step>,
     /// The tool's result (with `id`, when completed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<serde_json::Value>,
@@ -97,7 +94,6 @@ pub struct OperationView {
 
 impl OperationView {
     fn of(r: OperationRecord, full: bool) -> Self {
-        let last_step = (!full).then(|| r.steps.last().cloned()).flatten();
         Self {
             id: r.id,
             tool: r.tool,
@@ -112,7 +108,6 @@ impl OperationView {
             cancel_requested: r.cancel_requested,
             steps_dropped: (full && r.steps_dropped > 0).then_some(r.steps_dropped),
             steps: full.then_some(r.steps),
-            last_step,
             result: if full { r.result } else { None },
             error: if full { r.error } else { None },
         }
