@@ -67,3 +67,31 @@ async fn a_synchronous_reboot_is_recorded_in_the_configured_store() {
         r.structured_content.clone().unwrap()
     );
 }
+
+/// `talos_operations` is listed only when a long-running tool is: the read-only list does not
+/// grow.
+#[test]
+fn the_operations_tool_is_listed_only_with_a_long_running_tool() {
+    let listed = |allow_destructive: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = talos_mcp::ServerSettings {
+            safety: Arc::new(SafetySettings {
+                allow_destructive,
+                ..SafetySettings::default()
+            }),
+            ..common::settings(&dir)
+        };
+        let api = Arc::new(talos_client::MockTalosApi::new());
+        talos_mcp::TalosMcp::new(common::mock_clusters(api, &["10.5.0.2"]), settings)
+            .unwrap()
+            .tools()
+            .iter()
+            .map(|t| t.name.to_string())
+            .collect::<Vec<_>>()
+    };
+    let read_only = listed(false);
+    assert!(!read_only.iter().any(|t| t == "talos_operations"));
+    let all = listed(true);
+    assert!(all.iter().any(|t| t == "talos_reboot"));
+    assert!(all.iter().any(|t| t == "talos_operations"));
+}
