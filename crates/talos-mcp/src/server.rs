@@ -526,6 +526,9 @@ impl TalosMcp {
             context.meta.get_progress_token()
         };
         let call = Call::new(tool, tier, ask, progress).with_operation(op.clone());
+        // The task's seed state is taken before it starts: it is `working`, however fast the
+        // tool then runs.
+        let seed = op.record().await;
         let server = self.clone();
         let running = InFlight::enter(self.in_flight.clone());
         let (done, answer) = tokio::sync::oneshot::channel();
@@ -569,8 +572,7 @@ impl TalosMcp {
             let _ = done.send(response);
         });
         if as_task {
-            let record = op.record().await;
-            let task = crate::operations::tasks::task(&record, self.operations.settings());
+            let task = crate::operations::tasks::task(&seed, self.operations.settings());
             return Ok(rmcp::model::CallToolResponse::Task(
                 rmcp::model::CreateTaskResult::new(task),
             ));
