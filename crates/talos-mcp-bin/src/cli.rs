@@ -121,6 +121,17 @@ pub(crate) struct ServerOpts {
     /// Enabled tools (default: all in the enabled toolsets).
     #[arg(long, env = "TALOS_MCP_TOOLS", value_delimiter = ',')]
     pub(crate) tools: Option<Vec<String>>,
+    /// Seconds a finished long-running operation (task) stays readable.
+    #[arg(long, env = "TALOS_MCP_OPERATION_TTL", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) operation_ttl: u64,
+    /// Most operations kept, running and finished; when all are running, new ones are refused.
+    #[arg(long, env = "TALOS_MCP_MAX_OPERATIONS", default_value_t = 256, value_parser = at_least_one)]
+    pub(crate) max_operations: usize,
+    /// Milliseconds task clients are asked to wait between polls (tasks/get).
+    #[arg(long, env = "TALOS_MCP_TASK_POLL_INTERVAL_MS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(100..))]
+    pub(crate) task_poll_interval_ms: u64,
 }
 
 /// HTTP transport settings.

@@ -97,6 +97,8 @@ pub(crate) async fn serve_stdio_or_http(server: TalosMcp, http: &HttpOpts) -> Re
     if let Some(addr) = http.http {
         let draining = server.clone();
         let result = http::serve(addr, server, http, shutdown_signal()).await;
+        // Operations that changed nothing stop now; the others get the grace period.
+        draining.cancel_operations().await;
         if draining.drain(GRACE).await {
             tracing::warn!("tool calls were still running after the grace period");
         }
@@ -108,14 +110,16 @@ pub(crate) async fn serve_stdio_or_http(server: TalosMcp, http: &HttpOpts) -> Re
     tokio::select! {
         quit = running.waiting() => {
             tracing::info!(reason = ?quit, "stdio session ended");
-            // Reads stopped with the session; a change that had started gets the grace period
-            // to finish and be audited.
+            // Reads stopped with the session, and so do operations that changed nothing; a
+            // change that had started gets the grace period to finish and be audited.
+            server.cancel_operations().await;
             if server.drain(GRACE).await {
                 tracing::warn!("tool calls were still running after the grace period");
             }
         }
         () = shutdown_signal() => {
             // In-flight calls get a grace period to finish before the session is cancelled.
+            server.cancel_operations().await;
             if server.drain(GRACE).await {
                 tracing::warn!("tool calls were still running after the grace period");
             }

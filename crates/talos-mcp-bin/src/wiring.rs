@@ -177,6 +177,11 @@ pub(crate) fn build_from_clusters(
         audit: Arc::new(audit),
         transport: transport.to_owned(),
         metrics,
+        operations: talos_mcp::operations::OperationSettings {
+            ttl: Duration::from_secs(opts.operation_ttl),
+            cap: opts.max_operations,
+            poll_interval: Duration::from_millis(opts.task_poll_interval_ms),
+        },
         ..ServerSettings::default()
     };
     TalosMcp::new(clusters.with_max_nodes(opts.max_nodes), settings).map_err(anyhow::Error::msg)

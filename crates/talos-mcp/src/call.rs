@@ -35,6 +35,8 @@ pub(crate) struct Call {
     confirmation: OnceLock<Confirmation>,
     /// Steps reported so far (see [`Call::step`]).
     steps: std::sync::atomic::AtomicU32,
+    /// The operation this call runs as (long-running tools).
+    pub(crate) operation: Option<crate::operations::Operation>,
 }
 
 impl Call {
@@ -52,7 +54,16 @@ impl Call {
             committed: Arc::default(),
             confirmation: OnceLock::new(),
             steps: std::sync::atomic::AtomicU32::new(0),
+            operation: None,
         }
+    }
+
+    /// The same call, running as `operation`: its steps are recorded there.
+    pub(crate) fn with_operation(mut self, operation: crate::operations::Operation) -> Self {
+        // One flag for both: a cancellation reads at once whether the change has begun.
+        self.committed = operation.committed_flag();
+        self.operation = Some(operation);
+        self
     }
 
     /// Marks the call as having begun a change: from here on a cancellation by the client no
@@ -71,14 +82,19 @@ impl Call {
         let _ = self.confirmation.set(how);
     }
 
-    /// Reports one step of a long call ("node is down", "back on v1.12.0"): as a progress
-    /// notification when the client asked for progress. Resolves once the notification is sent,
-    /// so every step reaches the client before the result does.
+    /// Reports one step of a long call ("node is down", "back on v1.12.0"): as a step of its
+    /// operation, when it runs as one, and as a progress notification when the client asked for
+    /// progress. Resolves once both are done, so every step reaches the client before the
+    /// result does.
     pub(crate) async fn step(&self, message: impl Into<String>) {
+        let message = message.into();
         let n = self.steps.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(op) = &self.operation {
+            op.step(&message, self.committed()).await;
+        }
         if let Some(token) = self.progress.clone() {
             let param = rmcp::model::ProgressNotificationParam::new(token, f64::from(n))
-                .with_message(message.into());
+                .with_message(message);
             let _ = self.ask.peer.notify_progress(param).await;
         }
     }

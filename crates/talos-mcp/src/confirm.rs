@@ -68,7 +68,7 @@ pub(crate) struct Ask {
     /// The sealed state of a multi-round-trip retry.
     state: Option<String>,
     /// The authenticated caller (the HTTP bearer token's name), when there is one.
-    caller: Option<String>,
+    pub(crate) caller: Option<String>,
     /// The transport session (the HTTP `Mcp-Session-Id`), when there is one.
     session: Option<String>,
 }
@@ -222,6 +222,12 @@ impl TalosMcp {
                 },
                 Err(e) => return Answer::Failed(format!("no form schema: {e}")).gate(call),
             };
+            // A task asks through its own state (input_required, answered with tasks/update).
+            if let Some(op) = &call.operation
+                && op.is_task().await
+            {
+                return self.confirm_in_task(call, op, form).await;
+            }
             if ask.round_trip {
                 return self.confirm_round_trip(call, &binding, form);
             }
@@ -272,6 +278,48 @@ impl TalosMcp {
                 });
                 Gate::Plan(value, text)
             }
+        }
+    }
+
+    /// Confirmation inside a task: the task goes `input_required` with the form as an
+    /// `elicitation/create` input request and resumes when `tasks/update` brings the answer.
+    /// The wait is bounded by the confirmation token lifetime; no answer in time: nothing is done.
+    async fn confirm_in_task(
+        &self,
+        call: &Call,
+        op: &crate::operations::Operation,
+        form: ElicitRequestParams,
+    ) -> Gate {
+        let requests = InputRequests::from([(
+            CONFIRM_INPUT.to_owned(),
+            InputRequest::Elicitation(ElicitRequest::new(form)),
+        )]);
+        let requests = match serde_json::to_value(requests) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => return Answer::Failed("the form could not be encoded".into()).gate(call),
+        };
+        let wait = self.settings.safety.tokens.ttl();
+        let Some(mut answers) = op.input(requests, wait).await else {
+            return stop(
+                call,
+                ToolError::NotConfirmed(format!(
+                    "the confirmation was not answered within {} s; nothing was done. Call again to be asked anew.",
+                    wait.as_secs()
+                )),
+                Confirmation::Expired,
+            );
+        };
+        match answers
+            .remove(CONFIRM_INPUT)
+            .map(serde_json::from_value::<ElicitResult>)
+        {
+            Some(Ok(result)) => Answer::from_result(result).gate(call),
+            Some(Err(e)) => Answer::Failed(format!(
+                "inputResponses.{CONFIRM_INPUT} is not an elicitation result: {}",
+                crate::error::clip(&e.to_string(), 200)
+            ))
+            .gate(call),
+            None => Answer::Failed(format!("no answer under `{CONFIRM_INPUT}`")).gate(call),
         }
     }
 

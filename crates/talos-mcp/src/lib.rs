@@ -22,6 +22,7 @@ pub mod error;
 mod files;
 pub mod mcp_log;
 pub mod metrics;
+pub mod operations;
 pub mod output;
 mod paths;
 mod prompts;

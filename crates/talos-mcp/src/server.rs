@@ -51,6 +51,10 @@ pub struct ServerSettings {
     pub max_wait: std::time::Duration,
     /// Path prefixes `talos_apply_config` may read `config_file` from (default: none).
     pub config_allowlist: Vec<String>,
+    /// Limits of long-running operations (kept time, cap, poll interval).
+    pub operations: crate::operations::OperationSettings,
+    /// Where operation records are kept (`None`: in memory, bounded by `operations`).
+    pub operation_store: Option<Arc<dyn crate::operations::OperationStore>>,
 }
 
 impl Default for ServerSettings {
@@ -68,6 +72,8 @@ impl Default for ServerSettings {
             transport: "in-process".into(),
             max_wait: std::time::Duration::from_secs(600),
             config_allowlist: Vec::new(),
+            operations: crate::operations::OperationSettings::default(),
+            operation_store: None,
         }
     }
 }
@@ -108,6 +114,8 @@ pub struct TalosMcp {
     session: Option<Arc<crate::metrics::SessionGuard>>,
     /// The session's resource subscriptions; they end when the last copy of it goes away.
     pub(crate) subscriptions: Arc<crate::subscriptions::Subscriptions>,
+    /// Long-running calls (shared by every session).
+    pub(crate) operations: Arc<crate::operations::Operations>,
 }
 
 impl std::fmt::Debug for TalosMcp {
@@ -149,6 +157,11 @@ impl TalosMcp {
                     && settings.safety.enabled(t.tier)
             })
             .collect();
+        // Operations are listed only where something runs as one: the read-only list stays as
+        // it was.
+        if !enabled.iter().any(|t| t.long_running) {
+            enabled.retain(|t| t.name != OPERATIONS_TOOL);
+        }
         if let Some(tools) = &settings.tools {
             for t in tools {
                 if !enabled.iter().any(|d| d.name == t) {
@@ -164,6 +177,10 @@ impl TalosMcp {
             }
             enabled.retain(|d| tools.iter().any(|t| t == d.name));
         }
+        let operations = match &settings.operation_store {
+            Some(store) => crate::operations::Operations::new(store.clone(), settings.operations),
+            None => crate::operations::Operations::in_memory(settings.operations),
+        };
         Ok(Self {
             clusters: Arc::new(clusters),
             settings: Arc::new(settings),
@@ -173,6 +190,7 @@ impl TalosMcp {
             changes: Arc::default(),
             session: None,
             subscriptions: Arc::default(),
+            operations: Arc::new(operations),
         })
     }
 
@@ -356,50 +374,19 @@ impl TalosMcp {
 impl TalosMcp {
     /// Runs a tool call: find the tool, read its arguments, enforce its tier, write the audit
     /// lines around it, run it (cancellable until it commits a change) and shape its answer.
+    /// A long-running tool runs as an operation (see [`Self::run_operation`]).
     async fn audited_call(
         &self,
         mut request: rmcp::model::CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
-        let started = std::time::Instant::now();
-        let caller = crate::audit::caller(&context.extensions);
-        // Redacted once for every audit line; the arguments themselves go to the tool.
-        let arguments = crate::audit::redact_arguments(request.arguments.as_ref());
-        // Every model-set value in an audit line is bounded: a client cannot make one call write
-        // megabytes (a huge tool name or context, or a list of 70,000 nodes).
-        let write_line = |tool: &str,
-                          phase: &str,
-                          tier: &str,
-                          target: (Option<String>, Vec<String>),
-                          result: Option<String>,
-                          confirmation: Option<String>| {
-            self.settings.audit.write(&AuditRecord {
-                timestamp: crate::audit::now(),
-                phase,
-                request_id: crate::audit::bounded_str(&context.id.to_string()),
-                transport: &self.settings.transport,
-                caller: caller.as_deref(),
-                tool,
-                tier,
-                context: target.0,
-                nodes: target.1,
-                arguments: arguments.clone(),
-                confirmation,
-                result,
-                // Only the `finished` line says how long the call took.
-                duration_ms: (phase == "finished").then(|| started.elapsed().as_millis()),
-            })
-        };
-        // The end of a call: its metric and its `finished` audit line.
-        let finish = |tool: &str, tier: &str, target, outcome: &Outcome, confirmation| {
-            let label = outcome.label();
-            self.settings
-                .metrics
-                .record_call(tool, &label, started.elapsed());
-            if let Err(e) = write_line(tool, "finished", tier, target, Some(label), confirmation) {
-                tracing::error!(error = %e, tool, "audit log write failed");
-                self.settings.metrics.audit_failed();
-            }
+        let audit = CallAudit {
+            settings: self.settings.clone(),
+            started: std::time::Instant::now(),
+            request_id: crate::audit::bounded_str(&context.id.to_string()),
+            caller: crate::audit::caller(&context.extensions),
+            // Redacted once for every audit line; the arguments themselves go to the tool.
+            arguments: crate::audit::redact_arguments(request.arguments.as_ref()),
         };
         // Only enabled tools are callable; a tool of a disabled tier is refused with the flag that
         // enables it, any other name is a protocol error.
@@ -414,7 +401,7 @@ impl TalosMcp {
                     ),
                     None,
                 );
-                finish(
+                audit.finish(
                     &crate::audit::bounded_str(&request.name),
                     "unknown",
                     (None, Vec::new()),
@@ -425,9 +412,6 @@ impl TalosMcp {
             }
         };
         let tool = def.name;
-        let finish = |tier: Tier, target, outcome: &Outcome, confirmation: Option<String>| {
-            finish(tool, tier.as_str(), target, outcome, confirmation);
-        };
         let parsed = def.invocation(request.arguments.take().unwrap_or_default());
         if !self.settings.safety.enabled(def.tier) {
             let err = ToolError::TierDisabled {
@@ -438,14 +422,15 @@ impl TalosMcp {
                 Ok(i) => (i.tier, (i.context.clone(), i.nodes.clone())),
                 Err(_) => (def.tier, (None, Vec::new())),
             };
-            finish(tier, target, &Outcome::Refused, None);
+            audit.finish(tool, tier.as_str(), target, &Outcome::Refused, None);
             return Ok(crate::output::failure(&err).into());
         }
         let invocation = match parsed {
             Ok(i) => i,
             Err(e) => {
-                finish(
-                    def.tier,
+                audit.finish(
+                    tool,
+                    def.tier.as_str(),
                     (None, Vec::new()),
                     &Outcome::Failed(e.kind()),
                     None,
@@ -457,7 +442,7 @@ impl TalosMcp {
         // Writes fail closed: no audit line, no action.
         let mutating = def.tier != Tier::Read || invocation.tier != Tier::Read;
         if mutating
-            && let Err(e) = write_line(
+            && let Err(e) = audit.write_line(
                 tool,
                 "started",
                 invocation.tier.as_str(),
@@ -470,42 +455,160 @@ impl TalosMcp {
             self.settings.metrics.audit_failed();
             self.settings
                 .metrics
-                .record_call(tool, "audit_failed", started.elapsed());
+                .record_call(tool, "audit_failed", audit.started.elapsed());
             let err = ToolError::Local(format!(
                 "the audit log cannot be written ({e}); write and destructive calls are refused until it works"
             ));
             return Ok(crate::output::failure(&err).into());
         }
         let ask = crate::confirm::Ask::new(&request, &context);
+        if def.long_running {
+            return self
+                .run_operation(def, invocation, ask, audit, &context)
+                .await;
+        }
         let progress = context.meta.get_progress_token();
         let call = Call::new(tool, invocation.tier, ask, progress);
         let ran = {
-            let _running = InFlight::enter(&self.in_flight);
+            let _running = InFlight::enter(self.in_flight.clone());
             self.run_cancellable(&call, invocation.run, context.ct.cancelled())
                 .await
         };
+        let (response, outcome) = shape(tool, ran, &call, self.settings.output_cap);
         let confirmation = call.confirmation().map(|c| c.as_str().to_owned());
-        let Some(ran) = ran else {
-            finish(invocation.tier, target, &Outcome::Cancelled, confirmation);
-            // rmcp drops the answer to a cancelled request; this error only fills the slot.
-            return Err(ErrorData::new(
-                rmcp::model::ErrorCode::INTERNAL_ERROR,
-                "the client cancelled the call",
-                None,
-            ));
-        };
-        let (response, outcome) = match ran {
-            Ok(result) => crate::call::respond(result, Some(&call), self.settings.output_cap),
-            Err(Panicked) => {
-                let mut result = crate::output::failure(&ToolError::Internal(format!(
-                    "{tool} stopped on a bug in the server (a panic); nothing more is known about what it did. The server keeps serving; report this to the operator, and check the node's state before retrying a change."
-                )));
-                crate::output::annotate_error(&mut result, "panic", serde_json::json!(true));
-                (Ok(result.into()), Outcome::Panic)
+        audit.finish(
+            tool,
+            invocation.tier.as_str(),
+            target,
+            &outcome,
+            confirmation,
+        );
+        response
+    }
+
+    /// Runs a long-running tool as an operation, detached from the request: the tool runs in a
+    /// task of its own that writes the `finished` audit line and the operation's end. A client
+    /// that declared the Tasks extension is answered at once with the task; any other client
+    /// waits for the result as before (its cancellation or disconnect asks the operation to
+    /// stop, under the usual rule), and the result names the operation.
+    async fn run_operation(
+        &self,
+        def: &'static ToolDef,
+        invocation: crate::registry::Invocation,
+        ask: crate::confirm::Ask,
+        audit: CallAudit,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
+        let tool = def.name;
+        let tier = invocation.tier;
+        let target = (invocation.context.clone(), invocation.nodes.clone());
+        let as_task = context
+            .client_capabilities()
+            .is_some_and(|c| c.supports_tasks());
+        let op = match self
+            .operations
+            .start(
+                tool,
+                audit.caller.clone(),
+                target.0.clone(),
+                target.1.clone(),
+                as_task,
+            )
+            .await
+        {
+            Ok(op) => op,
+            Err(e) => {
+                audit.finish(tool, tier.as_str(), target, &Outcome::Refused, None);
+                return Ok(crate::output::failure(&e).into());
             }
         };
-        finish(invocation.tier, target, &outcome, confirmation);
-        response
+        // A task's request is answered at once: its steps go to the operation, not to a
+        // progress token of a request that has ended.
+        let progress = if as_task {
+            None
+        } else {
+            context.meta.get_progress_token()
+        };
+        let call = Call::new(tool, tier, ask, progress).with_operation(op.clone());
+        // The task's seed state is taken before it starts: it is `working`, however fast the
+        // tool then runs.
+        let seed = op.record().await;
+        let server = self.clone();
+        let running = InFlight::enter(self.in_flight.clone());
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let background = op.clone();
+        tokio::spawn(async move {
+            let _running = running;
+            let op = background;
+            let ran = server
+                .run_cancellable(&call, invocation.run, op.cancelled())
+                .await;
+            let cancelled = ran.is_none();
+            let (mut response, outcome) = shape(tool, ran, &call, server.settings.output_cap);
+            let confirmation = call.confirmation().map(|c| c.as_str().to_owned());
+            audit.finish(tool, tier.as_str(), target, &outcome, confirmation);
+            let end = match &mut response {
+                _ if cancelled => crate::operations::End::Cancelled,
+                Ok(rmcp::model::CallToolResponse::Complete(result)) => {
+                    name_operation(result, op.id());
+                    crate::operations::End::Completed(
+                        serde_json::to_value(&*result).unwrap_or_default(),
+                    )
+                }
+                // A synchronous call that asked for the human's input (the multi-round-trip
+                // flow) ended there; its sealed requestState stays out of the record.
+                Ok(rmcp::model::CallToolResponse::InputRequired(_)) => {
+                    crate::operations::End::Completed(serde_json::json!({
+                        "resultType": "input_required",
+                        "note": "the call asked for the human's confirmation; the client repeats it with the answer, which is a new operation",
+                    }))
+                }
+                Ok(rmcp::model::CallToolResponse::Task(task)) => crate::operations::End::Completed(
+                    serde_json::to_value(&*task).unwrap_or_default(),
+                ),
+                Ok(_) => crate::operations::End::Completed(serde_json::Value::Null),
+                Err(e) => {
+                    crate::operations::End::Failed(serde_json::to_value(&*e).unwrap_or_default())
+                }
+            };
+            op.finish(end, call.committed()).await;
+            // The waiting request, if any, gets the answer; a task client reads the record.
+            let _ = done.send(response);
+        });
+        if as_task {
+            let task = crate::operations::tasks::task(&seed, self.operations.settings());
+            return Ok(rmcp::model::CallToolResponse::Task(
+                rmcp::model::CreateTaskResult::new(task),
+            ));
+        }
+        // A synchronous client: its cancellation, or the request going away, asks the operation
+        // to stop (nothing committed: it stops; committed: it runs to its end, recorded).
+        let cancel_on_drop = CancelOnDrop(Some(op.clone()));
+        let answer = tokio::select! {
+            answer = answer => answer,
+            () = context.ct.cancelled() => {
+                op.request_cancel().await;
+                cancel_on_drop.defuse();
+                return Err(ErrorData::new(
+                    rmcp::model::ErrorCode::INTERNAL_ERROR,
+                    "the client cancelled the call",
+                    None,
+                ));
+            }
+        };
+        cancel_on_drop.defuse();
+        answer.unwrap_or_else(|_| {
+            Err(ErrorData::internal_error(
+                "the operation ended without an answer",
+                None,
+            ))
+        })
+    }
+
+    /// Asks every running operation to stop (shutdown, or the stdio session ended): those that
+    /// changed nothing stop at once, the others run on to their end within the grace period.
+    pub async fn cancel_operations(&self) {
+        self.operations.cancel_all().await;
     }
 
     /// Runs a tool call until it finishes or the client cancels it (`None`).
@@ -553,17 +656,146 @@ impl TalosMcp {
 /// A tool call ended in a panic.
 struct Panicked;
 
-/// Counts a running call for as long as it lives.
-struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+/// What the audit lines of one call say, owned so that an operation's background task can
+/// write its `finished` line.
+struct CallAudit {
+    settings: Arc<ServerSettings>,
+    started: std::time::Instant,
+    request_id: String,
+    caller: Option<String>,
+    arguments: serde_json::Value,
+}
 
-impl<'a> InFlight<'a> {
-    fn enter(counter: &'a std::sync::atomic::AtomicUsize) -> Self {
+impl CallAudit {
+    /// Writes one audit line. Every model-set value in it is bounded: a client cannot make one
+    /// call write megabytes (a huge tool name or context, or a list of 70,000 nodes).
+    fn write_line(
+        &self,
+        tool: &str,
+        phase: &str,
+        tier: &str,
+        target: (Option<String>, Vec<String>),
+        result: Option<String>,
+        confirmation: Option<String>,
+    ) -> std::io::Result<()> {
+        self.settings.audit.write(&AuditRecord {
+            timestamp: crate::audit::now(),
+            phase,
+            request_id: self.request_id.clone(),
+            transport: &self.settings.transport,
+            caller: self.caller.as_deref(),
+            tool,
+            tier,
+            context: target.0,
+            nodes: target.1,
+            arguments: self.arguments.clone(),
+            confirmation,
+            result,
+            // Only the `finished` line says how long the call took.
+            duration_ms: (phase == "finished").then(|| self.started.elapsed().as_millis()),
+        })
+    }
+
+    /// The end of a call: its metric and its `finished` audit line.
+    fn finish(
+        &self,
+        tool: &str,
+        tier: &str,
+        target: (Option<String>, Vec<String>),
+        outcome: &Outcome,
+        confirmation: Option<String>,
+    ) {
+        let label = outcome.label();
+        self.settings
+            .metrics
+            .record_call(tool, &label, self.started.elapsed());
+        if let Err(e) = self.write_line(tool, "finished", tier, target, Some(label), confirmation) {
+            tracing::error!(error = %e, tool, "audit log write failed");
+            self.settings.metrics.audit_failed();
+        }
+    }
+}
+
+/// Turns what a call's run gave into its MCP answer and its outcome (`None`: cancelled).
+fn shape(
+    tool: &str,
+    ran: Option<Result<Result<Reply, ToolError>, Panicked>>,
+    call: &Call,
+    cap: usize,
+) -> (Result<rmcp::model::CallToolResponse, ErrorData>, Outcome) {
+    match ran {
+        // rmcp drops the answer to a cancelled request; this error only fills the slot.
+        None => (
+            Err(ErrorData::new(
+                rmcp::model::ErrorCode::INTERNAL_ERROR,
+                "the client cancelled the call",
+                None,
+            )),
+            Outcome::Cancelled,
+        ),
+        Some(Ok(result)) => crate::call::respond(result, Some(call), cap),
+        Some(Err(Panicked)) => {
+            let mut result = crate::output::failure(&ToolError::Internal(format!(
+                "{tool} stopped on a bug in the server (a panic); nothing more is known about what it did. The server keeps serving; report this to the operator, and check the node's state before retrying a change."
+            )));
+            crate::output::annotate_error(&mut result, "panic", serde_json::json!(true));
+            (Ok(result.into()), Outcome::Panic)
+        }
+    }
+}
+
+/// The tool that shows operations.
+const OPERATIONS_TOOL: &str = "talos_operations";
+
+/// The `_meta` key naming the operation a result belongs to.
+pub(crate) const OPERATION_META: &str = "talos-mcp/operation";
+
+/// Names the operation in a result: in `_meta` and at the end of the text, so that a client
+/// that loses the answer can read it again with `talos_operations`.
+fn name_operation(result: &mut rmcp::model::CallToolResult, id: &str) {
+    let meta = result.meta.get_or_insert_with(Default::default);
+    meta.0
+        .insert(OPERATION_META.to_owned(), serde_json::json!(id));
+    let line = format!("\n(operation {id}: talos_operations shows it again)");
+    match result.content.iter_mut().find_map(|c| match c {
+        rmcp::model::ContentBlock::Text(text) => Some(text),
+        _ => None,
+    }) {
+        Some(text) => text.text.push_str(&line),
+        None => result.content.push(rmcp::model::ContentBlock::text(
+            line.trim_start().to_owned(),
+        )),
+    }
+}
+
+/// Asks an operation to stop if the request that waits for it is dropped before it ends.
+struct CancelOnDrop(Option<crate::operations::Operation>);
+
+impl CancelOnDrop {
+    fn defuse(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(op) = self.0.take() {
+            tokio::spawn(async move { op.request_cancel().await });
+        }
+    }
+}
+
+/// Counts a running call for as long as it lives.
+struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    fn enter(counter: Arc<std::sync::atomic::AtomicUsize>) -> Self {
         counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Self(counter)
     }
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
@@ -580,6 +812,7 @@ impl ServerHandler for TalosMcp {
             .enable_resources_subscribe()
             .enable_completions()
             .enable_logging()
+            .enable_tasks()
             .build();
         InitializeResult::new(capabilities)
             .with_server_info(Implementation::new("talos-mcp", env!("CARGO_PKG_VERSION")))
@@ -602,6 +835,51 @@ impl ServerHandler for TalosMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
         self.audited_call(request, context).await
+    }
+
+    async fn get_task(
+        &self,
+        request: rmcp::model::GetTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::GetTaskResult, ErrorData> {
+        let caller = crate::audit::caller(&context.extensions);
+        let record = self
+            .operations
+            .get(&request.task_id, caller.as_deref())
+            .await
+            .map_err(crate::operations::tasks::protocol_error)?;
+        Ok(rmcp::model::GetTaskResult::new(
+            crate::operations::tasks::detailed(&record, self.operations.settings()),
+        ))
+    }
+
+    async fn update_task(
+        &self,
+        request: rmcp::model::UpdateTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let caller = crate::audit::caller(&context.extensions);
+        self.operations
+            .provide_input(
+                &request.task_id,
+                caller.as_deref(),
+                request.input_responses.into_iter().collect(),
+            )
+            .await
+            .map_err(crate::operations::tasks::protocol_error)
+    }
+
+    async fn cancel_task(
+        &self,
+        request: rmcp::model::CancelTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let caller = crate::audit::caller(&context.extensions);
+        self.operations
+            .cancel(&request.task_id, caller.as_deref())
+            .await
+            .map(|_| ())
+            .map_err(crate::operations::tasks::protocol_error)
     }
 
     async fn list_tools(

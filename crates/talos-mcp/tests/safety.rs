@@ -1472,3 +1472,37 @@ async fn changes_are_refused_when_the_audit_path_becomes_unwritable() {
     );
     assert_eq!(s.sim.calls(W1, "ServiceRestart"), before);
 }
+
+/// A long-running call that asks for confirmation through the multi-round-trip flow is recorded
+/// as an operation, without the sealed round-trip state in its record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_trip_operation_keeps_no_request_state() {
+    let s = setup_round_trip(
+        TestClient::new(Some(ElicitationAction::Accept)),
+        elicit_mode,
+    )
+    .await;
+    let first = s
+        .client
+        .call_tool_once(
+            CallToolRequestParams::new("talos_reboot")
+                .with_arguments(json!({"node": W1}).as_object().cloned().unwrap()),
+        )
+        .await
+        .unwrap();
+    let rmcp::model::CallToolResponse::InputRequired(first) = first else {
+        panic!("expected input_required, got {first:?}")
+    };
+    let state = first.request_state.clone().unwrap();
+    let listed = call(&s.client, "talos_operations", json!({})).await;
+    let id = sc(&listed)["operations"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let shown = call(&s.client, "talos_operations", json!({"id": id})).await;
+    let op = &sc(&shown)["operations"][0];
+    assert_eq!(op["state"], "completed", "{op}");
+    assert_eq!(op["result"]["resultType"], "input_required", "{op}");
+    assert!(!op.to_string().contains(&state), "{op}");
+    assert_eq!(s.sim.calls(W1, "Reboot"), 0);
+}
