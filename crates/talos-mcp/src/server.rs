@@ -745,7 +745,7 @@ fn shape(
 }
 
 /// The tool that shows operations.
-const OPERATIONS_TOOL: &str = "talos_operations";
+pub(crate) const OPERATIONS_TOOL: &str = "talos_operations";
 
 /// The `_meta` key naming the operation a result belongs to.
 pub(crate) const OPERATION_META: &str = "talos-mcp/operation";

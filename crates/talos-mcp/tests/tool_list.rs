@@ -140,8 +140,10 @@ fn every_tool_is_annotated_and_schematised() {
 }
 
 /// The tool list is context a model pays for before its first call: the default (read-only)
-/// list stays within 24 KiB and the full list within 40 KiB, as compact JSON, with every tool's
-/// output schema.
+/// list stays within 24 KiB and the full list within 48 KiB, as compact JSON, with every tool's
+/// output schema. (The full list grew from 40 KiB with the long operations: upgrade, rollback,
+/// the rolling cluster upgrade and `talos_operations`, which appear only when the operator
+/// enables the destructive tier.)
 #[test]
 fn tool_list_fits_the_budgets() {
     let all = server().tools();
@@ -156,7 +158,7 @@ fn tool_list_fits_the_budgets() {
         |tools: &[rmcp::model::Tool]| -> usize { serde_json::to_string(tools).unwrap().len() };
     let (r, a) = (bytes(&read_only), bytes(&all));
     assert!(r <= 24 * 1024, "read-only tools/list is {r} bytes");
-    assert!(a <= 40 * 1024, "full tools/list is {a} bytes");
+    assert!(a <= 48 * 1024, "full tools/list is {a} bytes");
     assert_eq!(
         all.iter().map(talos_mcp::listed_bytes).sum::<usize>() + all.len() + 1,
         a,
