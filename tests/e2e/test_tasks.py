@@ -183,3 +183,76 @@ def test_a_client_that_drops_reads_the_finished_result_from_a_new_session(tasks_
         assert refused["error"]["code"] == -32602, refused
         again.close()
         bob.close()
+
+
+# Upgrades as tasks: the same three paths, on a cluster of their own (every node starts on the
+# simulator's default version, v1.11.5; v1.12.0 is the next minor release).
+INSTALLER = "ghcr.io/siderolabs/installer:v1.12.0"
+
+
+@pytest.fixture(scope="module")
+def upgrade_sim():
+    with harness.sim(harness.workdir("tasks-upgrade-sim"), reboot_downtime_ms=800) as sim:
+        yield sim
+
+
+def talos_version(session: Session, node: str) -> str:
+    result = session.rpc("tools/call", {"name": "talos_version", "arguments": {"nodes": [node]}})["result"]
+    return result["structuredContent"]["nodes"][0]["result"]["tag"]
+
+
+def test_an_upgrade_runs_as_a_task_polled_to_completion(upgrade_sim):
+    with serve(upgrade_sim, "tasks-upgrade", "--confirm", "token") as server:
+        alice = Session(server.url, ALICE)
+        assert talos_version(alice, W1) == "v1.11.5"
+        args = {"node": W1, "image": INSTALLER, "wait_timeout_seconds": 60}
+        planned = alice.poll(alice.start("talos_upgrade", args))
+        assert planned["status"] == "completed", planned
+        plan = planned["result"]["structuredContent"]
+        assert "v1.11.5" in json.dumps(plan["plan"]) and "v1.12.0" in json.dumps(plan["plan"]), plan
+        assert talos_version(alice, W1) == "v1.11.5", "a plan changes nothing"
+
+        task = alice.start("talos_upgrade", {**args, "confirmation_token": plan["confirmation_token"]})
+        done = alice.poll(task, timeout=90)
+        assert done["status"] == "completed", done
+        assert done["result"]["isError"] is False, done
+        outcome = done["result"]["structuredContent"]["outcome"]
+        assert outcome["on_target"] is True and outcome["to_version"] == "v1.12.0", outcome
+        assert talos_version(alice, W1) == "v1.12.0"
+        steps = alice.rpc("tools/call", {"name": "talos_operations", "arguments": {"id": task}})["result"]
+        messages = " | ".join(s["message"] for s in steps["structuredContent"]["operations"][0]["steps"])
+        assert "back with a new boot id" in messages and "v1.12.0" in messages, messages
+        alice.close()
+
+
+def test_cancelling_an_upgrade_before_confirmation_changes_nothing(upgrade_sim):
+    with serve(upgrade_sim, "tasks-upgrade-cancel") as server:
+        alice = Session(server.url, ALICE)
+        task = alice.start("talos_upgrade", {"node": W2, "image": INSTALLER})
+        asking = alice.poll(task, until=("input_required", *ENDED))
+        assert asking["status"] == "input_required", asking
+        assert "error" not in alice.rpc("tasks/cancel", {"taskId": task})
+        assert alice.poll(task)["status"] == "cancelled"
+        time.sleep(1.5)  # longer than a reboot's downtime
+        assert talos_version(alice, W2) == "v1.11.5", "nothing was done"
+        finished = [
+            line
+            for line in harness.audit_lines(server.audit_path)
+            if line["phase"] == "finished" and line["tool"] == "talos_upgrade"
+        ]
+        assert [line["result"] for line in finished] == ["cancelled"], finished
+        alice.close()
+
+
+def test_a_client_that_drops_reads_the_finished_upgrade_from_a_new_session(upgrade_sim):
+    with serve(upgrade_sim, "tasks-upgrade-reconnect", "--confirm", "none") as server:
+        first = Session(server.url, ALICE)
+        task = first.start("talos_upgrade", {"node": W2, "image": INSTALLER, "wait_timeout_seconds": 60})
+        first.close()
+
+        again = Session(server.url, ALICE)
+        done = again.poll(task, timeout=90)
+        assert done["status"] == "completed", done
+        assert done["result"]["structuredContent"]["outcome"]["on_target"] is True, done
+        assert talos_version(again, W2) == "v1.12.0"
+        again.close()
