@@ -21,6 +21,7 @@ pub mod info;
 pub mod kubernetes;
 pub mod lifecycle;
 pub mod logs;
+pub mod rolling;
 pub mod upgrade;
 pub mod workloads;
 
@@ -42,6 +43,7 @@ pub(crate) fn of(set: Toolset) -> Vec<ToolDef> {
         Toolset::Lifecycle => lifecycle::tools()
             .into_iter()
             .chain(upgrade::tools())
+            .chain(rolling::tools())
             .collect(),
     }
 }
