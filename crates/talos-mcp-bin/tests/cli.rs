@@ -63,8 +63,13 @@ fn tools_lists_every_tier() {
     let out = talos_mcp(&["tools", "--json"]).output().unwrap();
     assert!(out.status.success());
     let tools: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(tools.len(), 41);
-    for name in ["talos_reboot", "talos_upgrade", "talos_rollback"] {
+    assert_eq!(tools.len(), 42);
+    for name in [
+        "talos_reboot",
+        "talos_upgrade",
+        "talos_rollback",
+        "talos_cluster_upgrade",
+    ] {
         assert!(
             tools.iter().any(|t| t["name"] == name
                 && t["tier"] == "destructive"

@@ -9,12 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ProgressNotificationParam, ProgressToken,
+    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, ElicitRequestParams,
+    ElicitResult, ElicitationAction, ProgressNotificationParam, ProgressToken, ProtocolVersion,
     RequestMetaObject,
 };
-use rmcp::service::{NotificationContext, RunningService};
-use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use rmcp::service::{NotificationContext, RequestContext, RunningService};
+use rmcp::{ClientHandler, ErrorData, RoleClient, ServiceExt};
 use serde_json::{Value, json};
+use talos_client::TalosApi;
 use talos_config::TalosConfig;
 use talos_mcp::audit::AuditSink;
 use talos_mcp::safety::{ConfirmMode, SafetySettings, TokenIssuer};
@@ -31,9 +33,17 @@ const OLD: &str = "v1.11.5";
 const NEW: &str = "v1.12.0";
 const IMAGE: &str = "ghcr.io/siderolabs/installer:v1.12.0";
 
-/// A client that records progress messages.
+/// The simulator and a Talos client to change a node with while the human reads the plan.
+type Meanwhile = (SimCluster, Arc<dyn TalosApi>);
+
+/// A client that records progress messages and, when it declares elicitation, upgrades a node
+/// out of band while the human "reads" the plan, then accepts it.
 #[derive(Clone, Default)]
-struct Progress(Arc<Mutex<Vec<String>>>);
+struct Progress {
+    messages: Arc<Mutex<Vec<String>>>,
+    elicit: bool,
+    meanwhile: Arc<Mutex<Option<Meanwhile>>>,
+}
 
 impl ClientHandler for Progress {
     async fn on_progress(
@@ -41,10 +51,48 @@ impl ClientHandler for Progress {
         params: ProgressNotificationParam,
         _: NotificationContext<RoleClient>,
     ) {
-        self.0
+        self.messages
             .lock()
             .unwrap()
             .push(params.message.unwrap_or_default());
+    }
+
+    async fn create_elicitation(
+        &self,
+        _: ElicitRequestParams,
+        _: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, ErrorData> {
+        let meanwhile = self.meanwhile.lock().unwrap().clone();
+        if let Some((sim, api)) = meanwhile {
+            let request = talos_client::UpgradeRequest {
+                image: IMAGE.into(),
+                preserve: false,
+                stage: false,
+                force: false,
+                reboot_mode: talos_client::RebootMode::Default,
+            };
+            api.upgrade(&talos_client::CallOptions::node(W2), &request)
+                .await
+                .unwrap();
+            // Until the node is back on the new version (bounded).
+            for _ in 0..500 {
+                if sim.is_up(W2) && sim.version(W2).as_deref() == Some(NEW) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(ElicitResult::new(ElicitationAction::Accept).with_content(json!({"confirm": true})))
+    }
+
+    fn get_info(&self) -> ClientConfig {
+        let mut info = ClientConfig::default();
+        if self.elicit {
+            info.capabilities = ClientCapabilities::builder().enable_elicitation().build();
+            // Server-to-client elicitation exists up to protocol 2025-11-25.
+            info.protocol_version = ProtocolVersion::V_2025_06_18;
+        }
+        info
     }
 }
 
@@ -59,6 +107,10 @@ struct Setup {
 /// A server over a fresh 3 + 2 node simulator with quick reboots, destructive tier on,
 /// confirmation by token.
 async fn setup() -> Setup {
+    setup_with(ConfirmMode::Token, Progress::default()).await
+}
+
+async fn setup_with(confirm: ConfirmMode, progress: Progress) -> Setup {
     let sim = SimCluster::start(SimConfig {
         reboot_downtime: Duration::from_millis(300),
         ..SimConfig::default()
@@ -84,11 +136,11 @@ async fn setup() -> Setup {
         safety: Arc::new(SafetySettings {
             allow_write: true,
             allow_destructive: true,
-            confirm: ConfirmMode::Token,
+            confirm,
             confirm_writes: false,
             tokens: TokenIssuer::random(Duration::from_secs(300)),
         }),
-        // Bounds every node's follow (a node that never returns fails after this).
+        // Bounds every node's follow and every gate, with health_timeout_seconds.
         max_wait: Duration::from_secs(15),
         ..ServerSettings::default()
     };
@@ -99,7 +151,6 @@ async fn setup() -> Setup {
             let _ = running.waiting().await;
         }
     });
-    let progress = Progress::default();
     let client = progress.clone().serve(client_io).await.unwrap();
     Setup {
         sim,
@@ -244,7 +295,7 @@ async fn the_confirmed_plan_upgrades_every_node_in_order() {
     assert_eq!(upgraded, ALL);
 
     // Every node's step and gate was reported, naming the node.
-    let progress = s.progress.0.lock().unwrap().clone();
+    let progress = s.progress.messages.lock().unwrap().clone();
     for host in [
         "talos-cp-1",
         "talos-cp-2",
@@ -424,6 +475,37 @@ async fn a_token_is_refused_once_the_plan_changed() {
     assert_eq!(out["outcome"]["skipped"], json!([W2]));
     assert_eq!(s.upgrades(W2), 1);
     assert!(s.versions().iter().all(|v| v == NEW));
+}
+
+/// Confirmed through the form: the plan is read again after the human accepted it, and a node
+/// that changed meanwhile refuses the run.
+#[tokio::test]
+async fn a_plan_that_changed_while_the_human_read_it_is_refused() {
+    let progress = Progress {
+        elicit: true,
+        ..Progress::default()
+    };
+    let s = setup_with(ConfirmMode::Elicit, progress.clone()).await;
+    let yaml = s.sim.talosconfig("os:admin").unwrap();
+    let context = TalosConfig::from_yaml(&yaml, "<sim>")
+        .unwrap()
+        .context(None)
+        .unwrap();
+    let api = talos_mcp::grpc_factory(talos_client::ClientSettings::default())(&context).unwrap();
+    *progress.meanwhile.lock().unwrap() = Some((s.sim.clone(), api));
+
+    let r = s.call(json!({"image": IMAGE})).await;
+    assert_eq!(r.is_error, Some(true), "{}", text(&r));
+    assert!(
+        text(&r).contains("the plan changed; review the new plan"),
+        "{}",
+        text(&r)
+    );
+    assert_eq!(s.upgrades(W2), 1, "the out-of-band upgrade");
+    for n in [CP1, CP2, CP3, W1] {
+        assert_eq!(s.upgrades(n), 0, "{n}");
+        assert_eq!(s.sim.version(n).unwrap(), OLD);
+    }
 }
 
 /// The version path is a preflight: a downgrade is refused before anything is asked or done,

@@ -24,8 +24,8 @@ use crate::server::TalosMcp;
 
 /// Most workers upgraded at once.
 const MAX_WORKER_BATCH: u32 = 5;
-/// Seconds a health gate waits by default.
-const DEFAULT_HEALTH_TIMEOUT: u32 = 300;
+/// Seconds a node may take to come back healthy, and a health gate to pass, by default.
+const DEFAULT_HEALTH_TIMEOUT: u32 = 600;
 /// How long the cluster health check before the plan may take.
 const PLAN_HEALTH_WAIT: Duration = Duration::from_secs(10);
 /// Pause between two attempts of a health gate.
@@ -48,7 +48,7 @@ pub struct ClusterUpgradeArgs {
     /// A subset of the context's nodes (default: all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodes: Option<Vec<String>>,
-    /// Seconds each health gate may take (10–3600, default 300).
+    /// Seconds for each node to be back healthy, and for each health gate (10–3600, default 600).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_timeout_seconds: Option<u32>,
     /// From the plan a first call returned.
@@ -700,7 +700,7 @@ impl TalosMcp {
             stage: false,
             preserve: false,
             reboot_mode: RebootMode::Default,
-            timeout: self.settings.max_wait,
+            timeout: gate_timeout,
             known_api: None,
         };
         let out = run(&entry, call, &cluster, &plan, &spec, gate_timeout, &steps).await;
