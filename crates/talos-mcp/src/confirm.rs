@@ -52,7 +52,9 @@ pub struct Plan {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub details: Option<String>,
     /// The steps of a plan over many nodes (a rolling upgrade), which the confirmation is bound
-    /// to through their digest. (`node` then lists the plan's nodes.)
+    /// to through their digest. (`node` then lists the plan's nodes.) (Sent, but left out of
+    /// the schema, which every change tool's output repeats: the plan's text lists the steps.)
+    #[schemars(skip)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<PlanSteps>,
 }

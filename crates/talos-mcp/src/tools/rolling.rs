@@ -72,24 +72,23 @@ impl ToolArgs for ClusterUpgradeArgs {
 }
 
 /// A node's role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     ControlPlane,
     Worker,
 }
 
-/// What the plan does with a node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+/// What the plan does with a node (`skip`: already on the target version).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeAction {
     Upgrade,
-    /// Already on the target version.
     Skip,
 }
 
-/// One node of the plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+/// One node of the plan (serialised only into the digest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PlannedNode {
     pub node: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -132,7 +131,6 @@ pub struct RollingOut {
     pub target_version: String,
     /// The confirmed plan's digest.
     pub plan_digest: String,
-    pub plan: Vec<PlannedNode>,
     /// The nodes upgraded, in order (with a stop: as far as they got).
     pub upgraded: Vec<NodeUpgrade>,
     /// Already on the target version.
@@ -859,7 +857,6 @@ async fn run(
         .into(),
         target_version: spec.target.to_string(),
         plan_digest: steps.digest.clone(),
-        plan: plan.to_vec(),
         upgraded,
         skipped: plan
             .iter()
