@@ -73,9 +73,12 @@ async def test_a_rolling_upgrade_of_three_control_planes_and_two_workers_complet
                 assert out["outcome"]["untouched"] == []
                 assert await versions(client) == {n: NEW for n in ALL_NODES}
 
-                # The same plan again: every node skipped, nothing to do.
+                # The same call again: every node skipped, nothing to do or confirm.
                 again = await client.call_tool("talos_cluster_upgrade", {"image": IMAGE})
-                assert all(line.startswith("skip") for line in again.structured_content["plan"]["steps"]["lines"])
+                assert not again.is_error, text_of(again)
+                assert again.structured_content["status"] == "done", text_of(again)
+                assert again.structured_content["outcome"]["skipped"] == ALL_NODES
+                assert "nothing to do" in text_of(again)
             started = [l for l in conn.audit() if l["tool"] == "talos_cluster_upgrade" and l["phase"] == "started"]
             assert started, "a started line before anything changed"
         finally:

@@ -141,6 +141,22 @@ pub struct RollingOut {
     pub stopped: Option<Stopped>,
 }
 
+/// A hostname a node reported, kept only when it is a plain DNS-like name (letters, digits, `.`,
+/// `-`, `_`; at most 253 characters): it is shown in the plan the human confirms, so a node must
+/// not be able to write other lines into it.
+fn plain(hostname: &str) -> Option<String> {
+    let h = hostname.trim();
+    ((1..=253).contains(&h.len())
+        && h.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+    .then(|| h.to_owned())
+}
+
+/// A reported hostname for a message: itself when plain, else a placeholder.
+fn label(hostname: &str) -> String {
+    plain(hostname).unwrap_or_else(|| "(unnamed)".into())
+}
+
 /// What is known of one node before planning.
 #[derive(Debug, Clone)]
 struct NodeFacts {
@@ -297,14 +313,17 @@ async fn survey(
     let mut cps: BTreeMap<String, String> = members
         .iter()
         .zip(super::etcd::member_nodes(&members))
-        .map(|(m, a)| (a, m.hostname.clone()))
+        .map(|(m, a)| (a, plain(&m.hostname).unwrap_or_default()))
         .collect();
     for (addresses, hostname, role) in &discovered {
+        let Some(hostname) = plain(hostname) else {
+            continue;
+        };
         if *role == Role::ControlPlane
-            && !cps.values().any(|h| h == hostname)
+            && !cps.values().any(|h| *h == hostname)
             && let Some(a) = addresses.first()
         {
-            cps.insert(a.clone(), hostname.clone());
+            cps.insert(a.clone(), hostname);
         }
     }
     let mut facts = Vec::with_capacity(nodes.len());
@@ -313,7 +332,8 @@ async fn survey(
         let hostname = match entry.hostname(node) {
             Some(h) => Some(h),
             None => api.hostname(&opts).await.ok(),
-        };
+        }
+        .and_then(|h| plain(&h));
         let tag = api.version(&opts).await.map_err(|e| {
             ToolError::Preflight(format!(
                 "{node} did not answer its version ({}), so it cannot be planned. Nothing was done; bring it back or leave it out with `nodes`",
@@ -386,7 +406,7 @@ async fn etcd_problems(api: &dyn TalosApi, cluster: &Cluster) -> Vec<String> {
             }
             Err(e) => problems.push(format!(
                 "etcd member {} ({addr}) does not answer: {}",
-                m.hostname,
+                label(&m.hostname),
                 e.kind()
             )),
         }
@@ -406,15 +426,16 @@ fn membership_problems(members: &[EtcdMember], cluster: &Cluster) -> Vec<String>
     for m in members.iter().filter(|m| m.is_learner) {
         problems.push(format!(
             "etcd member {} is a learner still catching up",
-            m.hostname
+            label(&m.hostname)
         ));
     }
     for (cp, hostname) in &cluster.control_planes {
-        let member =
-            addresses.iter().any(|a| a == cp) || members.iter().any(|m| m.hostname == *hostname);
+        let member = addresses.iter().any(|a| a == cp)
+            || (!hostname.is_empty() && members.iter().any(|m| m.hostname == *hostname));
         if !member {
             problems.push(format!(
-                "control plane {hostname} ({cp}) is not an etcd member"
+                "control plane {} ({cp}) is not an etcd member",
+                label(hostname)
             ));
         }
     }
@@ -561,6 +582,41 @@ impl TalosMcp {
         let (facts, cluster) = survey(api.as_ref(), &entry, &targets.nodes).await?;
         let plan = order(&facts, &target, batch);
         let steps = plan_steps(&context, &image, batch, force, &plan);
+        if !plan.iter().any(|p| p.action == NodeAction::Upgrade) {
+            // Nothing to upgrade: nothing to confirm either.
+            call.confirmed(Confirmation::NotRequiredReads);
+            let out = RollingOut {
+                result: "completed".into(),
+                target_version: target.to_string(),
+                plan_digest: steps.digest.clone(),
+                upgraded: Vec::new(),
+                skipped: plan.iter().map(|p| p.node.clone()).collect(),
+                untouched: Vec::new(),
+                stopped: None,
+            };
+            let text = format!(
+                "every planned node is already on {target}: nothing to do\n{}",
+                steps.lines.join("\n")
+            );
+            return Ok(Reply::small(
+                &ActionOut {
+                    status: "done".into(),
+                    confirmation: Confirmation::NotRequiredReads.as_str().into(),
+                    context,
+                    node: plan
+                        .iter()
+                        .map(|p| p.node.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    hostname: None,
+                    outcome: Some(out),
+                    plan: None,
+                    confirmation_token: None,
+                    expires_in_seconds: None,
+                },
+                text,
+            ));
+        }
         let mut preflight = Vec::new();
         let mut blockers = Vec::new();
         let etcd = etcd_problems(api.as_ref(), &cluster).await;
@@ -1034,6 +1090,26 @@ mod tests {
                 "step 2: host-w1 (w1) (worker) v1.11.5 -> v1.12.0"
             ]
         );
+    }
+
+    /// Reported hostnames reach the confirmation form only when plain.
+    #[test]
+    fn only_plain_hostnames_are_shown() {
+        assert_eq!(plain(" talos-cp-1 ").as_deref(), Some("talos-cp-1"));
+        assert_eq!(
+            plain("node_2.example.com").as_deref(),
+            Some("node_2.example.com")
+        );
+        for bad in [
+            "",
+            "cp-1\nstep 1: x",
+            "a b",
+            "cp\u{202e}1",
+            &"h".repeat(254),
+        ] {
+            assert_eq!(plain(bad), None, "{bad:?}");
+        }
+        assert_eq!(label("x\ny"), "(unnamed)");
     }
 
     fn member(id: u64, hostname: &str, address: &str, learner: bool) -> EtcdMember {
