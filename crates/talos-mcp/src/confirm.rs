@@ -106,6 +106,11 @@ pub(crate) struct Ask {
 }
 
 impl Ask {
+    /// The sealed state a multi-round-trip retry carries, if any.
+    pub(crate) fn state(&self) -> Option<&str> {
+        self.state.as_deref()
+    }
+
     /// What a tool call's request says about reaching the human.
     pub(crate) fn new(
         request: &CallToolRequestParams,

@@ -111,6 +111,15 @@ async fn setup() -> Setup {
 }
 
 async fn setup_with(confirm: ConfirmMode, progress: Progress) -> Setup {
+    setup_lifecycle(confirm, progress, None).await
+}
+
+/// Like [`setup_with`], with the client connecting in `lifecycle` mode when given.
+async fn setup_lifecycle(
+    confirm: ConfirmMode,
+    progress: Progress,
+    lifecycle: Option<rmcp::ClientLifecycleMode>,
+) -> Setup {
     let sim = SimCluster::start(SimConfig {
         reboot_downtime: Duration::from_millis(300),
         ..SimConfig::default()
@@ -151,7 +160,17 @@ async fn setup_with(confirm: ConfirmMode, progress: Progress) -> Setup {
             let _ = running.waiting().await;
         }
     });
-    let client = progress.clone().serve(client_io).await.unwrap();
+    let client = match lifecycle {
+        None => progress.clone().serve(client_io).await.unwrap(),
+        Some(mode) => {
+            use rmcp::ClientServiceExt as _;
+            progress
+                .clone()
+                .serve_with_lifecycle(client_io, mode)
+                .await
+                .unwrap()
+        }
+    };
     Setup {
         sim,
         client,
@@ -198,6 +217,27 @@ impl Setup {
         let mut args = args;
         args["confirmation_token"] = sc(&first)["confirmation_token"].clone();
         self.client.call_tool(params(&args)).await.unwrap()
+    }
+
+    /// Runs a rolling upgrade through both rounds of the form, accepting it.
+    async fn confirmed_with_form(&self, args: Value) -> CallToolResult {
+        let params = CallToolRequestParams::new("talos_cluster_upgrade")
+            .with_arguments(args.as_object().cloned().unwrap());
+        let first = self.client.call_tool_once(params.clone()).await.unwrap();
+        let rmcp::model::CallToolResponse::InputRequired(first) = first else {
+            panic!("expected input_required, got {first:?}")
+        };
+        let accept: rmcp::model::InputResponses = serde_json::from_value(
+            json!({"confirm": {"action": "accept", "content": {"confirm": true}}}),
+        )
+        .unwrap();
+        let retry = params
+            .with_input_responses(accept)
+            .with_request_state(first.request_state.clone().unwrap());
+        match self.client.call_tool_once(retry).await.unwrap() {
+            rmcp::model::CallToolResponse::Complete(r) => r,
+            other => panic!("expected a result, got {other:?}"),
+        }
     }
 
     fn upgrades(&self, node: &str) -> u64 {
@@ -504,6 +544,59 @@ async fn a_plan_that_changed_while_the_human_read_it_is_refused() {
     for n in [CP1, CP2, CP3, W1] {
         assert_eq!(s.upgrades(n), 0, "{n}");
         assert_eq!(s.sim.version(n).unwrap(), OLD);
+    }
+}
+
+/// On 2026-07-28 the form is a round trip: a retry whose plan changed since the form was sent
+/// is refused as such, and nothing is done.
+#[tokio::test]
+async fn a_round_trip_for_a_plan_that_changed_is_refused() {
+    let progress = Progress {
+        elicit: true,
+        ..Progress::default()
+    };
+    let lifecycle = rmcp::ClientLifecycleMode::Discover {
+        preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+    };
+    let s = setup_lifecycle(ConfirmMode::Elicit, progress, Some(lifecycle)).await;
+    let params = CallToolRequestParams::new("talos_cluster_upgrade")
+        .with_arguments(json!({"image": IMAGE}).as_object().cloned().unwrap());
+    let first = s.client.call_tool_once(params.clone()).await.unwrap();
+    let rmcp::model::CallToolResponse::InputRequired(first) = first else {
+        panic!("expected input_required, got {first:?}")
+    };
+    let state = first.request_state.clone().unwrap();
+    let form = serde_json::to_value(&first.input_requests).unwrap();
+    assert!(
+        form.to_string().contains("step 5"),
+        "the form lists the steps: {form}"
+    );
+
+    // W2 is upgraded on its own meanwhile.
+    let one = s
+        .confirmed_with_form(json!({"image": IMAGE, "nodes": [W2]}))
+        .await;
+    assert_eq!(sc(&one)["status"], "done", "{}", text(&one));
+
+    let accept: rmcp::model::InputResponses = serde_json::from_value(
+        json!({"confirm": {"action": "accept", "content": {"confirm": true}}}),
+    )
+    .unwrap();
+    let retry = params
+        .with_input_responses(accept)
+        .with_request_state(state);
+    let r = s.client.call_tool_once(retry).await.unwrap();
+    let rmcp::model::CallToolResponse::Complete(r) = r else {
+        panic!("expected a result")
+    };
+    assert_eq!(r.is_error, Some(true), "{}", text(&r));
+    assert!(
+        text(&r).contains("the plan changed; review the new plan"),
+        "{}",
+        text(&r)
+    );
+    for n in [CP1, CP2, CP3, W1] {
+        assert_eq!(s.upgrades(n), 0, "{n}");
     }
 }
 

@@ -706,15 +706,18 @@ impl TalosMcp {
             steps: Some(steps.clone()),
         };
         let token = args.confirmation_token.as_deref();
-        // A token issued for another plan (a node's version, role or the node list has changed
-        // since): refused as such. (The token is bound to the digest anyway.)
-        if let Some(t) = token
+        // A token (or a round trip's state) issued for another plan — a node's version, a role
+        // or the node list has changed since: refused as such. (Both are bound to the digest
+        // anyway; this only names the reason.)
+        if let Some(presented) = token.or(call.ask.state())
             && self
                 .changes
-                .planned(t)
+                .planned(presented)
                 .is_some_and(|issued| issued != steps.digest)
         {
-            call.confirmed(Confirmation::TokenRefused);
+            if token.is_some() {
+                call.confirmed(Confirmation::TokenRefused);
+            }
             return Err(plan_changed(&steps));
         }
         match self.confirm(call, &confirm_plan, &args, token).await {
@@ -725,7 +728,12 @@ impl TalosMcp {
                 }
                 return Ok(Reply::plan(value, text));
             }
-            Gate::Ask(input) => return Ok(Reply::input(*input)),
+            Gate::Ask(input) => {
+                if let Some(state) = &input.request_state {
+                    self.changes.remember_plan(state, &steps.digest);
+                }
+                return Ok(Reply::input(*input));
+            }
             Gate::Refuse(e) => return Err(e),
         }
         // Time may have passed while the human read the plan: it must still be the same.
