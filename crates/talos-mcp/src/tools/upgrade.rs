@@ -588,6 +588,22 @@ fn installer_line(line: &str) -> String {
     crate::redact::redact_text(line)
 }
 
+/// What a broken progress stream means: after progress, the upgrade is under way (the node going
+/// down breaks the stream) and the node is followed (`Ok(step)`); before any, it is unknown
+/// whether the upgrade started (`Err`).
+fn stream_broke(seen: usize, e: TalosError) -> Result<String, ToolError> {
+    if seen > 0 {
+        return Ok(format!(
+            "the progress stream ended early ({}); following the node",
+            e.kind()
+        ));
+    }
+    Err(ToolError::Talos(append(
+        e,
+        "the upgrade's progress stream broke before any progress; it is unknown whether the upgrade started: check the node's version before retrying",
+    )))
+}
+
 /// Reads the lifecycle progress stream, a step per line. A non-zero exit code is an error (the
 /// installer failed before the reboot: the node keeps its version). A stream that breaks after
 /// progress was seen (the node going down for its reboot, or a long silence) is followed like a
@@ -625,19 +641,10 @@ async fn follow_stream(
                     ),
                 }));
             }
-            Err(e) if seen > 0 => {
-                call.step(format!(
-                    "{prefix}the progress stream ended early ({}); following the node",
-                    e.kind()
-                ))
-                .await;
-                return Ok(());
-            }
             Err(e) => {
-                return Err(ToolError::Talos(append(
-                    e,
-                    "the upgrade's progress stream broke before any progress; it is unknown whether the upgrade started: check the node's version before retrying",
-                )));
+                let note = stream_broke(seen, e)?;
+                call.step(format!("{prefix}{note}")).await;
+                return Ok(());
             }
         }
     }
@@ -1025,6 +1032,28 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    /// A stream that breaks once progress was seen is followed, whatever broke it (the node
+    /// going down, or silence past the idle timeout); before any progress it is an error.
+    #[test]
+    fn a_stream_that_breaks_after_progress_is_followed() {
+        let target = talos_client::Target::default();
+        let timeout = || TalosError::Timeout {
+            target: target.clone(),
+            after: Duration::from_secs(30),
+        };
+        let gone = || TalosError::Connection {
+            target: target.clone(),
+            message: "error reading from server: EOF".into(),
+        };
+        for e in [timeout(), gone()] {
+            let step = stream_broke(3, e).unwrap();
+            assert!(step.contains("following the node"), "{step}");
+        }
+        let err = stream_broke(0, gone()).unwrap_err().to_string();
+        assert!(err.contains("unknown whether the upgrade started"), "{err}");
+        assert!(stream_broke(0, timeout()).is_err());
     }
 
     #[test]
