@@ -410,6 +410,26 @@ async fn workers_go_in_batches() {
         lines[4].starts_with("step 4") && lines[4].contains("talos-worker-2"),
         "{lines:?}"
     );
+    // The batch runs as one step: four steps in all, both workers upgraded in the last.
+    let mut args = json!({"image": IMAGE, "worker_batch_size": 2});
+    args["confirmation_token"] = sc(&plan)["confirmation_token"].clone();
+    let done = s.call(args).await;
+    assert_eq!(
+        sc(&done)["outcome"]["result"],
+        "completed",
+        "{}",
+        text(&done)
+    );
+    assert!(s.versions().iter().all(|v| v == NEW), "{:?}", s.versions());
+    let progress = s.progress.messages.lock().unwrap().clone();
+    for host in ["talos-worker-1", "talos-worker-2"] {
+        assert!(
+            progress
+                .iter()
+                .any(|p| p.starts_with(host) && p.contains("step 4/4")),
+            "{host}: {progress:?}"
+        );
+    }
     let bad = s
         .call(json!({"image": IMAGE, "worker_batch_size": 50}))
         .await;
