@@ -67,7 +67,12 @@ fn tools_lists_every_tier() {
     // library checks that).
     assert_eq!(tools.len(), talos_mcp::Registry::get().all().len());
     assert!(tools.len() >= 39);
-    for name in ["talos_reboot", "talos_upgrade", "talos_rollback"] {
+    for name in [
+        "talos_reboot",
+        "talos_upgrade",
+        "talos_rollback",
+        "talos_cluster_upgrade",
+    ] {
         assert!(
             tools.iter().any(|t| t["name"] == name
                 && t["tier"] == "destructive"

@@ -205,6 +205,12 @@ impl<O: Serialize> Reply<O> {
         Self::done(value, text, None, false)
     }
 
+    /// A small value and summary of a call that did part of its work and then stopped (the
+    /// value says where and why); audited as partial.
+    pub(crate) fn stopped(value: &O, text: String) -> Self {
+        Self::done(value, text, None, true)
+    }
+
     fn done(value: &O, text: String, cut: Option<(Keep, &'static str)>, partial: bool) -> Self {
         let mut value = serde_json::to_value(value).unwrap_or_default();
         drop_nulls(&mut value);

@@ -51,6 +51,38 @@ pub struct Plan {
     /// diff against the node's current configuration).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub details: Option<String>,
+    /// The steps of a plan over many nodes (a rolling upgrade), which the confirmation is bound
+    /// to through their digest. (`node` then lists the plan's nodes.) (Sent, but left out of
+    /// the schema, which every change tool's output repeats: the plan's text lists the steps.)
+    #[schemars(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<PlanSteps>,
+}
+
+/// The ordered steps of a many-node plan and their digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct PlanSteps {
+    /// Hex SHA-256 of the steps; the confirmation is bound to it.
+    pub digest: String,
+    /// One line per node, in order.
+    pub lines: Vec<String>,
+}
+
+impl PlanSteps {
+    /// The steps and the digest of `canonical`, an unambiguous encoding of everything the plan
+    /// fixes (nodes, order, roles, versions).
+    pub(crate) fn new(lines: Vec<String>, canonical: &str) -> Self {
+        let digest = ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes());
+        Self {
+            digest: digest.as_ref().iter().map(|b| format!("{b:02x}")).collect(),
+            lines,
+        }
+    }
+
+    /// The steps as the human reads them, with the digest.
+    fn render(&self) -> String {
+        format!("Plan (digest {}):\n{}", self.digest, self.lines.join("\n"))
+    }
 }
 
 /// How a tool call can reach the human: the peer, the protocol era, whether the client fills
@@ -74,6 +106,11 @@ pub(crate) struct Ask {
 }
 
 impl Ask {
+    /// The sealed state a multi-round-trip retry carries, if any.
+    pub(crate) fn state(&self) -> Option<&str> {
+        self.state.as_deref()
+    }
+
     /// What a tool call's request says about reaching the human.
     pub(crate) fn new(
         request: &CallToolRequestParams,
@@ -193,14 +230,15 @@ impl TalosMcp {
             tracing::warn!(tool = %plan.tool, node = %plan.node, "running without confirmation (--confirm=none)");
             return proceed(call, Confirmation::Disabled);
         }
-        let who = match &plan.hostname {
-            Some(h) => format!("{h} ({})", plan.node),
-            None => plan.node.clone(),
+        let who = match (&plan.hostname, &plan.steps) {
+            (_, Some(_)) => format!("nodes {}", plan.node),
+            (Some(h), None) => format!("node {h} ({})", plan.node),
+            (None, None) => format!("node {}", plan.node),
         };
         let binding = binding(plan, args, ask.caller.as_deref(), ask.session.as_deref());
         if safety.confirm == ConfirmMode::Elicit && ask.forms {
             let mut message = format!(
-                "Allow {tool} on node {who} in context {ctx}?\n\nEffect: {effect}",
+                "Allow {tool} on {who} in context {ctx}?\n\nEffect: {effect}",
                 tool = plan.tool,
                 ctx = plan.context,
                 effect = plan.effect
@@ -212,6 +250,10 @@ impl TalosMcp {
             if let Some(details) = &plan.details {
                 message.push_str("\n\n");
                 message.push_str(details);
+            }
+            if let Some(steps) = &plan.steps {
+                message.push_str("\n\n");
+                message.push_str(&steps.render());
             }
             message.push_str("\n\nSet confirm to true to proceed.");
             let form = match ElicitationSchema::from_type::<ConfirmForm>() {
@@ -261,6 +303,9 @@ impl TalosMcp {
                 }
                 if let Some(details) = &plan.details {
                     text.push_str(&format!("\n{details}"));
+                }
+                if let Some(steps) = &plan.steps {
+                    text.push_str(&format!("\n{}", steps.render()));
                 }
                 text.push_str(&format!(
                     "\nTo proceed, show this plan to the human and, only with their approval, call {} again with the same arguments plus confirmation_token=\"{token}\" (valid {ttl} s, single use).",
@@ -390,8 +435,9 @@ fn stop(call: &Call, err: ToolError, how: Confirmation) -> Gate {
     Gate::Refuse(err)
 }
 
-/// What a token is bound to: tool, context, node, the caller and session that asked, and the
-/// arguments (without the token), as one JSON array (an unambiguous encoding of the fields).
+/// What a token is bound to: tool, context, node, the caller and session that asked, the
+/// arguments (without the token), and a many-node plan's digest, as one JSON array (an
+/// unambiguous encoding of the fields).
 fn binding<A: Serialize>(
     plan: &Plan,
     args: &A,
@@ -402,7 +448,11 @@ fn binding<A: Serialize>(
     if let serde_json::Value::Object(map) = &mut value {
         map.remove("confirmation_token");
     }
-    json!([plan.tool, plan.context, plan.node, caller, session, value]).to_string()
+    let mut bound = json!([plan.tool, plan.context, plan.node, caller, session, value]);
+    if let (Some(steps), serde_json::Value::Array(fields)) = (&plan.steps, &mut bound) {
+        fields.push(json!(steps.digest));
+    }
+    bound.to_string()
 }
 
 #[cfg(test)]
@@ -424,6 +474,7 @@ mod tests {
             effect: String::new(),
             preflight: vec![],
             details: None,
+            steps: None,
         }
     }
 
@@ -452,5 +503,45 @@ mod tests {
         let a = binding(&plan(), &args, Some("a|b"), None);
         let b = binding(&plan(), &args, Some("a"), Some("b"));
         assert_ne!(a, b);
+    }
+
+    /// A many-node plan's token is bound to the plan's digest: the same arguments with another
+    /// plan do not match. A single-node plan's binding is as before (no digest).
+    #[test]
+    fn many_node_tokens_are_bound_to_the_plan() {
+        let issuer = TokenIssuer::random(Duration::from_secs(60));
+        let args = json!({"image": "installer:v1.12.0"});
+        let with = |lines: &[&str]| Plan {
+            steps: Some(PlanSteps::new(
+                lines.iter().map(|l| (*l).to_owned()).collect(),
+                &lines.join("\n"),
+            )),
+            ..plan()
+        };
+        let a = with(&["step 1: cp-1 v1.11.5 -> v1.12.0"]);
+        let b = with(&["skip: cp-1 already on v1.12.0"]);
+        assert_ne!(a.steps, b.steps);
+        let token = issuer.issue(&binding(&a, &args, None, None));
+        assert_eq!(
+            issuer.redeem(&token, &binding(&b, &args, None, None)),
+            Err(TokenError::Mismatch)
+        );
+        assert_eq!(
+            issuer.redeem(&token, &binding(&a, &args, None, None)),
+            Ok(())
+        );
+        let single = binding(&plan(), &args, None, None);
+        assert_eq!(
+            single,
+            json!([
+                "talos_reboot",
+                "prod",
+                "10.0.0.1",
+                null,
+                null,
+                {"image": "installer:v1.12.0"}
+            ])
+            .to_string()
+        );
     }
 }

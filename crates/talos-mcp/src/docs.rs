@@ -50,8 +50,9 @@ pub fn tools_markdown(tools: &[Tool]) -> String {
          `isError` result whose text starts with the error kind and says what to do; its `_meta` \
          holds `talos-mcp/error` `{kind, message}`, and it has no structured content.\n\n\
          Tools of the `write` and `destructive` tiers are listed only when the operator enables them \
-         (`--allow-write`, `--allow-destructive`). They take exactly one `node`, and are confirmed \
-         through MCP elicitation or a single-use `confirmation_token` (see docs/security.md).\n",
+         (`--allow-write`, `--allow-destructive`). They take exactly one `node` (except \
+         `talos_cluster_upgrade`, whose whole plan over the context's nodes is confirmed once), and are \
+         confirmed through MCP elicitation or a single-use `confirmation_token` (see docs/security.md).\n",
     );
     out.push_str(&sizes_table(tools));
     for set in Toolset::ALL {

@@ -209,6 +209,10 @@ async fn no_tool_leaks_secrets_into_results_logs_or_audit() {
         ("talos_etcd_snapshot", json!({"node": cp})),
         ("talos_etcd_forfeit_leadership", json!({"node": cp})),
         (
+            "talos_cluster_upgrade",
+            json!({"image": "ghcr.io/siderolabs/installer:v1.12.0", "nodes": [w], "health_timeout_seconds": 10}),
+        ),
+        (
             "talos_reboot",
             json!({"node": w, "wait": true, "wait_timeout_seconds": 10}),
         ),

@@ -1,7 +1,7 @@
 //! The machinery shared by write and destructive tools: one explicit node, a plan with
 //! preflights, confirmation, execution, and a result that records how it was confirmed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -135,12 +135,28 @@ pub(crate) struct StagedConfig {
 pub(crate) struct Changes {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     staged: Mutex<HashMap<(String, String), StagedConfig>>,
+    /// The digests of the many-node plans whose confirmation tokens were issued, by the SHA-256
+    /// of the token (newest last, at most [`REMEMBERED_PLANS`]): a token for a plan that has
+    /// changed since is refused as such.
+    plans: Mutex<VecDeque<(Vec<u8>, String)>>,
+}
+
+/// How many issued many-node plans [`Changes`] remembers.
+const REMEMBERED_PLANS: usize = 64;
+
+fn token_key(token: &str) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
+        .as_ref()
+        .to_vec()
 }
 
 impl Changes {
     /// Takes the change lock of `context`: preflight, confirmation and execution of one change
     /// never interleave with another change's on the same cluster.
-    async fn lock(&self, context: &str) -> Result<tokio::sync::OwnedMutexGuard<()>, ToolError> {
+    pub(crate) async fn lock(
+        &self,
+        context: &str,
+    ) -> Result<tokio::sync::OwnedMutexGuard<()>, ToolError> {
         let lock = self
             .locks
             .lock()
@@ -155,6 +171,27 @@ impl Changes {
                     "another change on context `{context}` is still running or waiting for its confirmation; changes to one cluster run one at a time. Nothing was done; retry when it has finished"
                 ))
             })
+    }
+
+    /// Remembers that `token` was issued for the many-node plan with `digest`.
+    pub(crate) fn remember_plan(&self, token: &str, digest: &str) {
+        let mut plans = self.plans.lock().unwrap_or_else(PoisonError::into_inner);
+        if plans.len() >= REMEMBERED_PLANS {
+            plans.pop_front();
+        }
+        plans.push_back((token_key(token), digest.to_owned()));
+    }
+
+    /// The digest of the plan `token` was issued for, if this server issued it and still
+    /// remembers it.
+    pub(crate) fn planned(&self, token: &str) -> Option<String> {
+        let key = token_key(token);
+        self.plans
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, d)| d.clone())
     }
 
     /// The entry of `node` of `context` in the staged configurations.
@@ -274,6 +311,7 @@ impl TalosMcp {
             effect: prepared.effect,
             preflight,
             details: prepared.details,
+            steps: None,
         };
         match self
             .confirm(

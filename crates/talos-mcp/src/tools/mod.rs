@@ -22,6 +22,7 @@ pub mod kubernetes;
 pub mod lifecycle;
 pub mod logs;
 pub mod operations;
+pub mod rolling;
 pub mod upgrade;
 pub mod workloads;
 
@@ -43,6 +44,7 @@ pub(crate) fn of(set: Toolset) -> Vec<ToolDef> {
         Toolset::Lifecycle => lifecycle::tools()
             .into_iter()
             .chain(upgrade::tools())
+            .chain(rolling::tools())
             .chain(operations::tools())
             .collect(),
     }
