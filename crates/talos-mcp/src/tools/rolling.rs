@@ -18,9 +18,9 @@ use crate::call::{Call, Confirmation, Reply};
 use crate::clusters::ContextEntry;
 use crate::confirm::{Gate, Plan, PlanSteps};
 use crate::error::ToolError;
-use crate::registry::{CallTarget, Effect, ToolArgs, ToolDef, Toolset, tool};
+use crate::registry::{Effect, ToolDef, Toolset, tool};
 use crate::safety::Tier;
-use crate::server::TalosMcp;
+use crate::server::{TalosMcp, TargetArgs};
 
 /// Most workers upgraded at once.
 const MAX_WORKER_BATCH: u32 = 5;
@@ -34,9 +34,9 @@ const GATE_RETRY: Duration = Duration::from_secs(1);
 /// Arguments of talos_cluster_upgrade.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 pub struct ClusterUpgradeArgs {
-    // No doc comment on `context`: the server's instructions say what it means.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub context: Option<String>,
+    /// The context, and a subset of its nodes (default: all).
+    #[serde(flatten)]
+    pub target: TargetArgs,
     /// Installer image; its tag is the target version.
     pub image: String,
     /// Workers upgraded at once (1–5, default 1).
@@ -45,9 +45,6 @@ pub struct ClusterUpgradeArgs {
     /// Allow a downgrade or a skipped minor release (confirmed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force: Option<bool>,
-    /// A subset of the context's nodes (default: all).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nodes: Option<Vec<String>>,
     /// Seconds for each node to be back healthy, and for each health gate (10–3600, default 600).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_timeout_seconds: Option<u32>,
@@ -56,20 +53,7 @@ pub struct ClusterUpgradeArgs {
     pub confirmation_token: Option<String>,
 }
 
-impl ToolArgs for ClusterUpgradeArgs {
-    fn target(&self) -> CallTarget<'_> {
-        CallTarget {
-            context: self.context.as_deref(),
-            nodes: self
-                .nodes
-                .as_deref()
-                .unwrap_or_default()
-                .iter()
-                .map(String::as_str)
-                .collect(),
-        }
-    }
-}
+super::targeted_by_field!(ClusterUpgradeArgs);
 
 /// A node's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -569,7 +553,7 @@ impl TalosMcp {
         let force = args.force.unwrap_or(false);
         let targets = self
             .clusters
-            .targets(args.context.as_deref(), args.nodes.as_deref())
+            .targets(args.target.context.as_deref(), args.target.nodes.as_deref())
             .await?;
         // One change at a time per cluster, from the plan to the end of the run.
         let _change = self.changes.lock(&targets.entry.name).await?;
@@ -632,7 +616,7 @@ impl TalosMcp {
             preflight.push("the cluster health check passes".into());
         }
         blockers.extend(health);
-        let askable = self.askable(args.context.as_deref());
+        let askable = self.askable(args.target.context.as_deref());
         for p in plan.iter().filter(|p| p.action == NodeAction::Upgrade) {
             // The node's version path, the installer pulled on it (a failed pull refuses the
             // plan), its etcd quorum and the cluster health as it sees it.
