@@ -189,14 +189,130 @@ async fn walkthrough(sim: &Sim, opts: &ServerOpts) -> Result<ExitCode> {
             "NOT refused (unexpected)"
         }
     );
+    let upgraded = upgrade_act(sim, opts).await?;
     println!("Connect your own MCP client: talos-mcp demo --serve            (stdio)");
     println!(
         "                             talos-mcp demo --serve --http 127.0.0.1:8080   (streamable HTTP on /mcp)"
     );
     sim.cluster.clone().shutdown().await;
-    Ok(if refused {
+    Ok(if refused && upgraded {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The second act: with the destructive tier on, an upgrade of one worker is planned, confirmed
+/// with its single-use token, run as an operation, and read back step by step.
+async fn upgrade_act(sim: &Sim, opts: &ServerOpts) -> Result<bool> {
+    let Some(worker) = sim
+        .cluster
+        .nodes()
+        .into_iter()
+        .find(|n| n.role == talos_sim::NodeRole::Worker)
+    else {
+        return Ok(true);
+    };
+    let mut opts = opts.clone();
+    opts.allow_destructive = true;
+    opts.confirm = "token".into();
+    let server = server_for(sim, &opts, "in-process")?;
+    let (server_io, client_io) = tokio::io::duplex(1 << 20);
+    tokio::spawn(async move {
+        if let Ok(running) = server.serve(server_io).await {
+            let _ = running.waiting().await;
+        }
+    });
+    let client = ().serve(client_io).await?;
+    let call = |args: serde_json::Value| {
+        CallToolRequestParams::new("talos_upgrade")
+            .with_arguments(args.as_object().cloned().unwrap_or_default())
+    };
+    let args = json!({
+        "node": worker.address,
+        "image": "ghcr.io/siderolabs/installer:v1.12.0",
+        "wait_timeout_seconds": 60,
+    });
+    println!(
+        "\nNow with --allow-destructive (and --confirm token): upgrade {} to v1.12.0.",
+        worker.hostname
+    );
+    section(&format!("tools/call talos_upgrade {args}"));
+    let plan = client.call_tool(call(args.clone())).await?;
+    println!("{}", indent(&text_of(&plan)));
+    let token = plan
+        .structured_content
+        .as_ref()
+        .and_then(|s| s.get("confirmation_token"))
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned);
+    let Some(token) = token else {
+        println!("  (no confirmation token in the plan; stopping here)");
+        let _ = client.cancel().await;
+        return Ok(false);
+    };
+    let mut confirmed = args;
+    confirmed["confirmation_token"] = json!(token);
+    section("tools/call talos_upgrade {…, \"confirmation_token\": \"…\"}");
+    let done = client.call_tool(call(confirmed)).await?;
+    println!("{}", indent(&text_of(&done)));
+    let operation = done
+        .meta
+        .as_ref()
+        .and_then(|m| m.0.get("talos-mcp/operation"))
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned);
+    if let Some(id) = operation {
+        section(&format!("tools/call talos_operations {{\"id\": \"{id}\"}}"));
+        let read = client
+            .call_tool(
+                CallToolRequestParams::new("talos_operations")
+                    .with_arguments(json!({"id": id}).as_object().cloned().unwrap_or_default()),
+            )
+            .await?;
+        let steps = read
+            .structured_content
+            .as_ref()
+            .and_then(|s| s.pointer("/operations/0/steps"))
+            .and_then(serde_json::Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for step in steps {
+            let at = step
+                .get("at")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("");
+            let message = step
+                .get("message")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("");
+            println!("  {at}  {message}");
+        }
+    }
+    let _ = client.cancel().await;
+    let on_target = done
+        .structured_content
+        .as_ref()
+        .and_then(|s| s.pointer("/outcome/on_target"))
+        .and_then(serde_json::Value::as_bool)
+        == Some(true);
+    println!(
+        "\nThe upgrade {}. MCP clients with the Tasks extension get it as a task; see docs/operations.md.",
+        if on_target {
+            "ran as an operation and the node is back on v1.12.0"
+        } else {
+            "did NOT reach v1.12.0 (unexpected)"
+        }
+    );
+    Ok(on_target)
+}
+
+/// The text blocks of a tool result.
+fn text_of(result: &rmcp::model::CallToolResult) -> String {
+    result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
