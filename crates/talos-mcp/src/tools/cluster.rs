@@ -149,54 +149,71 @@ fn is_sensitive(namespace: &str, resource_type: &str) -> bool {
 }
 
 /// Resolves an alias or full type name through the node's ResourceDefinitions.
-async fn resolve_type(api: &dyn TalosApi, opts: &CallOptions, wanted: &str) -> TypeInfo {
+async fn resolve_type(
+    api: &dyn TalosApi,
+    opts: &CallOptions,
+    wanted: &str,
+) -> Result<TypeInfo, talos_client::TalosError> {
     let lower = wanted.to_ascii_lowercase();
-    if let Ok(defs) = api
+    // A node that cannot be reached is that, not a node without the type: the read fails with
+    // the node's error. (A node that refuses the definitions is read with the type as given.)
+    let defs = match api
         .resource_list(opts, "meta", "ResourceDefinitions.meta.cosi.dev", 1000)
         .await
     {
-        for d in defs {
-            let Ok(spec) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&d.spec_yaml) else {
-                continue;
-            };
-            let full = spec
-                .get("type")
-                .and_then(|v| v.as_str())
-                .unwrap_or_default()
-                .to_owned();
-            let aliases: Vec<String> = spec
-                .get("aliases")
-                .and_then(|a| a.as_sequence())
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|x| x.as_str())
-                        .map(str::to_ascii_lowercase)
-                        .collect()
-                })
-                .unwrap_or_default();
-            let singular = full
-                .split('.')
-                .next()
-                .unwrap_or_default()
-                .to_ascii_lowercase();
-            if full.to_ascii_lowercase() == lower || aliases.contains(&lower) || singular == lower {
-                return TypeInfo {
-                    namespace: spec
-                        .get("defaultNamespace")
-                        .and_then(|v| v.as_str())
-                        .map(str::to_owned),
-                    sensitive: spec.get("sensitivity").and_then(|v| v.as_str())
-                        == Some("sensitive"),
-                    full,
-                };
-            }
+        Ok(defs) => defs,
+        Err(e)
+            if matches!(
+                e.kind(),
+                talos_client::ErrorKind::Connection
+                    | talos_client::ErrorKind::Timeout
+                    | talos_client::ErrorKind::Authentication
+            ) =>
+        {
+            return Err(e);
+        }
+        Err(_) => Vec::new(),
+    };
+    for d in defs {
+        let Ok(spec) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&d.spec_yaml) else {
+            continue;
+        };
+        let full = spec
+            .get("type")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let aliases: Vec<String> = spec
+            .get("aliases")
+            .and_then(|a| a.as_sequence())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str())
+                    .map(str::to_ascii_lowercase)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let singular = full
+            .split('.')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if full.to_ascii_lowercase() == lower || aliases.contains(&lower) || singular == lower {
+            return Ok(TypeInfo {
+                namespace: spec
+                    .get("defaultNamespace")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned),
+                sensitive: spec.get("sensitivity").and_then(|v| v.as_str()) == Some("sensitive"),
+                full,
+            });
         }
     }
-    TypeInfo {
+    Ok(TypeInfo {
         full: wanted.to_owned(),
         namespace: None,
         sensitive: false,
-    }
+    })
 }
 
 /// Resolves a type the way reads do: `Ok(Ok((namespace, full type)))` for a type that may be
@@ -208,7 +225,7 @@ pub(crate) async fn readable_type(
     wanted: &str,
     namespace: Option<String>,
 ) -> Result<Result<(String, String), String>, talos_client::TalosError> {
-    let info = resolve_type(api, opts, wanted).await;
+    let info = resolve_type(api, opts, wanted).await?;
     let namespace =
         namespace
             .or(info.namespace)
@@ -526,6 +543,25 @@ super::targeted_by_field!(HealthArgs, GetArgs, ListFilesArgs, ReadFileArgs);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_node_that_cannot_be_reached_is_not_a_node_without_the_type() {
+        let mut api = talos_client::MockTalosApi::new();
+        api.expect_resource_list().returning(|opts, _, _, _| {
+            Err(talos_client::TalosError::Connection {
+                target: talos_client::Target {
+                    endpoint: None,
+                    node: opts.node.clone(),
+                },
+                message: "connection refused".into(),
+            })
+        });
+        let opts = CallOptions::node("10.5.0.2");
+        let err = get_on_node(&api, &opts, "machinestatuses", None, None, 10)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), talos_client::ErrorKind::Connection, "{err}");
+    }
 
     #[test]
     fn secrets_are_recognised() {
