@@ -527,7 +527,7 @@ async fn cancel_before_confirmation_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_and_protocol_errors() {
     let (sim, _dir, tc, worker) = sim().await;
-    let server = Server::start(&tc, &[]);
+    let server = Server::start(&tc, &["--max-body", "4096"]);
     let mut alice = Agent::new(server.addr, ALICE);
 
     let unknown = alice.send(json!({"tool": "talos_nope"}));
@@ -584,6 +584,31 @@ async fn refusals_and_protocol_errors() {
         alice.rpc("GetTask", json!({"task": 1}))["error"]["code"],
         -32602
     );
+
+    // The HTTP guard of /mcp applies: body limit, Origin.
+    let big =
+        json!({"jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {"id": "x".repeat(5000)}});
+    let (status, _, _) = http(
+        server.addr,
+        "POST",
+        "/a2a",
+        &[("Authorization", ALICE), ("A2A-Version", "1.0")],
+        &big.to_string(),
+    );
+    assert_eq!(status, 413);
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "ListTasks", "params": {}}).to_string();
+    let (status, _, _) = http(
+        server.addr,
+        "POST",
+        "/a2a",
+        &[
+            ("Authorization", ALICE),
+            ("A2A-Version", "1.0"),
+            ("Origin", "https://evil.example"),
+        ],
+        &list,
+    );
+    assert_eq!(status, 403);
 }
 
 /// `--confirm none`: a reboot runs at once. `returnImmediately` answers with the working task;

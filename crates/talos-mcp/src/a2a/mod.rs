@@ -851,6 +851,9 @@ fn artifacts_of(record: &OperationRecord) -> Vec<Artifact> {
     if let Some(text) = result_text(result) {
         parts.push(Part::text(text));
     }
+    if parts.is_empty() {
+        return Vec::new();
+    }
     vec![Artifact {
         artifact_id: "result".into(),
         name: Some(record.tool.clone()),
@@ -1058,6 +1061,10 @@ mod tests {
             let text = task.status.message.unwrap().parts[0].text.clone().unwrap();
             assert_eq!(text, format!("{kind}: why"));
         }
+        // A result with nothing to show (an MCP round trip's note) has no empty artifact.
+        let note = completed(json!({"resultType": "input_required", "note": "asked"}));
+        assert_eq!(state_of(&note), TaskState::Completed);
+        assert!(task_of(&note).artifacts.is_empty());
         let mut waiting = completed(Value::Null);
         waiting.state = OperationState::InputRequired;
         waiting.input_requests =
