@@ -181,6 +181,10 @@ pub(crate) struct HttpOpts {
     /// Seconds a client has to send a request's headers (and a new connection its first request).
     #[arg(long, env = "TALOS_MCP_HEADER_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) header_timeout: u64,
+    /// The base URL clients reach this server at (`https://talos-mcp.example.com`); the A2A
+    /// agent card names `<base>/a2a` as its endpoint. Default: the listen address.
+    #[arg(long, env = "TALOS_MCP_PUBLIC_URL")]
+    pub(crate) public_url: Option<String>,
     /// Seconds a client has to send a request's body.
     #[arg(long, env = "TALOS_MCP_BODY_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) body_timeout: u64,

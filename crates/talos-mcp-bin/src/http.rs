@@ -1,6 +1,7 @@
 //! MCP over streamable HTTP (`/mcp`, which streams over SSE), with bearer-token auth, Origin
 //! validation, a body size limit and a per-caller rate limit; plus `/healthz`, `/readyz` and
-//! `/metrics`.
+//! `/metrics`; and the A2A 1.0 JSON-RPC endpoint (`/a2a`) with its agent card
+//! (`/.well-known/agent-card.json`), behind the same guard.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -240,6 +241,43 @@ struct Guard {
 
 const SESSION_HEADER: &str = "mcp-session-id";
 
+/// Where the A2A agent card is served.
+const CARD_PATH: &str = "/.well-known/agent-card.json";
+
+/// The A2A version header.
+const A2A_VERSION_HEADER: &str = "a2a-version";
+
+/// `POST /a2a`: one A2A JSON-RPC request (the body was read, bounded, by `guard`); a JSON
+/// answer, or server-sent events for the streaming methods.
+async fn a2a_endpoint(State(a2a): State<talos_mcp::a2a::A2a>, request: Request) -> Response {
+    let caller = request.extensions().get::<Caller>().map(|c| c.0.clone());
+    let version = request
+        .headers()
+        .get(A2A_VERSION_HEADER)
+        .map(|v| v.to_str().unwrap_or("?").to_owned());
+    let Ok(body) = axum::body::to_bytes(request.into_body(), usize::MAX).await else {
+        return reject(
+            StatusCode::BAD_REQUEST,
+            "the request body could not be read",
+        );
+    };
+    match a2a.handle(caller, version.as_deref(), &body).await {
+        talos_mcp::a2a::Answer::Json(value) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            value.to_string(),
+        )
+            .into_response(),
+        talos_mcp::a2a::Answer::Stream(events) => (
+            [
+                (header::CONTENT_TYPE, "text/event-stream"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            axum::body::Body::from_stream(talos_mcp::a2a::sse(events)),
+        )
+            .into_response(),
+    }
+}
+
 /// Whether `origin` (scheme://host[:port]) is allowed; an allowed entry without a port allows any port.
 fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
     allowed.iter().any(|a| {
@@ -284,7 +322,11 @@ async fn guard(State(g): State<Guard>, request: Request, next: Next) -> Response
     if length.is_some_and(|l| l > g.max_body) {
         return reject(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
     }
-    let caller = if g.tokens.is_empty() {
+    // The agent card tells clients how to authenticate, so it is served without a token (still
+    // behind the Host and Origin checks and the rate limit).
+    let public_card =
+        request.uri().path() == CARD_PATH && request.method() == axum::http::Method::GET;
+    let caller = if g.tokens.is_empty() || public_card {
         "anonymous".to_owned()
     } else {
         let presented = request
@@ -401,8 +443,18 @@ pub(crate) fn app(
     tokens: Tokens,
     hosts: AllowedHosts,
     readiness: Arc<Readiness>,
+    base_url: String,
 ) -> Router {
     let metrics = server.metrics();
+    let card = talos_mcp::a2a::agent_card(
+        &server,
+        &talos_mcp::a2a::CardSettings {
+            base_url,
+            bearer: !tokens.is_empty(),
+        },
+    );
+    let card: Arc<str> = serde_json::to_string(&card).unwrap_or_default().into();
+    let a2a = talos_mcp::a2a::A2a::new(server.clone());
     let manager = Arc::new(LocalSessionManager::default());
     // Host and Origin are checked by `guard`, for /metrics too: rmcp's own checks stay off so
     // that one rule applies.
@@ -433,6 +485,16 @@ pub(crate) fn app(
     };
     let protected = Router::new()
         .nest_service("/mcp", mcp)
+        .route("/a2a", axum::routing::post(a2a_endpoint).with_state(a2a))
+        .route(
+            CARD_PATH,
+            get(move || async move {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    card.to_string(),
+                )
+            }),
+        )
         .route(
             "/metrics",
             get(move || async move {
@@ -493,7 +555,16 @@ pub(crate) async fn serve(
         .await
         .with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
-    let app = app(server, opts, tokens, hosts, readiness);
+    let scheme = if opts.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let base_url = match &opts.public_url {
+        Some(url) => public_url(url)?,
+        None => format!("{scheme}://{local}"),
+    };
+    let app = app(server, opts, tokens, hosts, readiness, base_url);
     let limits = Limits {
         header_timeout: Duration::from_secs(opts.header_timeout),
         max_connections: opts.max_connections as usize,
@@ -513,6 +584,21 @@ pub(crate) async fn serve(
     };
     serve_connections(listener, acceptor, app, limits, shutdown).await;
     Ok(())
+}
+
+/// Checks `--public-url`: an absolute http(s) URL without query or fragment; returned without
+/// a trailing slash.
+fn public_url(url: &str) -> Result<String> {
+    let parsed: axum::http::Uri = url
+        .parse()
+        .with_context(|| format!("--public-url `{url}` is not a URL"))?;
+    let scheme_ok = matches!(parsed.scheme_str(), Some("http" | "https"));
+    if !scheme_ok || parsed.authority().is_none() || parsed.query().is_some() || url.contains('#') {
+        bail!(
+            "--public-url `{url}` must be an absolute http:// or https:// URL without query or fragment"
+        );
+    }
+    Ok(url.trim_end_matches('/').to_owned())
 }
 
 /// Raises the soft limit on open files to the hard limit, so that the connection cap, not the

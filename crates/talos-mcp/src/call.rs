@@ -92,10 +92,10 @@ impl Call {
         if let Some(op) = &self.operation {
             op.step(&message, self.committed()).await;
         }
-        if let Some(token) = self.progress.clone() {
+        if let (Some(token), Some(peer)) = (self.progress.clone(), &self.ask.peer) {
             let param = rmcp::model::ProgressNotificationParam::new(token, f64::from(n))
                 .with_message(message);
-            let _ = self.ask.peer.notify_progress(param).await;
+            let _ = peer.notify_progress(param).await;
         }
     }
 

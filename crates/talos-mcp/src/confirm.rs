@@ -89,8 +89,10 @@ impl PlanSteps {
 /// in forms, and the answers of a multi-round-trip retry. Extracted from the tool call.
 #[derive(Debug, Clone)]
 pub(crate) struct Ask {
-    /// The client (also used for progress notifications).
-    pub(crate) peer: Peer<RoleServer>,
+    /// The MCP client (also used for progress notifications); `None` for an A2A caller.
+    pub(crate) peer: Option<Peer<RoleServer>>,
+    /// An A2A caller: it confirms by answering its task (`INPUT_REQUIRED`) on the same task.
+    a2a: bool,
     /// The request's protocol forbids server-to-client requests (2026-07-28 and later).
     round_trip: bool,
     /// The client declared form elicitation (in the handshake or the request's metadata).
@@ -106,6 +108,20 @@ pub(crate) struct Ask {
 }
 
 impl Ask {
+    /// How an A2A caller is reached: through its task (the call runs as an operation).
+    pub(crate) fn a2a(caller: Option<String>) -> Self {
+        Self {
+            peer: None,
+            a2a: true,
+            round_trip: false,
+            forms: false,
+            responses: None,
+            state: None,
+            caller,
+            session: None,
+        }
+    }
+
     /// The sealed state a multi-round-trip retry carries, if any.
     pub(crate) fn state(&self) -> Option<&str> {
         self.state.as_deref()
@@ -124,7 +140,8 @@ impl Ask {
             .and_then(|c| c.elicitation)
             .is_some_and(|e| e.form.is_some() || e.url.is_none());
         Self {
-            peer: context.peer.clone(),
+            peer: Some(context.peer.clone()),
+            a2a: false,
             round_trip,
             forms,
             responses: request.input_responses.clone(),
@@ -235,6 +252,13 @@ impl TalosMcp {
             (Some(h), None) => format!("node {h} ({})", plan.node),
             (None, None) => format!("node {}", plan.node),
         };
+        // An A2A task asks through its own state, whatever the mode: the caller answers the
+        // task with `{"confirm": true|false}`; the operation holds the exact arguments meanwhile.
+        if ask.a2a
+            && let Some(op) = &call.operation
+        {
+            return self.confirm_a2a(call, op, plan).await;
+        }
         let binding = binding(plan, args, ask.caller.as_deref(), ask.session.as_deref());
         if safety.confirm == ConfirmMode::Elicit && ask.forms {
             let mut message = format!(
@@ -274,9 +298,12 @@ impl TalosMcp {
                 return self.confirm_round_trip(call, &binding, form);
             }
             // The same form and the same reading of the answer as the round trip.
-            let answer = match ask.peer.create_elicitation(form).await {
-                Ok(result) => Answer::from_result(result),
-                Err(e) => Answer::Failed(e.to_string()),
+            let answer = match &ask.peer {
+                Some(peer) => match peer.create_elicitation(form).await {
+                    Ok(result) => Answer::from_result(result),
+                    Err(e) => Answer::Failed(e.to_string()),
+                },
+                None => Answer::Failed("no client to ask".into()),
             };
             return answer.gate(call);
         }
@@ -365,6 +392,62 @@ impl TalosMcp {
             ))
             .gate(call),
             None => Answer::Failed(format!("no answer under `{CONFIRM_INPUT}`")).gate(call),
+        }
+    }
+
+    /// Confirmation of an A2A task: the operation goes `input_required` with the plan (its text
+    /// and its JSON) as the input request `confirm`; the caller answers on the same task with
+    /// `{"confirm": true}` (run, once) or `{"confirm": false}` (nothing is done). The wait is
+    /// bounded by the confirmation token lifetime; no answer in time: nothing is done.
+    async fn confirm_a2a(
+        &self,
+        call: &Call,
+        op: &crate::operations::Operation,
+        plan: &Plan,
+    ) -> Gate {
+        let wait = self.settings.safety.tokens.ttl();
+        let who = match (&plan.hostname, &plan.steps) {
+            (_, Some(_)) => format!("nodes {}", plan.node),
+            (Some(h), None) => format!("node {h} ({})", plan.node),
+            (None, None) => format!("node {}", plan.node),
+        };
+        let mut text = format!(
+            "Confirmation required — nothing was done yet.\nPlan: {tool} on {who} (context {ctx}): {effect}",
+            tool = plan.tool,
+            ctx = plan.context,
+            effect = plan.effect
+        );
+        for p in &plan.preflight {
+            text.push_str(&format!("\n- preflight: {p}"));
+        }
+        if let Some(details) = &plan.details {
+            text.push_str(&format!("\n{details}"));
+        }
+        if let Some(steps) = &plan.steps {
+            text.push_str(&format!("\n{}", steps.render()));
+        }
+        text.push_str(&format!(
+            "\nTo proceed, show this plan to the human and, only with their approval, answer on this task with a data part {{\"confirm\": true}}; {{\"confirm\": false}} cancels it. Unanswered for {} s, nothing is done.",
+            wait.as_secs()
+        ));
+        let requests = json!({ CONFIRM_INPUT: { "text": text, "plan": plan } });
+        let serde_json::Value::Object(requests) = requests else {
+            return Answer::Failed("the plan could not be encoded".into()).gate(call);
+        };
+        let Some(mut answers) = op.input(requests, wait).await else {
+            return stop(
+                call,
+                ToolError::NotConfirmed(format!(
+                    "the confirmation was not answered within {} s; nothing was done. Send the call again to be asked anew.",
+                    wait.as_secs()
+                )),
+                Confirmation::Expired,
+            );
+        };
+        match answers.remove(CONFIRM_INPUT) {
+            Some(serde_json::Value::Bool(true)) => Answer::Accepted.gate(call),
+            Some(serde_json::Value::Bool(false)) => Answer::Declined.gate(call),
+            _ => Answer::Failed(format!("`{CONFIRM_INPUT}` is not true or false")).gate(call),
         }
     }
 

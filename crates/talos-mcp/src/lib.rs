@@ -12,6 +12,7 @@
 //! `tools::logs`, `tools::etcd`, `tools::cluster`, `tools::kubernetes`), grouped into toolsets
 //! the operator can enable by name.
 
+pub mod a2a;
 pub mod audit;
 mod call;
 pub mod clusters;

@@ -26,7 +26,24 @@ pub struct Metrics {
     active_sessions: AtomicU64,
     rpc: Mutex<Histogram>,
     rpc_errors: Mutex<BTreeMap<String, u64>>,
+    a2a_requests: Mutex<BTreeMap<&'static str, u64>>,
+    a2a_calls: AtomicU64,
 }
+
+/// The A2A methods counted by name; any other method is counted as `unknown`.
+const A2A_METHODS: [&str; 11] = [
+    "SendMessage",
+    "SendStreamingMessage",
+    "GetTask",
+    "ListTasks",
+    "CancelTask",
+    "SubscribeToTask",
+    "CreateTaskPushNotificationConfig",
+    "GetTaskPushNotificationConfig",
+    "ListTaskPushNotificationConfigs",
+    "DeleteTaskPushNotificationConfig",
+    "GetExtendedAgentCard",
+];
 
 impl Histogram {
     fn record(&mut self, took: Duration) {
@@ -171,6 +188,26 @@ impl Metrics {
         self.audit_failures.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Records one A2A JSON-RPC request by method (a method outside the A2A set is `unknown`).
+    pub fn a2a_request(&self, method: &str) {
+        let label = A2A_METHODS
+            .iter()
+            .find(|m| **m == method)
+            .copied()
+            .unwrap_or("unknown");
+        *lock(&self.a2a_requests).entry(label).or_default() += 1;
+    }
+
+    /// Records one tool call started by an A2A client (its outcome is counted with every call's).
+    pub fn a2a_call(&self) {
+        self.a2a_calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Tool calls started by A2A clients so far.
+    pub fn a2a_calls(&self) -> u64 {
+        self.a2a_calls.load(Ordering::Relaxed)
+    }
+
     /// A transport session started.
     pub fn session_started(&self) {
         self.sessions.fetch_add(1, Ordering::Relaxed);
@@ -224,6 +261,18 @@ impl Metrics {
                 escape(kind)
             );
         }
+        out.push_str("# HELP talos_mcp_a2a_requests_total A2A JSON-RPC requests by method.\n# TYPE talos_mcp_a2a_requests_total counter\n");
+        for (method, n) in lock(&self.a2a_requests).iter() {
+            let _ = writeln!(
+                out,
+                "talos_mcp_a2a_requests_total{{method=\"{method}\"}} {n}"
+            );
+        }
+        let _ = write!(
+            out,
+            "# HELP talos_mcp_a2a_tool_calls_total Tool calls started by A2A clients.\n# TYPE talos_mcp_a2a_tool_calls_total counter\ntalos_mcp_a2a_tool_calls_total {}\n",
+            self.a2a_calls.load(Ordering::Relaxed)
+        );
         let _ = write!(
             out,
             "# HELP talos_mcp_audit_failures_total Audit lines that could not be written.\n# TYPE talos_mcp_audit_failures_total counter\ntalos_mcp_audit_failures_total {}\n\

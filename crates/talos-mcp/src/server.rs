@@ -239,6 +239,14 @@ impl TalosMcp {
         self.enabled.iter().map(|t| t.listing.clone()).collect()
     }
 
+    /// The enabled tools' names, toolsets and tiers, in listing order.
+    pub fn enabled_tools(&self) -> Vec<(&'static str, Toolset, Tier)> {
+        self.enabled
+            .iter()
+            .map(|t| (t.name, t.toolset, t.tier))
+            .collect()
+    }
+
     /// Every tool the server knows, enabled or not, with its tier.
     pub fn all_tools() -> Vec<(Tool, Tier)> {
         Registry::get()
@@ -387,6 +395,7 @@ impl TalosMcp {
             caller: crate::audit::caller(&context.extensions),
             // Redacted once for every audit line; the arguments themselves go to the tool.
             arguments: crate::audit::redact_arguments(request.arguments.as_ref()),
+            transport: self.settings.transport.clone(),
         };
         // Only enabled tools are callable; a tool of a disabled tier is refused with the flag that
         // enables it, any other name is a protocol error.
@@ -533,16 +542,55 @@ impl TalosMcp {
         // The task's seed state is taken before it starts: it is `working`, however fast the
         // tool then runs.
         let seed = op.record().await;
+        let answer = self.launch(call, invocation.run, op.clone(), audit, target);
+        if as_task {
+            let task = crate::operations::tasks::task(&seed, self.operations.settings());
+            return Ok(rmcp::model::CallToolResponse::Task(
+                rmcp::model::CreateTaskResult::new(task),
+            ));
+        }
+        // A synchronous client: its cancellation, or the request going away, asks the operation
+        // to stop (nothing committed: it stops; committed: it runs to its end, recorded).
+        let cancel_on_drop = CancelOnDrop(Some(op.clone()));
+        let answer = tokio::select! {
+            answer = answer => answer,
+            () = context.ct.cancelled() => {
+                op.request_cancel().await;
+                cancel_on_drop.defuse();
+                return Err(ErrorData::new(
+                    rmcp::model::ErrorCode::INTERNAL_ERROR,
+                    "the client cancelled the call",
+                    None,
+                ));
+            }
+        };
+        cancel_on_drop.defuse();
+        answer.unwrap_or_else(|_| {
+            Err(ErrorData::internal_error(
+                "the operation ended without an answer",
+                None,
+            ))
+        })
+    }
+
+    /// Runs `call` as operation `op` in a task of its own, which writes the `finished` audit
+    /// line and the operation's end; the receiver gets the MCP answer (a waiting MCP request
+    /// reads it, a task or A2A client reads the record).
+    fn launch(
+        &self,
+        call: Call,
+        run: crate::registry::Run,
+        op: crate::operations::Operation,
+        audit: CallAudit,
+        target: (Option<String>, Vec<String>),
+    ) -> tokio::sync::oneshot::Receiver<Result<rmcp::model::CallToolResponse, ErrorData>> {
+        let (tool, tier) = (call.tool, call.tier);
         let server = self.clone();
         let running = InFlight::enter(self.in_flight.clone());
         let (done, answer) = tokio::sync::oneshot::channel();
-        let background = op.clone();
         tokio::spawn(async move {
             let _running = running;
-            let op = background;
-            let ran = server
-                .run_cancellable(&call, invocation.run, op.cancelled())
-                .await;
+            let ran = server.run_cancellable(&call, run, op.cancelled()).await;
             let cancelled = ran.is_none();
             let (mut response, outcome) = shape(tool, ran, &call, server.settings.output_cap);
             let confirmation = call.confirmation().map(|c| c.as_str().to_owned());
@@ -575,34 +623,151 @@ impl TalosMcp {
             // The waiting request, if any, gets the answer; a task client reads the record.
             let _ = done.send(response);
         });
-        if as_task {
-            let task = crate::operations::tasks::task(&seed, self.operations.settings());
-            return Ok(rmcp::model::CallToolResponse::Task(
-                rmcp::model::CreateTaskResult::new(task),
-            ));
-        }
-        // A synchronous client: its cancellation, or the request going away, asks the operation
-        // to stop (nothing committed: it stops; committed: it runs to its end, recorded).
-        let cancel_on_drop = CancelOnDrop(Some(op.clone()));
-        let answer = tokio::select! {
-            answer = answer => answer,
-            () = context.ct.cancelled() => {
-                op.request_cancel().await;
-                cancel_on_drop.defuse();
-                return Err(ErrorData::new(
-                    rmcp::model::ErrorCode::INTERNAL_ERROR,
-                    "the client cancelled the call",
+        answer
+    }
+
+    /// Runs a tool call from an A2A client (the token's name as `caller`, `request_id` its
+    /// JSON-RPC id) as an operation, with the same lookup, tiers, argument checks, node
+    /// allowlist, confirmation and audit as an MCP call; the audit names the transport `a2a`.
+    /// A call refused before it runs (an unknown tool, a disabled tier, bad arguments, a full
+    /// store) is still an operation, ended at once with the refusal as its result, so that the
+    /// task can be read back like any other.
+    pub(crate) async fn a2a_call(
+        &self,
+        caller: Option<String>,
+        request_id: &str,
+        tool_name: &str,
+        arguments: Option<rmcp::model::JsonObject>,
+        context_id: Option<&str>,
+    ) -> Result<crate::operations::Operation, ToolError> {
+        let audit = CallAudit {
+            settings: self.settings.clone(),
+            started: std::time::Instant::now(),
+            request_id: crate::audit::bounded_str(request_id),
+            caller: caller.clone(),
+            arguments: crate::audit::redact_arguments(arguments.as_ref()),
+            transport: "a2a".to_owned(),
+        };
+        self.settings.metrics.a2a_call();
+        let refuse = |tool: &str, tier: &str, target, outcome: &Outcome, err: &ToolError| {
+            audit.finish(tool, tier, target, outcome, None);
+            crate::operations::End::Completed(
+                serde_json::to_value(crate::output::failure(err)).unwrap_or_default(),
+            )
+        };
+        let def = match Registry::get().find(tool_name) {
+            Some(def) if self.enabled.iter().any(|d| d.name == def.name) => Ok(def),
+            Some(def) if !self.settings.safety.enabled(def.tier) => Ok(def),
+            _ => Err(ToolError::Refused(format!(
+                "tool `{}` is not served here; the agent card lists the tools served",
+                crate::error::echo(tool_name)
+            ))),
+        };
+        let recorded_name = def.as_ref().map_or_else(
+            |_| crate::audit::bounded_str(tool_name),
+            |d| d.name.to_owned(),
+        );
+        let op = self
+            .operations
+            .start(&recorded_name, caller.clone(), None, Vec::new(), false)
+            .await;
+        let op = match op {
+            Ok(op) => op,
+            Err(e) => {
+                let tier = def.as_ref().map_or("unknown", |d| d.tier.as_str());
+                audit.finish(
+                    &recorded_name,
+                    tier,
+                    (None, Vec::new()),
+                    &Outcome::Refused,
                     None,
-                ));
+                );
+                return Err(e);
             }
         };
-        cancel_on_drop.defuse();
-        answer.unwrap_or_else(|_| {
-            Err(ErrorData::internal_error(
-                "the operation ended without an answer",
+        if let Some(context) = context_id {
+            op.set_a2a_context(context).await;
+        }
+        let def = match def {
+            Ok(def) => def,
+            Err(err) => {
+                let end = refuse(
+                    &recorded_name,
+                    "unknown",
+                    (None, Vec::new()),
+                    &Outcome::Refused,
+                    &err,
+                );
+                op.finish(end, false).await;
+                return Ok(op);
+            }
+        };
+        let tool = def.name;
+        let parsed = def.invocation(arguments.unwrap_or_default());
+        if !self.settings.safety.enabled(def.tier) {
+            let err = ToolError::TierDisabled {
+                tool: tool.to_owned(),
+                tier: def.tier,
+            };
+            let (tier, target) = match &parsed {
+                Ok(i) => (i.tier, (i.context.clone(), i.nodes.clone())),
+                Err(_) => (def.tier, (None, Vec::new())),
+            };
+            let end = refuse(tool, tier.as_str(), target, &Outcome::Refused, &err);
+            op.finish(end, false).await;
+            return Ok(op);
+        }
+        let invocation = match parsed {
+            Ok(i) => i,
+            Err(e) => {
+                let end = refuse(
+                    tool,
+                    def.tier.as_str(),
+                    (None, Vec::new()),
+                    &Outcome::Failed(e.kind()),
+                    &e,
+                );
+                op.finish(end, false).await;
+                return Ok(op);
+            }
+        };
+        let target = (invocation.context.clone(), invocation.nodes.clone());
+        op.set_target(target.0.clone(), target.1.clone()).await;
+        // Writes fail closed: no audit line, no action.
+        let mutating = def.tier != Tier::Read || invocation.tier != Tier::Read;
+        if mutating
+            && let Err(e) = audit.write_line(
+                tool,
+                "started",
+                invocation.tier.as_str(),
+                target.clone(),
                 None,
-            ))
-        })
+                None,
+            )
+        {
+            tracing::error!(error = %e, tool, "audit log write failed; refusing the call");
+            self.settings.metrics.audit_failed();
+            self.settings
+                .metrics
+                .record_call(tool, "audit_failed", audit.started.elapsed());
+            let err = ToolError::Local(format!(
+                "the audit log cannot be written ({e}); write and destructive calls are refused until it works"
+            ));
+            let end = crate::operations::End::Completed(
+                serde_json::to_value(crate::output::failure(&err)).unwrap_or_default(),
+            );
+            op.finish(end, false).await;
+            return Ok(op);
+        }
+        let call = Call::new(
+            tool,
+            invocation.tier,
+            crate::confirm::Ask::a2a(caller),
+            None,
+        )
+        .with_operation(op.clone());
+        drop(self.launch(call, invocation.run, op.clone(), audit, target));
+        Ok(op)
     }
 
     /// Asks every running operation to stop (shutdown, or the stdio session ended): those that
@@ -664,6 +829,8 @@ struct CallAudit {
     request_id: String,
     caller: Option<String>,
     arguments: serde_json::Value,
+    /// The transport named in its lines (the server's, or `a2a`).
+    transport: String,
 }
 
 impl CallAudit {
@@ -682,7 +849,7 @@ impl CallAudit {
             timestamp: crate::audit::now(),
             phase,
             request_id: self.request_id.clone(),
-            transport: &self.settings.transport,
+            transport: &self.transport,
             caller: self.caller.as_deref(),
             tool,
             tier,

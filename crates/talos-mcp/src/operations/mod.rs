@@ -139,6 +139,9 @@ pub struct OperationRecord {
     pub error: Option<serde_json::Value>,
     /// The outstanding input requests when input is required.
     pub input_requests: Option<serde_json::Value>,
+    /// The A2A context the task belongs to, when an A2A client started it (bounded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub a2a_context: Option<String>,
 }
 
 impl std::fmt::Debug for OperationRecord {
@@ -191,6 +194,7 @@ impl OperationRecord {
             result: None,
             error: None,
             input_requests: None,
+            a2a_context: None,
         }
     }
 
@@ -256,6 +260,8 @@ struct Live {
     /// Set by the running code once its change has begun (shared with it, read at once by a
     /// cancellation, so the record never claims a stop that cannot happen).
     committed: Arc<std::sync::atomic::AtomicBool>,
+    /// Counts the record's changes: a follower (an A2A stream) wakes on each one.
+    changed: watch::Sender<u64>,
 }
 
 #[derive(Debug)]
@@ -337,6 +343,7 @@ impl Operations {
             input: Mutex::new(None),
             caller,
             committed: Arc::default(),
+            changed: watch::channel(0).0,
         });
         self.live().insert(id.clone(), live.clone());
         Ok(Operation {
@@ -442,6 +449,12 @@ impl Operations {
         }
     }
 
+    /// A receiver that changes whenever the record of running operation `id` changes (`None`:
+    /// not running here). It closes when the operation has ended and its end is stored.
+    pub fn follow(&self, id: &str) -> Option<watch::Receiver<u64>> {
+        self.live().get(id).map(|l| l.changed.subscribe())
+    }
+
     /// Operations running now.
     pub fn running(&self) -> usize {
         self.live().len()
@@ -476,6 +489,7 @@ async fn request_cancel(store: &Arc<dyn OperationStore>, live: &Live) {
             }
         }
     }
+    live.changed.send_modify(|n| *n = n.wrapping_add(1));
     live.cancel.send_replace(true);
 }
 
@@ -516,6 +530,23 @@ impl Operation {
         if let Err(e) = self.engine.store.put(record.clone()).await {
             tracing::warn!(error = %e, "could not store an operation record");
         }
+        drop(record);
+        self.live.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Records where the call goes, once its arguments are read.
+    pub(crate) async fn set_target(&self, context: Option<String>, nodes: Vec<String>) {
+        self.update(|r| {
+            r.context = context;
+            r.nodes = nodes;
+        })
+        .await;
+    }
+
+    /// Names the A2A context the task belongs to (bounded).
+    pub(crate) async fn set_a2a_context(&self, context: &str) {
+        let context = crate::error::clip(context, 128);
+        self.update(|r| r.a2a_context = Some(context)).await;
     }
 
     /// Records a step; `committed` says whether the change has begun.
