@@ -1,14 +1,16 @@
 """The A2A 1.0 endpoint driven by the official A2A Python SDK (a2a-sdk 1.x), as another agent
 would call it: the card resolved by the SDK's own client factory, a read, a streamed read, a
 destructive tool declined and then confirmed on the same task (exactly one reboot), GetTask after
-completion and from a client that reconnects, CancelTask before the confirmation, an unknown tool
-and a tool of a disabled tier, and with bearer tokens configured a call without the token refused
-and one with it accepted."""
+completion and from a client that reconnects, a confirmed reboot followed with SubscribeToTask
+from another connection, CancelTask before the confirmation, an unknown tool and a tool of a
+disabled tier, and with bearer tokens configured a call without the token refused and one with it
+accepted."""
 
 from __future__ import annotations
 
 import uuid
 
+import anyio
 import httpx
 import pytest
 from a2a.client import (
@@ -29,8 +31,10 @@ from a2a.types import (
     Message,
     Part,
     Role,
+    SendMessageConfiguration,
     SendMessageRequest,
     StreamResponse,
+    SubscribeToTaskRequest,
     Task,
     TaskNotFoundError,
     TaskState,
@@ -400,6 +404,53 @@ async def test_cancel_before_the_answer_changes_nothing(destructive):
         assert await boot_id(client, W2) == before
     [line] = [l for l in audit(destructive, "talos_reboot") if l["nodes"] == [W2]]
     assert line["result"] == "cancelled", line
+
+
+@pytest.fixture(scope="module")
+def slow_reboots():
+    """Nodes that stay down for 3 s, so that a reboot is still running when a client comes back."""
+    with harness.sim(harness.workdir("a2a-slow-sim"), reboot_downtime_ms=3000) as sim:
+        with harness.http_server(sim, ServerConfig(["--allow-destructive"]), harness.workdir("a2a-slow")) as server:
+            yield server
+
+
+async def test_a_client_that_comes_back_follows_the_task(slow_reboots):
+    async with await connect(slow_reboots) as client:
+        before = await boot_id(client, W2)
+        asked = await send(client, tool("talos_reboot", {"node": W2, "wait": True}))
+        assert state(asked) == "TASK_STATE_INPUT_REQUIRED", (state(asked), status_text(asked))
+        # The yes, answered at once: the client goes away while the reboot runs.
+        request = SendMessageRequest(
+            message=message(new_data_part({"confirm": True}), task=asked),
+            configuration=SendMessageConfiguration(return_immediately=True),
+        )
+        [answered] = [event async for event in client.send_message(request)]
+        assert answered.task.id == asked.id and answered.task.status.state not in TERMINAL, answered
+
+    # Another connection subscribes and sees the rest of the steps and the end. A subscription
+    # that starts while the task still reads INPUT_REQUIRED (the answer not yet taken up) ends at
+    # once; subscribe again. One to a task that has ended is refused; GetTask reads it.
+    steps: list[str] = []
+    async with await connect(slow_reboots, streaming=True) as again:
+        with anyio.fail_after(60):
+            while True:
+                try:
+                    stream = [e async for e in again.subscribe(SubscribeToTaskRequest(id=asked.id))]
+                except A2AError:
+                    break
+                steps += [
+                    get_message_text(e.status_update.status.message)
+                    for e in stream
+                    if e.HasField("status_update") and e.status_update.status.state == TaskState.TASK_STATE_WORKING
+                ]
+                if folded(stream).status.state in TERMINAL:
+                    break
+                await anyio.sleep(0.1)
+        done = await again.get_task(GetTaskRequest(id=asked.id))
+        data, _ = result_of(done)
+        assert data["outcome"]["back"] and data["outcome"]["boot_id_before"] == before
+        assert await boot_id(again, W2) == data["outcome"]["boot_id_after"] != before
+    assert "node is back with a new boot id" in steps, steps
 
 
 # --- bearer tokens ---------------------------------------------------------------------------
