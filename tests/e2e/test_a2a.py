@@ -4,7 +4,7 @@ destructive tool declined and then confirmed on the same task (exactly one reboo
 completion and from a client that reconnects, a confirmed reboot followed with SubscribeToTask
 from another connection, CancelTask before the confirmation, an unknown tool and a tool of a
 disabled tier, and with bearer tokens configured a call without the token refused and one with it
-accepted."""
+accepted, and tasks bound to their caller."""
 
 from __future__ import annotations
 
@@ -47,6 +47,7 @@ from harness import CP1, W1, W2, ServerConfig
 pytestmark = pytest.mark.anyio
 
 ALICE = "alice:0123456789abcdef0123456789"
+BOB = "bob:fedcba9876543210fedcba9876"
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 TERMINAL = {
     TaskState.TASK_STATE_COMPLETED,
@@ -85,7 +86,9 @@ def destructive(a2a_sim):
 @pytest.fixture(scope="module")
 def with_tokens(a2a_sim):
     with harness.http_server(
-        a2a_sim, ServerConfig(["--http-tokens", ALICE]), harness.workdir("a2a-tokens")
+        a2a_sim,
+        ServerConfig(["--allow-destructive", "--http-tokens", f"{ALICE},{BOB}"]),
+        harness.workdir("a2a-tokens"),
     ) as server:
         yield server
 
@@ -482,3 +485,39 @@ async def test_tokens_a_call_without_one_is_refused(with_tokens):
     assert line["transport"] == "a2a" and line["caller"] == "alice", line
     assert secret not in with_tokens.audit_path.read_text()
     assert secret not in (with_tokens.workdir / "talos-mcp.stderr").read_text()
+
+
+def secret(token: str) -> str:
+    return token.split(":", 1)[1]
+
+
+async def test_tasks_belong_to_their_caller(with_tokens):
+    """Another caller can neither read, answer nor cancel a task: its id is not found. The answer
+    cannot change what was planned."""
+    async with await connect(with_tokens, token=secret(ALICE)) as alice, await connect(
+        with_tokens, token=secret(BOB)
+    ) as bob:
+        before = {node: await boot_id(alice, node) for node in (W1, W2)}
+        asked = await send(alice, tool("talos_reboot", {"node": W1, "wait": True}))
+        assert state(asked) == "TASK_STATE_INPUT_REQUIRED", (state(asked), status_text(asked))
+
+        with pytest.raises(TaskNotFoundError):
+            await bob.get_task(GetTaskRequest(id=asked.id))
+        with pytest.raises(TaskNotFoundError):
+            await send(bob, new_data_part({"confirm": True}), task=asked)
+        with pytest.raises(TaskNotFoundError):
+            await bob.cancel_task(CancelTaskRequest(id=asked.id))
+        assert asked.id not in {t.id for t in (await bob.list_tasks(ListTasksRequest())).tasks}
+        assert state(await alice.get_task(GetTaskRequest(id=asked.id))) == "TASK_STATE_INPUT_REQUIRED"
+        assert {node: await boot_id(alice, node) for node in (W1, W2)} == before, "bob's yes did nothing"
+
+        # Alice's yes carries other arguments: the planned call runs, on W1 only.
+        done = await send(
+            alice, new_data_part({"confirm": True, "tool": "talos_reboot", "arguments": {"node": W2}}), task=asked
+        )
+        data, _ = result_of(done)
+        assert data["node"] == W1, data
+        assert await boot_id(alice, W1) != before[W1]
+        assert await boot_id(alice, W2) == before[W2], "the answer cannot retarget the plan"
+    reboots = audit(with_tokens, "talos_reboot")
+    assert [(l["caller"], l["nodes"], l["result"]) for l in reboots] == [("alice", [W1], "ok")], reboots
