@@ -465,6 +465,9 @@ async fn a_reboot_declined_then_confirmed_reaches_the_node_once() {
         "SendStreamingMessage",
         send_params(json!({"confirm": true}), Some(&second)),
     );
+    let resumed = &events[0]["result"]["task"];
+    assert_eq!(resumed["id"], second.as_str(), "{events:?}");
+    assert_ne!(state(resumed), "TASK_STATE_INPUT_REQUIRED", "starts from the answer taken");
     let last = &events[events.len() - 1]["result"]["statusUpdate"];
     assert_eq!(state(last), "TASK_STATE_COMPLETED", "{events:?}");
     let steps: Vec<String> = events

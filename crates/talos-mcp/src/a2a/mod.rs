@@ -180,12 +180,7 @@ impl A2a {
                         ),
                     ));
                 }
-                Ok(Answer::Stream(self.follow(
-                    id.clone(),
-                    record,
-                    caller,
-                    false,
-                )))
+                Ok(Answer::Stream(self.follow(id.clone(), record, caller)))
             }
             "CreateTaskPushNotificationConfig"
             | "GetTaskPushNotificationConfig"
@@ -291,12 +286,12 @@ impl A2a {
         let seed = op.record().await;
         drop(op);
         if stream {
-            return Ok(Answer::Stream(self.follow(id.clone(), seed, caller, false)));
+            return Ok(Answer::Stream(self.follow(id.clone(), seed, caller)));
         }
         let record = if immediately {
             seed
         } else {
-            self.settle(&seed.id, caller, false).await?
+            self.settle(&seed.id, caller).await?
         };
         Ok(Answer::Json(ok_response(
             id,
@@ -348,18 +343,15 @@ impl A2a {
             .provide_input(task_id, caller, answer)
             .await
             .map_err(|e| RpcError::new(code::INVALID_PARAMS, e.to_string()))?;
+        // The stream and the answer start from the task resumed, not from the question.
+        let resumed = self.resumed(task_id, caller).await?;
         if stream {
-            return Ok(Answer::Stream(self.follow(
-                id.clone(),
-                record,
-                caller,
-                true,
-            )));
+            return Ok(Answer::Stream(self.follow(id.clone(), resumed, caller)));
         }
         let record = if immediately {
-            self.record(task_id, caller).await?
+            resumed
         } else {
-            self.settle(task_id, caller, true).await?
+            self.settle(task_id, caller).await?
         };
         Ok(Answer::Json(ok_response(
             id,
@@ -367,22 +359,31 @@ impl A2a {
         )))
     }
 
-    /// Waits until task `id` ends, or stops for input (`past_input`: not the input it was
-    /// waiting for when the caller answered it), and returns its record.
-    async fn settle(
-        &self,
-        id: &str,
-        caller: Option<&str>,
-        mut past_input: bool,
-    ) -> Result<OperationRecord, RpcError> {
+    /// Waits until task `id` has taken the answer it was waiting for (it no longer waits for
+    /// input) and returns its record.
+    async fn resumed(&self, id: &str, caller: Option<&str>) -> Result<OperationRecord, RpcError> {
         let mut changes = self.ops().follow(id);
         loop {
             let record = self.record(id, caller).await?;
-            match record.state {
-                s if s.is_terminal() => return Ok(record),
-                OperationState::InputRequired if !past_input => return Ok(record),
-                OperationState::Working => past_input = false,
-                _ => {}
+            if record.state != OperationState::InputRequired {
+                return Ok(record);
+            }
+            let Some(rx) = changes.as_mut() else {
+                return Ok(record);
+            };
+            if rx.changed().await.is_err() {
+                changes = None;
+            }
+        }
+    }
+
+    /// Waits until task `id` ends or stops for input, and returns its record.
+    async fn settle(&self, id: &str, caller: Option<&str>) -> Result<OperationRecord, RpcError> {
+        let mut changes = self.ops().follow(id);
+        loop {
+            let record = self.record(id, caller).await?;
+            if record.state.is_terminal() || record.state == OperationState::InputRequired {
+                return Ok(record);
             }
             let Some(rx) = changes.as_mut() else {
                 // Not running here (another replica runs it): what the store says.
@@ -401,13 +402,11 @@ impl A2a {
         id: Value,
         seed: OperationRecord,
         caller: Option<&str>,
-        past_input: bool,
     ) -> mpsc::Receiver<Value> {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let ops = self.ops().clone();
         let caller = caller.map(str::to_owned);
         tokio::spawn(async move {
-            let mut past_input = past_input;
             let mut changes = ops.follow(&seed.id);
             let first = StreamResponse::Task(task_of(&seed));
             if tx.send(ok_response(&id, &first)).await.is_err() {
@@ -418,7 +417,7 @@ impl A2a {
             let mut record = seed;
             loop {
                 let state = state_of(&record);
-                if state.is_terminal() || (state.is_interrupted() && !past_input) {
+                if state.is_terminal() || state.is_interrupted() {
                     return;
                 }
                 // Once the live side is gone (the end is stored), one more read shows the end.
@@ -462,9 +461,6 @@ impl A2a {
                 }
                 seen = total;
                 let state = state_of(&record);
-                if record.state == OperationState::Working {
-                    past_input = false;
-                }
                 if state != last || state.is_terminal() || state.is_interrupted() {
                     if state == TaskState::Completed {
                         for artifact in artifacts_of(&record) {
@@ -868,4 +864,100 @@ fn task_of(record: &OperationRecord) -> Task {
 }
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    /// 1.0 (and its patch versions) is served; no header (0.3 by the spec), other versions and
+    /// junk get -32009, with the echoed value bounded.
+    #[test]
+    fn only_version_1_0_is_served() {
+        for ok in ["1.0", "1.0.0", " 1.0 ", "1"] {
+            assert!(check_version(Some(ok)).is_ok(), "{ok}");
+        }
+        for bad in [
+            None,
+            Some("0.3"),
+            Some("2.0"),
+            Some("1.1"),
+            Some("1.0.x"),
+            Some(""),
+            Some("1.."),
+        ] {
+            let e = check_version(bad).unwrap_err();
+            assert_eq!(e.code, code::VERSION_NOT_SUPPORTED, "{bad:?}");
+        }
+        let long = "9".repeat(10_000);
+        let e = check_version(Some(&long)).unwrap_err();
+        assert!(e.message.len() < 300, "{}", e.message.len());
+    }
+
+    /// The envelope: one JSON-RPC 2.0 request object with a string method and a bounded id.
+    #[test]
+    fn the_envelope_is_checked_and_ids_are_bounded() {
+        let good = json!({"jsonrpc": "2.0", "id": 7, "method": "GetTask"});
+        let (id, method, params) = envelope(&good).unwrap();
+        assert_eq!((id, method, params), (json!(7), "GetTask", json!({})));
+        for bad in [
+            json!([{"jsonrpc": "2.0", "id": 1, "method": "GetTask"}]),
+            json!({"id": 1, "method": "GetTask"}),
+            json!({"jsonrpc": "2.0", "id": 1, "method": 5}),
+            json!({"jsonrpc": "2.0", "id": {"a": 1}, "method": "GetTask"}),
+            json!({"jsonrpc": "2.0", "id": "x".repeat(MAX_ID + 1), "method": "GetTask"}),
+        ] {
+            assert_eq!(
+                envelope(&bad).unwrap_err().code,
+                code::INVALID_REQUEST,
+                "{bad}"
+            );
+        }
+    }
+
+    fn completed(result: Value) -> OperationRecord {
+        let mut r = OperationRecord::new("op1".into(), "talos_reboot", None, None, vec![], false);
+        r.state = OperationState::Completed;
+        r.result = Some(result);
+        r
+    }
+
+    fn failure(kind: &str) -> Value {
+        json!({"isError": true, "content": [{"type": "text", "text": format!("{kind}: why")}],
+               "_meta": {"talos-mcp/error": {"kind": kind, "message": "why"}}})
+    }
+
+    /// Operation ends map onto A2A states: a result is COMPLETED with an artifact, a refusal
+    /// REJECTED, a declined confirmation CANCELED, any other tool error FAILED with its words.
+    #[test]
+    fn operation_ends_map_onto_task_states() {
+        let ok = completed(json!({"isError": false, "structuredContent": {"a": 1},
+                                  "content": [{"type": "text", "text": "done"}]}));
+        assert_eq!(state_of(&ok), TaskState::Completed);
+        let task = task_of(&ok);
+        assert_eq!(task.artifacts[0].parts[0].data, Some(json!({"a": 1})));
+        assert_eq!(task.artifacts[0].parts[1].text.as_deref(), Some("done"));
+        for (kind, state) in [
+            ("Refused", TaskState::Rejected),
+            ("NodeNotAllowed", TaskState::Rejected),
+            ("NotConfirmed", TaskState::Canceled),
+            ("InvalidArgument", TaskState::Failed),
+            ("Connection", TaskState::Failed),
+        ] {
+            let r = completed(failure(kind));
+            assert_eq!(state_of(&r), state, "{kind}");
+            let task = task_of(&r);
+            assert!(task.artifacts.is_empty(), "{kind}");
+            let text = task.status.message.unwrap().parts[0].text.clone().unwrap();
+            assert_eq!(text, format!("{kind}: why"));
+        }
+        let mut waiting = completed(Value::Null);
+        waiting.state = OperationState::InputRequired;
+        waiting.input_requests =
+            Some(json!({"confirm": {"text": "Plan: reboot", "plan": {"node": "n1"}}}));
+        let status = status_of(&waiting);
+        assert_eq!(status.state, TaskState::InputRequired);
+        let parts = status.message.unwrap().parts;
+        assert_eq!(parts[0].text.as_deref(), Some("Plan: reboot"));
+        assert_eq!(parts[1].data, Some(json!({"plan": {"node": "n1"}})));
+    }
+}
