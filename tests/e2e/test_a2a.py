@@ -8,7 +8,9 @@ accepted, and tasks bound to their caller."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 
 import anyio
 import httpx
@@ -108,11 +110,17 @@ class Bearer(CredentialService):
         return self.token
 
 
-async def connect(server: harness.HttpServer, *, streaming: bool = False, token: str | None = None) -> Client:
-    """A client made by the SDK's factory from the card at `<base>/.well-known/agent-card.json`."""
-    factory = ClientFactory(ClientConfig(streaming=streaming, httpx_client=httpx.AsyncClient(timeout=60)))
-    interceptors = [AuthInterceptor(Bearer(token))] if token else None
-    return await factory.create_from_url(server.base, interceptors=interceptors)
+@contextlib.asynccontextmanager
+async def connect(
+    server: harness.HttpServer, *, streaming: bool = False, credentials: CredentialService | None = None
+) -> AsyncIterator[Client]:
+    """A client made by the SDK's factory from the card at `<base>/.well-known/agent-card.json`
+    (on an HTTP client of ours: the SDK's own waits 5 s at most)."""
+    async with httpx.AsyncClient(timeout=60) as http:
+        factory = ClientFactory(ClientConfig(streaming=streaming, httpx_client=http))
+        interceptors = [AuthInterceptor(credentials)] if credentials else None
+        async with await factory.create_from_url(server.base, interceptors=interceptors) as client:
+            yield client
 
 
 def message(*parts: Part, task: Task | None = None) -> Message:
@@ -228,8 +236,7 @@ async def test_the_sdk_factory_resolves_the_card(readonly, destructive):
     assert "talos_reboot" in skill_text(card) and "destructive" in skill_text(card)
 
     # The factory picks the JSON-RPC 1.0 interface and the client works against it.
-    client = await connect(readonly)
-    async with client:
+    async with connect(readonly) as client:
         data, _ = result_of(await send(client, tool("talos_hostname", {"nodes": [CP1]})))
     assert data["nodes"][0]["result"]["hostname"] == "talos-cp-1"
 
@@ -247,7 +254,7 @@ async def test_public_url_names_the_endpoint(a2a_sim):
 
 
 async def test_a_read_completes_with_data_and_text(readonly):
-    async with await connect(readonly) as client:
+    async with connect(readonly) as client:
         stream = await events(client, message(tool("talos_version", {"nodes": [CP1, W1]})))
         assert len(stream) == 1 and stream[0].HasField("task"), "SendMessage answers with the task"
         task = folded(stream)
@@ -261,7 +268,7 @@ async def test_a_read_completes_with_data_and_text(readonly):
 
 
 async def test_a_streamed_read(readonly):
-    async with await connect(readonly, streaming=True) as client:
+    async with connect(readonly, streaming=True) as client:
         stream = await events(client, message(tool("talos_version", {"nodes": [W2]})))
         task = folded(stream)
         data, text = result_of(task)
@@ -279,18 +286,18 @@ async def test_a_streamed_read(readonly):
 async def test_whole_numbers_from_the_sdk_are_integer_arguments(readonly):
     # The SDK carries a data part as a protobuf Value, whose numbers are doubles: `3` goes on the
     # wire as `3.0`. Integer arguments must still be accepted.
-    async with await connect(readonly) as client:
+    async with connect(readonly) as client:
         task = await send(client, tool("talos_dmesg", {"nodes": [CP1], "tail": 3}))
         data, _ = result_of(task)
     assert data["nodes"][0]["ok"], data
 
 
 async def test_get_task_after_completion_also_from_a_new_client(readonly):
-    async with await connect(readonly) as client:
+    async with connect(readonly) as client:
         task = await send(client, tool("talos_hostname", {"nodes": [W1]}))
         data, _ = result_of(task)
     # Another connection of the same caller (anonymous here) reads the finished task.
-    async with await connect(readonly) as again:
+    async with connect(readonly) as again:
         got = await again.get_task(GetTaskRequest(id=task.id))
         assert state(got) == "TASK_STATE_COMPLETED" and got.context_id == task.context_id
         assert result_of(got)[0] == data
@@ -301,7 +308,7 @@ async def test_get_task_after_completion_also_from_a_new_client(readonly):
 
 
 async def test_a_text_message_gets_usage_not_a_task(readonly):
-    async with await connect(readonly) as client:
+    async with connect(readonly) as client:
         [reply] = await events(client, message(new_text_part("please reboot the cluster")))
     assert reply.HasField("message"), "no language model: a short usage reply, no task"
     text = get_message_text(reply.message)
@@ -312,7 +319,7 @@ async def test_a_text_message_gets_usage_not_a_task(readonly):
 
 
 async def test_an_unknown_tool_and_a_disabled_tier(readonly):
-    async with await connect(readonly) as client:
+    async with connect(readonly) as client:
         unknown = await send(client, tool("talos_no_such_tool"))
         refused = await send(client, tool("talos_reboot", {"node": CP1}))
         bad = await send(client, tool("talos_version", {"nodes": "not-a-list"}))
@@ -330,7 +337,7 @@ async def test_an_unknown_tool_and_a_disabled_tier(readonly):
 
 
 async def test_a_reboot_declined_then_confirmed_runs_once(destructive):
-    async with await connect(destructive) as client:
+    async with connect(destructive) as client:
         before = await boot_id(client, W1)
 
         # The plan: nothing reaches the node before the answer.
@@ -351,7 +358,7 @@ async def test_a_reboot_declined_then_confirmed_runs_once(destructive):
         assert await boot_id(client, W1) == before
 
     # Confirmed, on a streaming client: the steps arrive as WORKING status updates.
-    async with await connect(destructive, streaming=True) as client:
+    async with connect(destructive, streaming=True) as client:
         asked = await send(client, tool("talos_reboot", {"node": W1, "wait": True}))
         assert state(asked) == "TASK_STATE_INPUT_REQUIRED", (state(asked), status_text(asked))
         stream = await events(client, message(new_data_part({"confirm": True}), task=asked))
@@ -395,7 +402,7 @@ async def answer_finished(client: Client, task: Task) -> None:
 
 
 async def test_cancel_before_the_answer_changes_nothing(destructive):
-    async with await connect(destructive) as client:
+    async with connect(destructive) as client:
         before = await boot_id(client, W2)
         asked = await send(client, tool("talos_reboot", {"node": W2}))
         assert state(asked) == "TASK_STATE_INPUT_REQUIRED"
@@ -418,7 +425,7 @@ def slow_reboots():
 
 
 async def test_a_client_that_comes_back_follows_the_task(slow_reboots):
-    async with await connect(slow_reboots) as client:
+    async with connect(slow_reboots) as client:
         before = await boot_id(client, W2)
         asked = await send(client, tool("talos_reboot", {"node": W2, "wait": True}))
         assert state(asked) == "TASK_STATE_INPUT_REQUIRED", (state(asked), status_text(asked))
@@ -434,7 +441,7 @@ async def test_a_client_that_comes_back_follows_the_task(slow_reboots):
     # that starts while the task still reads INPUT_REQUIRED (the answer not yet taken up) ends at
     # once; subscribe again. One to a task that has ended is refused; GetTask reads it.
     steps: list[str] = []
-    async with await connect(slow_reboots, streaming=True) as again:
+    async with connect(slow_reboots, streaming=True) as again:
         with anyio.fail_after(60):
             while True:
                 try:
@@ -459,10 +466,14 @@ async def test_a_client_that_comes_back_follows_the_task(slow_reboots):
 # --- bearer tokens ---------------------------------------------------------------------------
 
 
+def secret(token: str) -> str:
+    """The secret half of a `name:secret` token."""
+    return token.split(":", 1)[1]
+
+
 async def test_tokens_a_call_without_one_is_refused(with_tokens):
     # The card is public and says how to authenticate.
-    anonymous = await connect(with_tokens)
-    async with anonymous:
+    async with connect(with_tokens) as anonymous:
         with pytest.raises(A2AClientError) as refused:
             await send(anonymous, tool("talos_version", {"nodes": [CP1]}))
     cause = refused.value.__cause__
@@ -474,29 +485,23 @@ async def test_tokens_a_call_without_one_is_refused(with_tokens):
     assert card.security_schemes[scheme_name].http_auth_security_scheme.scheme.lower() == "bearer"
     assert [list(r.schemes) for r in card.security_requirements] == [[scheme_name]]
 
-    secret = ALICE.split(":", 1)[1]
-    bearer = Bearer(secret)
-    factory = ClientFactory(ClientConfig(streaming=False, httpx_client=httpx.AsyncClient(timeout=60)))
-    async with await factory.create_from_url(with_tokens.base, interceptors=[AuthInterceptor(bearer)]) as client:
+    key = secret(ALICE)
+    bearer = Bearer(key)
+    async with connect(with_tokens, credentials=bearer) as client:
         data, _ = result_of(await send(client, tool("talos_version", {"nodes": [CP1]})))
     assert bearer.asked, "the card's security scheme led the SDK to the token"
     assert data["nodes"][0]["ok"]
     [line] = audit(with_tokens, "talos_version")
     assert line["transport"] == "a2a" and line["caller"] == "alice", line
-    assert secret not in with_tokens.audit_path.read_text()
-    assert secret not in (with_tokens.workdir / "talos-mcp.stderr").read_text()
-
-
-def secret(token: str) -> str:
-    return token.split(":", 1)[1]
+    assert key not in with_tokens.audit_path.read_text()
+    assert key not in (with_tokens.workdir / "talos-mcp.stderr").read_text()
 
 
 async def test_tasks_belong_to_their_caller(with_tokens):
     """Another caller can neither read, answer nor cancel a task: its id is not found. The answer
     cannot change what was planned."""
-    async with await connect(with_tokens, token=secret(ALICE)) as alice, await connect(
-        with_tokens, token=secret(BOB)
-    ) as bob:
+    alice_key, bob_key = Bearer(secret(ALICE)), Bearer(secret(BOB))
+    async with connect(with_tokens, credentials=alice_key) as alice, connect(with_tokens, credentials=bob_key) as bob:
         before = {node: await boot_id(alice, node) for node in (W1, W2)}
         asked = await send(alice, tool("talos_reboot", {"node": W1, "wait": True}))
         assert state(asked) == "TASK_STATE_INPUT_REQUIRED", (state(asked), status_text(asked))
