@@ -467,7 +467,11 @@ async fn a_reboot_declined_then_confirmed_reaches_the_node_once() {
     );
     let resumed = &events[0]["result"]["task"];
     assert_eq!(resumed["id"], second.as_str(), "{events:?}");
-    assert_ne!(state(resumed), "TASK_STATE_INPUT_REQUIRED", "starts from the answer taken");
+    assert_ne!(
+        state(resumed),
+        "TASK_STATE_INPUT_REQUIRED",
+        "starts from the answer taken"
+    );
     let last = &events[events.len() - 1]["result"]["statusUpdate"];
     assert_eq!(state(last), "TASK_STATE_COMPLETED", "{events:?}");
     let steps: Vec<String> = events
@@ -580,4 +584,51 @@ async fn refusals_and_protocol_errors() {
         alice.rpc("GetTask", json!({"task": 1}))["error"]["code"],
         -32602
     );
+}
+
+/// `--confirm none`: a reboot runs at once. `returnImmediately` answers with the working task;
+/// SubscribeToTask (another connection) streams its steps to the end; a CancelTask after the
+/// reboot reached the node is refused as not cancelable, the reboot runs to its end, and the
+/// record says the cancellation came too late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_follows_a_running_task_and_a_late_cancel_is_refused() {
+    let (sim, _dir, tc, worker) = sim().await;
+    let server = Server::start(&tc, &["--allow-destructive", "--confirm", "none"]);
+    let mut alice = Agent::new(server.addr, ALICE);
+    let mut params = send_params(
+        json!({"tool": "talos_reboot", "arguments": {"node": worker, "wait": true, "wait_timeout_seconds": 30}}),
+        None,
+    );
+    params["configuration"] = json!({"returnImmediately": true});
+    let started = alice.rpc("SendMessage", params);
+    assert_eq!(state(task(&started)), "TASK_STATE_WORKING", "{started}");
+    let id = task(&started)["id"].as_str().unwrap().to_owned();
+    for _ in 0..600 {
+        if sim.calls(&worker, "Reboot") == 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(sim.calls(&worker, "Reboot"), 1);
+    let late = alice.rpc("CancelTask", json!({"id": id}));
+    assert_eq!(late["error"]["code"], -32002, "{late}");
+
+    let events = alice.stream("SubscribeToTask", json!({"id": id}));
+    assert_eq!(events[0]["result"]["task"]["id"], id.as_str(), "{events:?}");
+    let last = &events[events.len() - 1]["result"]["statusUpdate"];
+    assert_eq!(state(last), "TASK_STATE_COMPLETED", "{events:?}");
+    assert!(
+        events.iter().any(
+            |e| e["result"]["statusUpdate"]["status"]["message"]["parts"][0]["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("back with a new boot id"))
+        ),
+        "{events:?}"
+    );
+    let read = alice.rpc("GetTask", json!({"id": id}));
+    assert!(
+        status_text(&read["result"]).contains("cancel requested after the change had started"),
+        "{read}"
+    );
+    assert_eq!(sim.calls(&worker, "Reboot"), 1);
 }

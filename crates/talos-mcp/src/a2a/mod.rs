@@ -415,18 +415,25 @@ impl A2a {
             let mut seen = steps_total(&seed);
             let mut last = state_of(&seed);
             let mut record = seed;
+            // The first pass reads at once: the record may have moved on since the seed was
+            // read (or ended before the follower was set up).
+            let mut wait = false;
             loop {
                 let state = state_of(&record);
                 if state.is_terminal() || state.is_interrupted() {
                     return;
                 }
-                // Once the live side is gone (the end is stored), one more read shows the end.
-                let Some(rx) = changes.as_mut() else {
-                    return;
-                };
-                if rx.changed().await.is_err() {
-                    changes = None;
+                if wait {
+                    // Once the live side is gone (the end is stored), one more read shows the
+                    // end; a second time, there is nothing more to follow here.
+                    let Some(rx) = changes.as_mut() else {
+                        return;
+                    };
+                    if rx.changed().await.is_err() {
+                        changes = None;
+                    }
                 }
+                wait = true;
                 let Ok(now) = ops.get(&record.id, caller.as_deref()).await else {
                     return;
                 };
@@ -912,6 +919,107 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    /// A server over a mock API that is never called.
+    fn a2a() -> A2a {
+        let ca = talos_sim::pki::CertificateAuthority::generate("mock").unwrap();
+        let client = ca
+            .client_cert("os:admin", talos_sim::pki::Validity::Current)
+            .unwrap();
+        let yaml = talos_sim::pki::render_talosconfig(
+            "mock",
+            &[talos_sim::pki::TalosconfigContext {
+                name: "mock",
+                endpoints: vec!["10.5.0.2".into()],
+                nodes: vec!["10.5.0.2".into()],
+                ca_pem: ca.cert_pem(),
+                client: &client,
+            }],
+        );
+        let ctx = talos_config::TalosConfig::from_yaml(&yaml, "<mock>")
+            .unwrap()
+            .context(None)
+            .unwrap();
+        let api: Arc<dyn talos_client::TalosApi> = Arc::new(talos_client::MockTalosApi::new());
+        let factory: crate::ApiFactory = Arc::new(move |_| Ok(api.clone()));
+        let clusters = crate::Clusters::from_context(ctx, factory);
+        A2a::new(TalosMcp::new(clusters, crate::ServerSettings::default()).unwrap())
+    }
+
+    /// Every event a stream sends, until it ends (bounded: a stream that does not end fails).
+    async fn drain(mut events: mpsc::Receiver<Value>) -> Vec<Value> {
+        let mut out = Vec::new();
+        let read = async {
+            while let Some(e) = events.recv().await {
+                out.push(e);
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), read)
+            .await
+            .expect("the stream ends");
+        out
+    }
+
+    /// A stream set up after its task ended (the seed is older than the end) still sends the
+    /// end: the artifact and the final state.
+    #[tokio::test]
+    async fn a_stream_started_late_still_sends_the_end() {
+        let a2a = a2a();
+        let op = a2a
+            .ops()
+            .start("talos_version", Some("alice".into()), None, vec![], false)
+            .await
+            .unwrap();
+        let seed = op.record().await;
+        let result = json!({"isError": false, "structuredContent": {"a": 1},
+                            "content": [{"type": "text", "text": "done"}]});
+        op.finish(crate::operations::End::Completed(result), false)
+            .await;
+        drop(op);
+        let events = drain(a2a.follow(json!(1), seed, Some("alice"))).await;
+        assert_eq!(
+            events[0]["result"]["task"]["status"]["state"],
+            "TASK_STATE_WORKING"
+        );
+        let artifact = &events[1]["result"]["artifactUpdate"]["artifact"];
+        assert_eq!(artifact["parts"][0]["data"], json!({"a": 1}), "{events:?}");
+        let last = &events[events.len() - 1]["result"]["statusUpdate"]["status"];
+        assert_eq!(last["state"], "TASK_STATE_COMPLETED", "{events:?}");
+    }
+
+    /// A task that stopped for input between the seed and the follower's start is reported
+    /// as waiting, and the stream ends there (it does not wait for a change that never comes).
+    #[tokio::test]
+    async fn a_stream_reports_input_required_reached_before_it_started() {
+        let a2a = a2a();
+        let op = a2a
+            .ops()
+            .start("talos_reboot", Some("alice".into()), None, vec![], false)
+            .await
+            .unwrap();
+        let seed = op.record().await;
+        let asking = {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let requests = json!({"confirm": {"text": "Plan: reboot n1"}});
+                let Value::Object(requests) = requests else {
+                    unreachable!()
+                };
+                op.input(requests, std::time::Duration::from_secs(60)).await
+            })
+        };
+        for _ in 0..1000 {
+            if op.record().await.state == OperationState::InputRequired {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let events = drain(a2a.follow(json!(1), seed, Some("alice"))).await;
+        let last = &events[events.len() - 1]["result"]["statusUpdate"]["status"];
+        assert_eq!(last["state"], "TASK_STATE_INPUT_REQUIRED", "{events:?}");
+        assert_eq!(last["message"]["parts"][0]["text"], "Plan: reboot n1");
+        asking.abort();
     }
 
     fn completed(result: Value) -> OperationRecord {
