@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end suite needs, inside tests/e2e only (idempotent, quick when done):
-#   .venv/          Python virtualenv with the pinned MCP Python SDK and pytest (requirements.txt)
+#   .venv/          Python virtualenv with the pinned MCP and A2A Python SDKs and pytest (requirements.txt)
 #   node_modules/   Node 22, the MCP Inspector and the MCP conformance suite (package-lock.json)
 # Needs python3 (3.10 or newer) with venv, and npm (any Node works to run npm; the suite runs on
 # the Node 22 it installs). When they are missing and this runs as root, they come from apt.
