@@ -420,8 +420,16 @@ async fn a_streamed_read_sends_the_task_its_artifact_and_its_end() {
 /// WORKING updates; answers to either finished task change nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reboot_declined_then_confirmed_reaches_the_node_once() {
-    let (sim, _dir, tc, worker) = sim().await;
-    let server = Server::start(&tc, &["--allow-destructive"]);
+    let (sim, dir, tc, worker) = sim().await;
+    let audit = dir.path().join("audit.jsonl");
+    let server = Server::start(
+        &tc,
+        &[
+            "--allow-destructive",
+            "--audit-log",
+            audit.to_str().unwrap(),
+        ],
+    );
     let mut alice = Agent::new(server.addr, ALICE);
     let reboot = json!({"tool": "talos_reboot", "arguments": {"node": worker, "wait": true, "wait_timeout_seconds": 30}});
 
@@ -496,6 +504,15 @@ async fn a_reboot_declined_then_confirmed_reaches_the_node_once() {
     let read = alice.rpc("GetTask", json!({"id": second}));
     assert_eq!(state(&read["result"]), "TASK_STATE_COMPLETED", "{read}");
     assert_eq!(sim.calls(&worker, "Reboot"), 1, "exactly one reboot");
+    // The audit says how each was confirmed: by the A2A caller's answer, not by a form.
+    let confirmations: Vec<String> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["phase"] == "finished" && l["tool"] == "talos_reboot")
+        .map(|l| l["confirmation"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(confirmations, ["a2a: declined", "a2a: confirmed"]);
 }
 
 /// CancelTask before the confirmation: CANCELED, nothing reaches the node; a second cancel is

@@ -136,6 +136,10 @@ pub(crate) enum Confirmation {
     Expired,
     /// A round trip's state was used before.
     Replayed,
+    /// The A2A caller answered the task's confirmation with `{"confirm": true}`.
+    A2aConfirmed,
+    /// The A2A caller answered `{"confirm": false}`.
+    A2aDeclined,
 }
 
 impl Confirmation {
@@ -156,6 +160,8 @@ impl Confirmation {
             Self::Failed => "elicitation: failed",
             Self::Expired => "elicitation: expired",
             Self::Replayed => "elicitation: replayed",
+            Self::A2aConfirmed => "a2a: confirmed",
+            Self::A2aDeclined => "a2a: declined",
         }
     }
 }

@@ -445,8 +445,14 @@ impl TalosMcp {
             );
         };
         match answers.remove(CONFIRM_INPUT) {
-            Some(serde_json::Value::Bool(true)) => Answer::Accepted.gate(call),
-            Some(serde_json::Value::Bool(false)) => Answer::Declined.gate(call),
+            Some(serde_json::Value::Bool(true)) => proceed(call, Confirmation::A2aConfirmed),
+            Some(serde_json::Value::Bool(false)) => stop(
+                call,
+                ToolError::NotConfirmed(
+                    "the caller declined ({\"confirm\": false}); nothing was done. Do not retry unless the human asks.".into(),
+                ),
+                Confirmation::A2aDeclined,
+            ),
             _ => Answer::Failed(format!("`{CONFIRM_INPUT}` is not true or false")).gate(call),
         }
     }

@@ -260,7 +260,14 @@ impl A2a {
         };
         let arguments = match data.get("arguments") {
             None | Some(Value::Null) => None,
-            Some(Value::Object(map)) => Some(map.clone()),
+            Some(Value::Object(map)) => {
+                let mut arguments = Value::Object(map.clone());
+                whole_numbers_as_integers(&mut arguments);
+                match arguments {
+                    Value::Object(map) => Some(map),
+                    _ => None,
+                }
+            }
             Some(_) => {
                 return Err(RpcError::new(
                     code::INVALID_PARAMS,
@@ -873,11 +880,53 @@ fn task_of(record: &OperationRecord) -> Task {
     }
 }
 
+/// A data part is a protobuf `Struct`, whose numbers are doubles: the A2A SDKs send `3` as `3.0`.
+/// Whole numbers that a double holds exactly (|n| ≤ 2^53) become integers again, so integer
+/// arguments read as they do on MCP; anything else is left as sent (and a tool expecting an
+/// integer refuses `3.5` as before). serde_json's nesting limit bounds the recursion.
+fn whole_numbers_as_integers(value: &mut Value) {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f.abs() <= EXACT
+            {
+                #[allow(clippy::cast_possible_truncation)] // whole and within ±2^53: exact
+                let i = f as i64;
+                *value = if i < 0 {
+                    Value::from(i)
+                } else {
+                    Value::from(i.unsigned_abs())
+                };
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers_as_integers),
+        Value::Object(map) => map.values_mut().for_each(whole_numbers_as_integers),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+
+    #[test]
+    fn whole_doubles_from_a_data_part_are_integers_again() {
+        let mut v = serde_json::json!({
+            "tail": 3.0, "neg": -2.0, "half": 3.5, "big": 1e300, "n": [1.0, {"x": 60.0}], "s": "3.0"
+        });
+        whole_numbers_as_integers(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "tail": 3, "neg": -2, "half": 3.5, "big": 1e300, "n": [1, {"x": 60}], "s": "3.0"
+            })
+        );
+        assert!(v["tail"].is_u64() && v["neg"].is_i64());
+    }
 
     /// 1.0 (and its patch versions) is served; no header (0.3 by the spec), other versions and
     /// junk get -32009, with the echoed value bounded.
