@@ -34,6 +34,7 @@ mod schema;
 mod server;
 mod subscriptions;
 pub mod tools;
+pub mod trace;
 pub mod watch;
 
 pub use clusters::{ApiFactory, Cidr, Clusters, grpc_factory};
