@@ -118,7 +118,9 @@ pub(crate) async fn serve_stdio_or_http(server: TalosMcp, http: &HttpOpts) -> Re
         return result;
     }
     tracing::info!("serving MCP over stdio");
-    let running = server.clone().serve(stdio::transport()).await?;
+    let running = talos_mcp::Traced(server.clone())
+        .serve(stdio::transport())
+        .await?;
     let cancel = running.cancellation_token();
     tokio::select! {
         quit = running.waiting() => {

@@ -367,3 +367,107 @@ async fn spans_follow_the_client_trace_and_carry_no_argument_values() {
     );
     drop(sim);
 }
+
+/// Over stdio every MCP request gets a span named by its method, parented by its
+/// `_meta.traceparent`; a tool call's Talos RPCs are its children; an unknown method's name is
+/// never recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdio_requests_get_spans_parented_by_their_meta() {
+    let sim = SimCluster::start(SimConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tc = dir.path().join("talosconfig");
+    std::fs::write(&tc, sim.talosconfig("os:admin").unwrap()).unwrap();
+    let (got, otlp) = receiver().await;
+    let mut c = Command::new(BIN);
+    c.env_remove("RUST_LOG");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TALOS_MCP_") || k.starts_with("OTEL_") {
+            c.env_remove(k);
+        }
+    }
+    let mut child: Child = c
+        .args(["serve", "--talosconfig", &tc.display().to_string()])
+        .args(["--audit-log", "off", "--log-level", "warn"])
+        .args(["--otlp-endpoint", &format!("http://{otlp}")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let talk = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let mut send = |v: Value, answered: bool| {
+            writeln!(stdin, "{v}").unwrap();
+            if answered {
+                let line = lines.next().unwrap().unwrap();
+                serde_json::from_str::<Value>(&line).unwrap()
+            } else {
+                Value::Null
+            }
+        };
+        send(
+            json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                "protocolVersion": "2025-06-18", "capabilities": {},
+                "clientInfo": {"name": "otel-stdio", "version": "1"}}}),
+            true,
+        );
+        send(
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+            false,
+        );
+        let meta = json!({"traceparent": format!("00-{META_TRACE}-{META_PARENT}-01")});
+        let list = send(
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": meta}}),
+            true,
+        );
+        assert!(list["result"]["tools"].is_array(), "{list}");
+        let version = send(
+            json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+                "name": "talos_version", "arguments": {}, "_meta": meta}}),
+            true,
+        );
+        assert_eq!(version["result"]["isError"], false, "{version}");
+        let unknown = send(
+            json!({"jsonrpc": "2.0", "id": 3, "method": "x/method-canary-71c2", "params": {"_meta": meta}}),
+            true,
+        );
+        assert!(unknown["error"].is_object(), "{unknown}");
+        // EOF ends the session; the server flushes its spans and exits.
+        drop(stdin);
+    });
+    talk.await.unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server did not stop after EOF");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let spans = spans(&got);
+    let list = spans
+        .iter()
+        .find(|s| s.name == "tools/list")
+        .unwrap_or_else(|| panic!("no tools/list span: {spans:#?}"));
+    assert_eq!(list.trace, META_TRACE);
+    assert_eq!(list.parent, META_PARENT);
+    assert_eq!(list.attributes["mcp.transport"], "stdio");
+    let call = spans
+        .iter()
+        .find(|s| s.name == "tools/call")
+        .unwrap_or_else(|| panic!("no tools/call span: {spans:#?}"));
+    assert_eq!(call.trace, META_TRACE);
+    assert_eq!(call.parent, META_PARENT);
+    assert_eq!(call.attributes["gen_ai.tool.name"], "talos_version");
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.parent == call.id && s.name == "machine.MachineService/version"),
+        "{spans:#?}"
+    );
+    assert!(!everything(&got).contains("method-canary"), "{spans:#?}");
+    drop(sim);
+}

@@ -692,13 +692,14 @@ fn record_nodes(
     span.record("talos.nodes", count);
 }
 
-/// The span of one `tools/call` request; the call fills in the tool (once the registry matched
-/// it), tier, context, node count and outcome.
-fn tool_call_span(transport: &str) -> tracing::Span {
+/// The span of one MCP request, named by its method (one the server knows); a `tools/call`
+/// fills in the tool (once the registry matched it), tier, context, node count and outcome.
+pub(crate) fn request_span(method: &str, transport: &str) -> tracing::Span {
     tracing::info_span!(
-        "tools/call",
+        "mcp.request",
+        otel.name = method,
         otel.kind = "server",
-        mcp.method.name = "tools/call",
+        mcp.method.name = method,
         mcp.transport = transport,
         gen_ai.tool.name = tracing::field::Empty,
         talos.tier = tracing::field::Empty,
@@ -908,11 +909,20 @@ impl ServerHandler for TalosMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
         use tracing::Instrument as _;
-        let span = tool_call_span(&self.settings.transport);
-        let parent =
-            crate::trace::request_parent(context.meta.get_traceparent(), &context.extensions);
-        let traced = crate::trace::adopt(&span, parent.as_ref());
-        let trace_id = traced.map(|t| t.trace_id().to_owned());
+        // Served through `trace::Traced`, the request's span is the call's; served directly
+        // (in-process clients), the call opens one of its own.
+        let (span, trace_id) = match context.extensions.get::<crate::trace::RequestTrace>() {
+            Some(trace) => (tracing::Span::current(), trace.0.clone()),
+            None => {
+                let span = request_span("tools/call", &self.settings.transport);
+                let parent = crate::trace::request_parent(
+                    context.meta.get_traceparent(),
+                    &context.extensions,
+                );
+                let traced = crate::trace::adopt(&span, parent.as_ref());
+                (span, traced.map(|t| t.trace_id().to_owned()))
+            }
+        };
         self.audited_call(request, context, span.clone(), trace_id)
             .instrument(span)
             .await

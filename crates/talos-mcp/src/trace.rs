@@ -101,6 +101,59 @@ pub(crate) fn request_parent(
     })
 }
 
+/// The server with a span per MCP request: the stdio transport serves this (rmcp's HTTP service
+/// takes a `ServerHandler`; there a `tools/call` opens its span itself). Each request's span is
+/// named by its method (a method the server does not know is `other`), is parented by the
+/// request's `_meta.traceparent` or the HTTP transport's trace context, and is the span a
+/// `tools/call` records its tool, tier, context, node count and outcome on.
+#[derive(Debug, Clone)]
+pub struct Traced(pub crate::TalosMcp);
+
+/// The trace a request's span is in, handed from [`Traced`] to the handler.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestTrace(pub(crate) Option<String>);
+
+impl rmcp::Service<rmcp::RoleServer> for Traced {
+    async fn handle_request(
+        &self,
+        request: rmcp::model::ClientRequest,
+        mut context: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::ServerResult, rmcp::ErrorData> {
+        use tracing::Instrument as _;
+        let method = match &request {
+            rmcp::model::ClientRequest::CustomRequest(_) => "other",
+            known => known.method(),
+        };
+        let span = crate::server::request_span(method, &self.0.settings.transport);
+        let parent = request_parent(context.meta.get_traceparent(), &context.extensions);
+        let traced = adopt(&span, parent.as_ref());
+        context
+            .extensions
+            .insert(RequestTrace(traced.map(|t| t.trace_id().to_owned())));
+        rmcp::Service::handle_request(&self.0, request, context)
+            .instrument(span)
+            .await
+    }
+
+    async fn handle_notification(
+        &self,
+        notification: rmcp::model::ClientNotification,
+        context: rmcp::service::NotificationContext<rmcp::RoleServer>,
+    ) -> Result<(), rmcp::ErrorData> {
+        rmcp::Service::handle_notification(&self.0, notification, context).await
+    }
+
+    fn get_info(&self) -> <rmcp::RoleServer as rmcp::service::ServiceRole>::Info {
+        rmcp::Service::get_info(&self.0)
+    }
+
+    fn supported_protocol_versions(
+        &self,
+    ) -> std::borrow::Cow<'static, [rmcp::model::ProtocolVersion]> {
+        rmcp::Service::supported_protocol_versions(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
