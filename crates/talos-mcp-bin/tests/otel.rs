@@ -1,7 +1,8 @@
 //! OpenTelemetry traces end to end: the real binary against the simulated cluster exports to an
 //! OTLP/gRPC receiver started here. The client's trace context (the HTTP `traceparent` header,
 //! `params._meta.traceparent`) parents the spans; the tree is request → tool call → Talos RPC;
-//! audit lines name the trace; no attribute carries an argument value or a planted secret.
+//! audit lines name the trace; a failing node's RPC span carries its gRPC code, retries and error
+//! kind; no attribute carries an argument value or a planted secret.
 
 #![cfg(feature = "otel")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -269,8 +270,22 @@ async fn spans_follow_the_client_trace_and_carry_no_argument_values() {
             false,
         );
         assert!(apply["result"].is_object(), "{apply}");
+        session
     });
-    requests.await.unwrap();
+    let session = requests.await.unwrap();
+    // A node that answers Unavailable: the read is retried, and the RPC span says so.
+    let down = sim.nodes()[1].address.clone();
+    sim.set_fault(&down, talos_sim::Fault::Unavailable);
+    let target = down.clone();
+    let failing = tokio::task::spawn_blocking(move || {
+        let body = json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {
+            "name": "talos_hostname", "arguments": {"nodes": [target]}}});
+        let (status, _, text) = post(addr, &[("Mcp-Session-Id", &session)], &body.to_string());
+        assert_eq!(status, 200, "{text}");
+        answer(&text)
+    });
+    let failed = failing.await.unwrap();
+    assert!(failed["result"].is_object(), "{failed}");
 
     // SIGTERM: the server flushes its spans before it exits.
     let _ = Command::new("kill")
@@ -327,6 +342,17 @@ async fn spans_follow_the_client_trace_and_carry_no_argument_values() {
             "{rpc:?}"
         );
     }
+    // The failing node's RPC: its gRPC code (14, Unavailable), its retries, its error kind.
+    let hostname = tool("talos_hostname");
+    assert_ne!(hostname.attributes["talos.outcome"], "ok", "{hostname:?}");
+    let rpc = spans
+        .iter()
+        .find(|s| s.parent == hostname.id && s.name == "machine.MachineService/hostname")
+        .unwrap_or_else(|| panic!("no hostname RPC span: {spans:#?}"));
+    assert_eq!(rpc.attributes["talos.node"], down, "{rpc:?}");
+    assert_eq!(rpc.attributes["rpc.grpc.status_code"], "14", "{rpc:?}");
+    assert_ne!(rpc.attributes["talos.retries"], "0", "{rpc:?}");
+    assert!(!rpc.attributes["error.kind"].is_empty(), "{rpc:?}");
     // `_meta.traceparent` parents the read's tool call span.
     let read = tool("talos_read_file");
     assert_eq!(read.trace, META_TRACE, "{read:?}");
