@@ -64,6 +64,57 @@ impl Default for ClientSettings {
     }
 }
 
+/// Which RPC a pipeline call makes: its gRPC service and the client method (span attributes).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rpc {
+    service: &'static str,
+    method: &'static str,
+}
+
+impl Rpc {
+    pub(crate) const fn new(service: &'static str, method: &'static str) -> Self {
+        Self { service, method }
+    }
+
+    /// The `talos.rpc` span of one call (retries and failovers included). It names the method,
+    /// the node and the endpoint; never a request or response field.
+    fn span(self, opts: &CallOptions) -> tracing::Span {
+        // A node name passed the caller's allowlist; it is bounded all the same.
+        let node = opts.node.as_deref().map(|n| {
+            let mut end = n.len().min(MAX_NODE_CHARS);
+            while !n.is_char_boundary(end) {
+                end -= 1;
+            }
+            &n[..end]
+        });
+        tracing::info_span!(
+            "talos.rpc",
+            otel.name = %format_args!("{}/{}", self.service, self.method),
+            otel.kind = "client",
+            rpc.system = "grpc",
+            rpc.service = self.service,
+            rpc.method = self.method,
+            talos.node = node,
+            server.address = tracing::field::Empty,
+            rpc.grpc.status_code = tracing::field::Empty,
+            talos.retries = 0u32,
+            error.kind = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        )
+    }
+}
+
+/// The most characters of a node name a span keeps (a DNS name has at most 253).
+const MAX_NODE_CHARS: usize = 253;
+
+/// Marks a failed call's span with the error kind (a failover that then worked is no error).
+fn record_outcome<T>(span: &tracing::Span, result: &Result<T>) {
+    if let Err(err) = result {
+        span.record("error.kind", err.kind().as_str());
+        span.record("otel.status_code", "ERROR");
+    }
+}
+
 /// Whether a call may be repeated safely.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CallKind {
@@ -169,6 +220,7 @@ impl Pipeline {
     /// Runs a unary call: timeout, failover, retries for reads.
     pub(crate) async fn unary<Req, Resp, F, Fut>(
         &self,
+        rpc: Rpc,
         opts: &CallOptions,
         kind: CallKind,
         req: Req,
@@ -179,17 +231,24 @@ impl Pipeline {
         F: Fn(Channel, tonic::Request<Req>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
     {
+        use tracing::Instrument as _;
         let timeout = opts.timeout.unwrap_or(self.settings.timeout);
-        self.with_retries(kind, || {
-            self.attempt(opts, kind, &req, Some(timeout), timeout, &call)
-        })
-        .await
+        let span = rpc.span(opts);
+        let result = self
+            .with_retries(kind, || {
+                self.attempt(opts, kind, &req, Some(timeout), timeout, &call)
+            })
+            .instrument(span.clone())
+            .await;
+        record_outcome(&span, &result);
+        result
     }
 
     /// Opens a server stream (with the same failover and retries as unary calls); messages are
     /// then read with [`Pipeline::next`]. Streams carry no gRPC deadline: an idle timeout applies.
     pub(crate) async fn open_stream<Req, Resp, F, Fut>(
         &self,
+        rpc: Rpc,
         opts: &CallOptions,
         kind: CallKind,
         req: Req,
@@ -200,9 +259,15 @@ impl Pipeline {
         F: Fn(Channel, tonic::Request<Req>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<tonic::Streaming<Resp>>, tonic::Status>>,
     {
+        use tracing::Instrument as _;
         let idle = self.idle_timeout(opts);
-        self.with_retries(kind, || self.attempt(opts, kind, &req, None, idle, &call))
-            .await
+        let span = rpc.span(opts);
+        let result = self
+            .with_retries(kind, || self.attempt(opts, kind, &req, None, idle, &call))
+            .instrument(span.clone())
+            .await;
+        record_outcome(&span, &result);
+        result
     }
 
     pub(crate) fn idle_timeout(&self, opts: &CallOptions) -> Duration {
@@ -240,6 +305,7 @@ impl Pipeline {
                 Err(err) if err.is_transient() && retries < max_retries => {
                     retries += 1;
                     self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::Span::current().record("talos.retries", retries);
                     let delay = backoff(
                         self.settings.backoff_base,
                         self.settings.backoff_max,
@@ -283,6 +349,8 @@ impl Pipeline {
                 self.counters.failovers.fetch_add(1, Ordering::Relaxed);
             }
             self.counters.attempts.fetch_add(1, Ordering::Relaxed);
+            let span = tracing::Span::current();
+            span.record("server.address", endpoint.label.as_str());
             let started = std::time::Instant::now();
             let outcome =
                 tokio::time::timeout(timeout, call(endpoint.channel.clone(), request)).await;
@@ -296,6 +364,12 @@ impl Pipeline {
                 };
                 observer.observe(started.elapsed(), error);
             }
+            // The last attempt's code stays on the span.
+            match &outcome {
+                Ok(Ok(_)) => span.record("rpc.grpc.status_code", 0i32),
+                Ok(Err(status)) => span.record("rpc.grpc.status_code", i32::from(status.code())),
+                Err(_) => &span,
+            };
             match outcome {
                 Err(_) => {
                     return Err(TalosError::Timeout {

@@ -18,7 +18,7 @@ use tokio::io::AsyncWriteExt as _;
 use tonic::transport::Channel;
 
 use crate::api::TalosApi;
-use crate::channel::{CallKind, ClientSettings, ClientStats, Pipeline};
+use crate::channel::{CallKind, ClientSettings, ClientStats, Pipeline, Rpc};
 use crate::convert;
 use crate::error::{Result, TalosError, Target};
 use crate::kubeconfig::{self, Kubeconfig};
@@ -307,10 +307,16 @@ macro_rules! machine_unary {
     ($self:ident, $opts:expr, $kind:expr, $req:expr, $method:ident) => {
         $self
             .pipeline()
-            .unary($opts, $kind, $req, |ch, req| {
-                let mut c = $self.machine(ch);
-                async move { c.$method(req).await }
-            })
+            .unary(
+                Rpc::new("machine.MachineService", stringify!($method)),
+                $opts,
+                $kind,
+                $req,
+                |ch, req| {
+                    let mut c = $self.machine(ch);
+                    async move { c.$method(req).await }
+                },
+            )
             .await?
     };
 }
@@ -320,10 +326,16 @@ macro_rules! machine_stream {
     ($self:ident, $opts:expr, $kind:expr, $req:expr, $method:ident) => {
         $self
             .pipeline()
-            .open_stream($opts, $kind, $req, |ch, req| {
-                let mut c = $self.machine(ch);
-                async move { c.$method(req).await }
-            })
+            .open_stream(
+                Rpc::new("machine.MachineService", stringify!($method)),
+                $opts,
+                $kind,
+                $req,
+                |ch, req| {
+                    let mut c = $self.machine(ch);
+                    async move { c.$method(req).await }
+                },
+            )
             .await?
     };
 }
@@ -414,10 +426,16 @@ impl TalosApi for GrpcTalosClient {
         let max = self.max_decoding();
         let (resp, target) = self
             .pipeline()
-            .unary(opts, CallKind::Read, (), |ch, req| {
-                let mut c = StorageServiceClient::new(ch).max_decoding_message_size(max);
-                async move { c.disks(req).await }
-            })
+            .unary(
+                Rpc::new("storage.StorageService", "disks"),
+                opts,
+                CallKind::Read,
+                (),
+                |ch, req| {
+                    let mut c = StorageServiceClient::new(ch).max_decoding_message_size(max);
+                    async move { c.disks(req).await }
+                },
+            )
             .await?;
         Ok(single(resp.messages, &target)?
             .disks
@@ -477,10 +495,16 @@ impl TalosApi for GrpcTalosClient {
         let max = self.max_decoding();
         let (resp, target) = self
             .pipeline()
-            .unary(opts, CallKind::Read, (), |ch, req| {
-                let mut c = TimeServiceClient::new(ch).max_decoding_message_size(max);
-                async move { c.time(req).await }
-            })
+            .unary(
+                Rpc::new("time.TimeService", "time"),
+                opts,
+                CallKind::Read,
+                (),
+                |ch, req| {
+                    let mut c = TimeServiceClient::new(ch).max_decoding_message_size(max);
+                    async move { c.time(req).await }
+                },
+            )
             .await?;
         Ok(convert::time_info(single(resp.messages, &target)?))
     }
@@ -573,10 +597,16 @@ impl TalosApi for GrpcTalosClient {
         };
         let opened = self
             .pipeline()
-            .open_stream(opts, CallKind::Read, request, |ch, req| {
-                let mut c = ImageServiceClient::new(ch).max_decoding_message_size(max);
-                async move { c.list(req).await }
-            })
+            .open_stream(
+                Rpc::new("machine.ImageService", "list"),
+                opts,
+                CallKind::Read,
+                request,
+                |ch, req| {
+                    let mut c = ImageServiceClient::new(ch).max_decoding_message_size(max);
+                    async move { c.list(req).await }
+                },
+            )
             .await;
         let idle = self.pipeline().idle_timeout(opts);
         let mut out = Vec::new();
@@ -633,10 +663,16 @@ impl TalosApi for GrpcTalosClient {
         };
         let opened = self
             .pipeline()
-            .open_stream(opts, CallKind::Write, request, |ch, req| {
-                let mut c = ImageServiceClient::new(ch).max_decoding_message_size(max);
-                async move { c.pull(req).await }
-            })
+            .open_stream(
+                Rpc::new("machine.ImageService", "pull"),
+                opts,
+                CallKind::Write,
+                request,
+                |ch, req| {
+                    let mut c = ImageServiceClient::new(ch).max_decoding_message_size(max);
+                    async move { c.pull(req).await }
+                },
+            )
             .await;
         match opened {
             Ok((mut stream, target)) => {
@@ -759,10 +795,16 @@ impl TalosApi for GrpcTalosClient {
         };
         let (mut stream, target) = self
             .pipeline()
-            .open_stream(opts, CallKind::Read, proto, |ch, req| {
-                let mut c = ClusterServiceClient::new(ch).max_decoding_message_size(max);
-                async move { c.health_check(req).await }
-            })
+            .open_stream(
+                Rpc::new("cluster.ClusterService", "health_check"),
+                opts,
+                CallKind::Read,
+                proto,
+                |ch, req| {
+                    let mut c = ClusterServiceClient::new(ch).max_decoding_message_size(max);
+                    async move { c.health_check(req).await }
+                },
+            )
             .await?;
         // The check may legitimately take up to wait_timeout between messages.
         let idle = self
@@ -894,6 +936,7 @@ impl TalosApi for GrpcTalosClient {
             let (mut stream, target) = self
                 .pipeline()
                 .open_stream(
+                    Rpc::new("machine.MachineService", "etcd_snapshot"),
                     opts,
                     CallKind::Read,
                     machine::EtcdSnapshotRequest {},
@@ -940,6 +983,7 @@ impl TalosApi for GrpcTalosClient {
         let (resp, target) = self
             .pipeline()
             .unary(
+                Rpc::new("machine.MachineService", "etcd_forfeit_leadership"),
                 opts,
                 CallKind::Write,
                 machine::EtcdForfeitLeadershipRequest {},
@@ -956,6 +1000,7 @@ impl TalosApi for GrpcTalosClient {
         let (resp, target) = self
             .pipeline()
             .unary(
+                Rpc::new("machine.MachineService", "etcd_leave_cluster"),
                 opts,
                 CallKind::Write,
                 machine::EtcdLeaveClusterRequest {},
@@ -1029,6 +1074,7 @@ impl TalosApi for GrpcTalosClient {
         let (resp, target) = self
             .pipeline()
             .unary(
+                Rpc::new("machine.MachineService", "shutdown"),
                 opts,
                 CallKind::Write,
                 machine::ShutdownRequest { force },
@@ -1102,10 +1148,16 @@ impl TalosApi for GrpcTalosClient {
         };
         let (stream, target) = self
             .pipeline()
-            .open_stream(opts, CallKind::Write, proto, |ch, req| {
-                let mut c = LifecycleServiceClient::new(ch).max_decoding_message_size(max);
-                async move { c.upgrade(req).await }
-            })
+            .open_stream(
+                Rpc::new("machine.LifecycleService", "upgrade"),
+                opts,
+                CallKind::Write,
+                proto,
+                |ch, req| {
+                    let mut c = LifecycleServiceClient::new(ch).max_decoding_message_size(max);
+                    async move { c.upgrade(req).await }
+                },
+            )
             .await?;
         let idle = self.pipeline().idle_timeout(opts);
         Ok(upgrade_progress(self.clone(), stream, target, idle))
@@ -1139,10 +1191,16 @@ impl TalosApi for GrpcTalosClient {
         };
         let (resp, target) = self
             .pipeline()
-            .unary(opts, CallKind::Read, request, |ch, req| {
-                let mut c = StateClient::new(ch).max_decoding_message_size(max);
-                async move { c.get(req).await }
-            })
+            .unary(
+                Rpc::new("cosi.resource.State", "get"),
+                opts,
+                CallKind::Read,
+                request,
+                |ch, req| {
+                    let mut c = StateClient::new(ch).max_decoding_message_size(max);
+                    async move { c.get(req).await }
+                },
+            )
             .await?;
         resp.resource
             .map(convert::resource)
@@ -1167,10 +1225,16 @@ impl TalosApi for GrpcTalosClient {
         };
         let (mut stream, target) = self
             .pipeline()
-            .open_stream(opts, CallKind::Read, request, |ch, req| {
-                let mut c = StateClient::new(ch).max_decoding_message_size(max);
-                async move { c.list(req).await }
-            })
+            .open_stream(
+                Rpc::new("cosi.resource.State", "list"),
+                opts,
+                CallKind::Read,
+                request,
+                |ch, req| {
+                    let mut c = StateClient::new(ch).max_decoding_message_size(max);
+                    async move { c.list(req).await }
+                },
+            )
             .await?;
         let idle = self.pipeline().idle_timeout(opts);
         let mut out = Vec::new();
@@ -1207,10 +1271,16 @@ impl TalosApi for GrpcTalosClient {
         };
         let (stream, target) = self
             .pipeline()
-            .open_stream(opts, CallKind::Read, request, |ch, req| {
-                let mut c = StateClient::new(ch).max_decoding_message_size(max);
-                async move { c.watch(req).await }
-            })
+            .open_stream(
+                Rpc::new("cosi.resource.State", "watch"),
+                opts,
+                CallKind::Read,
+                request,
+                |ch, req| {
+                    let mut c = StateClient::new(ch).max_decoding_message_size(max);
+                    async move { c.watch(req).await }
+                },
+            )
             .await?;
         Ok(watch_stream(stream, target, &options))
     }

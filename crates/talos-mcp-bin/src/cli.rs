@@ -43,6 +43,10 @@ pub(crate) struct Global {
     /// Log format.
     #[arg(long, global = true, env = "TALOS_MCP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub(crate) log_format: LogFormat,
+    /// Export traces over OTLP/gRPC to this collector (http://host:4317); the standard OTEL_*
+    /// variables (service name, resource attributes, headers, sampler) apply. Off when unset.
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub(crate) otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -436,6 +436,56 @@ pub(crate) fn spawn_readiness_probe(server: TalosMcp, readiness: Arc<Readiness>)
     });
 }
 
+/// The routes a request span names; any other path is `other` (a client-set path never
+/// reaches a span).
+const TRACED_ROUTES: [&str; 6] = [
+    "/mcp",
+    "/a2a",
+    "/metrics",
+    "/healthz",
+    "/readyz",
+    "/.well-known/agent-card.json",
+];
+
+/// A span per HTTP request (MCP, A2A and the rest), a child of the client's `traceparent`
+/// header when it sends a valid one. Handlers that run elsewhere (rmcp serves a session in a
+/// task of its own) find the span's trace context in the request's extensions.
+async fn request_span(mut request: Request, next: Next) -> Response {
+    use tracing::Instrument as _;
+    let method = match request.method().as_str() {
+        m @ ("GET" | "POST" | "DELETE" | "PUT" | "PATCH" | "HEAD" | "OPTIONS") => m,
+        _ => "_OTHER",
+    };
+    let route = TRACED_ROUTES
+        .iter()
+        .find(|r| request.uri().path() == **r)
+        .copied()
+        .unwrap_or("other");
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = method,
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    let incoming = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(talos_mcp::trace::TraceParent::parse);
+    if let Some(context) = talos_mcp::trace::adopt(&span, incoming.as_ref()) {
+        request.extensions_mut().insert(context);
+    }
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    response
+}
+
 /// Builds the HTTP application.
 pub(crate) fn app(
     server: TalosMcp,
@@ -522,6 +572,7 @@ pub(crate) fn app(
             }),
         )
         .merge(protected)
+        .layer(middleware::from_fn(request_span))
 }
 
 /// Serves until `shutdown` resolves.

@@ -9,6 +9,8 @@ mod commands;
 mod demo;
 mod http;
 mod stdio;
+#[cfg(feature = "otel")]
+mod telemetry;
 mod wiring;
 
 use std::process::ExitCode;
@@ -35,14 +37,25 @@ async fn main() -> ExitCode {
     if matches!(&cli.command, Command::Demo(d) if !d.serve) && cli.global.log_level == "info" {
         cli.global.log_level = "warn".into();
     }
-    wiring::init_logging(&cli.global);
-    match run(cli).await {
+    let telemetry = match wiring::init_logging(&cli.global) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("talos-mcp: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = match run(cli).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("talos-mcp: {e:#}");
             ExitCode::FAILURE
         }
+    };
+    // Spans still buffered are sent before the process ends.
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown().await;
     }
+    code
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
@@ -105,7 +118,9 @@ pub(crate) async fn serve_stdio_or_http(server: TalosMcp, http: &HttpOpts) -> Re
         return result;
     }
     tracing::info!("serving MCP over stdio");
-    let running = server.clone().serve(stdio::transport()).await?;
+    let running = talos_mcp::Traced(server.clone())
+        .serve(stdio::transport())
+        .await?;
     let cancel = running.cancellation_token();
     tokio::select! {
         quit = running.waiting() => {

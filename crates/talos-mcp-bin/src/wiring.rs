@@ -15,8 +15,39 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::cli::{Global, LogFormat, ServerOpts};
 
-/// Logs to stderr; stdout belongs to the stdio transport.
-pub(crate) fn init_logging(global: &Global) {
+/// Exports traces, when configured (see [`crate::telemetry`]).
+#[cfg(feature = "otel")]
+pub(crate) type Telemetry = crate::telemetry::Telemetry;
+/// Built without trace export.
+#[cfg(not(feature = "otel"))]
+#[derive(Debug)]
+pub(crate) struct Telemetry;
+
+#[cfg(not(feature = "otel"))]
+impl Telemetry {
+    pub(crate) async fn shutdown(self) {}
+}
+
+/// Logs to stderr (stdout belongs to the stdio transport), and exports traces when an OTLP
+/// endpoint is configured.
+pub(crate) fn init_logging(global: &Global) -> Result<Option<Telemetry>> {
+    #[cfg(feature = "otel")]
+    let (otel, telemetry) = match crate::telemetry::layer(global.otlp_endpoint.as_deref(), |k| {
+        std::env::var(k).ok()
+    })? {
+        Some((layer, telemetry)) => (Some(layer), Some(telemetry)),
+        None => (None, None),
+    };
+    #[cfg(not(feature = "otel"))]
+    let (otel, telemetry): (
+        Option<tracing_subscriber::layer::Identity>,
+        Option<Telemetry>,
+    ) = {
+        if global.otlp_endpoint.is_some() {
+            bail!("--otlp-endpoint: this build has no trace export (the `otel` feature)");
+        }
+        (None, None)
+    };
     let level = std::env::var("RUST_LOG").unwrap_or_else(|_| global.log_level.clone());
     let filter = tracing_subscriber::EnvFilter::try_new(log_directives(&level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(talos_mcp::log_directives("info")));
@@ -25,7 +56,7 @@ pub(crate) fn init_logging(global: &Global) {
     let mcp_log =
         talos_mcp::mcp_log::McpLogLayer::new(talos_mcp::mcp_log::LogHub::global()).filtered();
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let registry = tracing_subscriber::registry().with(mcp_log);
+    let registry = tracing_subscriber::registry().with(otel).with(mcp_log);
     let _ = match global.log_format {
         LogFormat::Text => registry
             .with(fmt.with_ansi(false).with_filter(filter))
@@ -34,6 +65,7 @@ pub(crate) fn init_logging(global: &Global) {
     };
     // A panic's message can quote tool arguments: log where, never what.
     talos_mcp::quiet_panics();
+    Ok(telemetry)
 }
 
 /// rmcp's session manager logs each new HTTP session id at info; an id lets its holder act in

@@ -162,6 +162,10 @@ pub(crate) struct AuditRecord<'a> {
     pub(crate) transport: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) caller: Option<&'a str>,
+    /// The W3C trace id of the call (from the client's trace context, or the server's own
+    /// trace when it exports traces).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) trace_id: Option<&'a str>,
     pub(crate) tool: &'a str,
     pub(crate) tier: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]

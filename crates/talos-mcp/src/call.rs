@@ -37,6 +37,8 @@ pub(crate) struct Call {
     steps: std::sync::atomic::AtomicU32,
     /// The operation this call runs as (long-running tools).
     pub(crate) operation: Option<crate::operations::Operation>,
+    /// The span of the current step: it lasts until the next step or the end of the call.
+    step_span: std::sync::Mutex<Option<tracing::Span>>,
 }
 
 impl Call {
@@ -55,6 +57,7 @@ impl Call {
             confirmation: OnceLock::new(),
             steps: std::sync::atomic::AtomicU32::new(0),
             operation: None,
+            step_span: std::sync::Mutex::new(None),
         }
     }
 
@@ -89,6 +92,19 @@ impl Call {
     pub(crate) async fn step(&self, message: impl Into<String>) {
         let message = message.into();
         let n = self.steps.fetch_add(1, Ordering::SeqCst) + 1;
+        // A span per step, a child of the tool call's span. It carries the step's number, not its
+        // message: messages name values the model chose (images, nodes).
+        let span = tracing::info_span!(
+            "operation.step",
+            talos.step = n,
+            operation.id = self.operation.as_ref().map(|op| op.id()),
+            talos.committed = self.committed(),
+        );
+        // The previous step ends here.
+        *self
+            .step_span
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(span);
         if let Some(op) = &self.operation {
             op.step(&message, self.committed()).await;
         }

@@ -35,6 +35,7 @@ mod schema;
 mod server;
 mod subscriptions;
 pub mod tools;
+pub mod trace;
 pub mod watch;
 
 pub use clusters::{ApiFactory, Cidr, Clusters, grpc_factory};
@@ -42,6 +43,7 @@ pub use docs::{listed_bytes, tools_markdown};
 pub use error::{ErrorKind, ToolError};
 pub use registry::{Registry, ToolDef, Toolset};
 pub use server::{ServerSettings, TalosMcp, TargetArgs, state_dir};
+pub use trace::Traced;
 
 /// Entry points for fuzzing and property tests: path normalisation and the redaction functions
 /// exactly as the tools use them. Not a stable API.

@@ -387,8 +387,12 @@ impl TalosMcp {
         &self,
         mut request: rmcp::model::CallToolRequestParams,
         context: RequestContext<RoleServer>,
+        span: tracing::Span,
+        trace_id: Option<String>,
     ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
         let audit = CallAudit {
+            span,
+            trace_id,
             settings: self.settings.clone(),
             started: std::time::Instant::now(),
             request_id: crate::audit::bounded_str(&context.id.to_string()),
@@ -421,6 +425,8 @@ impl TalosMcp {
             }
         };
         let tool = def.name;
+        // Only a name the registry matched reaches the span.
+        audit.span.record("gen_ai.tool.name", tool);
         let parsed = def.invocation(request.arguments.take().unwrap_or_default());
         if !self.settings.safety.enabled(def.tier) {
             let err = ToolError::TierDisabled {
@@ -484,6 +490,7 @@ impl TalosMcp {
                 .await
         };
         let (response, outcome) = shape(tool, ran, &call, self.settings.output_cap);
+        record_nodes(&audit.span, &target.1, &response);
         let confirmation = call.confirmation().map(|c| c.as_str().to_owned());
         audit.finish(
             tool,
@@ -531,6 +538,7 @@ impl TalosMcp {
                 return Ok(crate::output::failure(&e).into());
             }
         };
+        audit.span.record("operation.id", op.id());
         // A task's request is answered at once: its steps go to the operation, not to a
         // progress token of a request that has ended.
         let progress = if as_task {
@@ -588,11 +596,15 @@ impl TalosMcp {
         let server = self.clone();
         let running = InFlight::enter(self.in_flight.clone());
         let (done, answer) = tokio::sync::oneshot::channel();
+        use tracing::Instrument as _;
+        // The tool call's span lasts as long as the operation.
+        let span = audit.span.clone();
         tokio::spawn(async move {
             let _running = running;
             let ran = server.run_cancellable(&call, run, op.cancelled()).await;
             let cancelled = ran.is_none();
             let (mut response, outcome) = shape(tool, ran, &call, server.settings.output_cap);
+            record_nodes(&audit.span, &target.1, &response);
             let confirmation = call.confirmation().map(|c| c.as_str().to_owned());
             audit.finish(tool, tier.as_str(), target, &outcome, confirmation);
             let end = match &mut response {
@@ -622,7 +634,8 @@ impl TalosMcp {
             op.finish(end, call.committed()).await;
             // The waiting request, if any, gets the answer; a task client reads the record.
             let _ = done.send(response);
-        });
+        }
+        .instrument(span));
         answer
     }
 
@@ -640,7 +653,13 @@ impl TalosMcp {
         arguments: Option<rmcp::model::JsonObject>,
         context_id: Option<&str>,
     ) -> Result<crate::operations::Operation, ToolError> {
+        // The call's span is a child of the A2A request's (the HTTP layer's) span; the audit
+        // names its trace when traces are exported.
+        let span = request_span("tools/call", "a2a");
+        let trace_id = crate::trace::adopt(&span, None).map(|t| t.trace_id().to_owned());
         let audit = CallAudit {
+            span,
+            trace_id,
             settings: self.settings.clone(),
             started: std::time::Instant::now(),
             request_id: crate::audit::bounded_str(request_id),
@@ -821,9 +840,56 @@ impl TalosMcp {
 /// A tool call ended in a panic.
 struct Panicked;
 
+/// Records on a tool call's span how many nodes it targeted: those named, or else those that
+/// answered (a call without `nodes` goes to the context's default nodes).
+fn record_nodes(
+    span: &tracing::Span,
+    named: &[String],
+    response: &Result<rmcp::model::CallToolResponse, ErrorData>,
+) {
+    let answered = match response {
+        Ok(rmcp::model::CallToolResponse::Complete(result)) => result
+            .structured_content
+            .as_ref()
+            .and_then(|v| v.get("nodes"))
+            .and_then(serde_json::Value::as_array)
+            .map(Vec::len),
+        _ => None,
+    };
+    let count = if named.is_empty() {
+        answered.unwrap_or(0)
+    } else {
+        named.len()
+    };
+    span.record("talos.nodes", count);
+}
+
+/// The span of one MCP request, named by its method (one the server knows); a `tools/call`
+/// fills in the tool (once the registry matched it), tier, context, node count and outcome.
+pub(crate) fn request_span(method: &str, transport: &str) -> tracing::Span {
+    tracing::info_span!(
+        "mcp.request",
+        otel.name = method,
+        otel.kind = "server",
+        mcp.method.name = method,
+        mcp.transport = transport,
+        gen_ai.tool.name = tracing::field::Empty,
+        talos.tier = tracing::field::Empty,
+        talos.context = tracing::field::Empty,
+        talos.nodes = tracing::field::Empty,
+        talos.outcome = tracing::field::Empty,
+        operation.id = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    )
+}
+
 /// What the audit lines of one call say, owned so that an operation's background task can
 /// write its `finished` line.
 struct CallAudit {
+    /// The call's `tools/call` span: the end of the call records its target and outcome there.
+    span: tracing::Span,
+    /// The trace the call is in (audit lines name it).
+    trace_id: Option<String>,
     settings: Arc<ServerSettings>,
     started: std::time::Instant,
     request_id: String,
@@ -851,6 +917,7 @@ impl CallAudit {
             request_id: self.request_id.clone(),
             transport: &self.transport,
             caller: self.caller.as_deref(),
+            trace_id: self.trace_id.as_deref(),
             tool,
             tier,
             context: target.0,
@@ -873,6 +940,20 @@ impl CallAudit {
         confirmation: Option<String>,
     ) {
         let label = outcome.label();
+        // Counts and names the server checked: the context (bounded) and how many nodes, never
+        // the arguments.
+        self.span.record("talos.tier", tier);
+        if let Some(context) = &target.0 {
+            self.span
+                .record("talos.context", crate::audit::bounded_str(context).as_str());
+        }
+        self.span.record("talos.outcome", label.as_str());
+        if !matches!(
+            outcome,
+            Outcome::Ok | Outcome::Partial | Outcome::ConfirmationRequired
+        ) {
+            self.span.record("otel.status_code", "ERROR");
+        }
         self.settings
             .metrics
             .record_call(tool, &label, self.started.elapsed());
@@ -1001,7 +1082,24 @@ impl ServerHandler for TalosMcp {
         request: rmcp::model::CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
-        self.audited_call(request, context).await
+        use tracing::Instrument as _;
+        // Served through `trace::Traced`, the request's span is the call's; served directly
+        // (in-process clients), the call opens one of its own.
+        let (span, trace_id) = match context.extensions.get::<crate::trace::RequestTrace>() {
+            Some(trace) => (tracing::Span::current(), trace.0.clone()),
+            None => {
+                let span = request_span("tools/call", &self.settings.transport);
+                let parent = crate::trace::request_parent(
+                    context.meta.get_traceparent(),
+                    &context.extensions,
+                );
+                let traced = crate::trace::adopt(&span, parent.as_ref());
+                (span, traced.map(|t| t.trace_id().to_owned()))
+            }
+        };
+        self.audited_call(request, context, span.clone(), trace_id)
+            .instrument(span)
+            .await
     }
 
     async fn get_task(

@@ -1506,3 +1506,40 @@ async fn a_round_trip_operation_keeps_no_request_state() {
     assert!(!op.to_string().contains(&state), "{op}");
     assert_eq!(s.sim.calls(W1, "Reboot"), 0);
 }
+
+/// An audit line names the trace of the call's `_meta.traceparent` (no exporter needed); a
+/// malformed `traceparent` is ignored, never written.
+#[tokio::test]
+async fn audit_lines_name_the_callers_trace() {
+    let mut m = talos_client::MockTalosApi::new();
+    m.expect_hostname()
+        .returning(|o| Ok(format!("host-{}", o.node.clone().unwrap_or_default())));
+    let audit = Arc::new(AuditSink::memory());
+    let sink = audit.clone();
+    let h = common::with_mock(Arc::new(m), &["10.5.0.2"], move |st| st.audit = sink).await;
+    let call = |traceparent: &str| {
+        let mut meta = rmcp::model::RequestMetaObject::default();
+        meta.0.set_traceparent(traceparent);
+        let mut params = rmcp::model::CallToolRequestParams::new("talos_hostname")
+            .with_arguments(json!({"nodes": ["10.5.0.2"]}).as_object().cloned().unwrap());
+        params.meta = Some(meta);
+        h.client.call_tool(params)
+    };
+    let r = call("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .await
+        .unwrap();
+    assert_ne!(r.is_error, Some(true), "{}", text(&r));
+    let r = call("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01-<script>")
+        .await
+        .unwrap();
+    assert_ne!(r.is_error, Some(true), "{}", text(&r));
+    let lines: Vec<Value> = audit
+        .lines()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert!(lines[1].get("trace_id").is_none(), "{}", lines[1]);
+    assert!(!audit.lines().join("\n").contains("script"));
+}
