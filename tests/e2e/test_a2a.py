@@ -388,7 +388,7 @@ async def test_a_reboot_declined_then_confirmed_runs_once(destructive):
     w1 = [l for l in finished if l["nodes"] == [W1]]
     assert [(l["result"], l["confirmation"].rsplit(" ", 1)[-1]) for l in w1] == [
         ("NotConfirmed", "declined"),
-        ("ok", "accepted"),
+        ("ok", "confirmed"),
     ], w1
 
 
