@@ -251,6 +251,12 @@ const A2A_VERSION_HEADER: &str = "a2a-version";
 /// answer, or server-sent events for the streaming methods.
 async fn a2a_endpoint(State(a2a): State<talos_mcp::a2a::A2a>, request: Request) -> Response {
     let caller = request.extensions().get::<Caller>().map(|c| c.0.clone());
+    let a2a = a2a.traced(
+        request
+            .extensions()
+            .get::<talos_mcp::trace::TraceParent>()
+            .cloned(),
+    );
     let version = request
         .headers()
         .get(A2A_VERSION_HEADER)

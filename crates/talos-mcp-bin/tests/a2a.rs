@@ -152,6 +152,8 @@ struct Agent {
     addr: SocketAddr,
     bearer: Option<&'static str>,
     version: Option<&'static str>,
+    /// A W3C `traceparent` header sent with each request.
+    traceparent: Option<&'static str>,
     next: u64,
 }
 
@@ -161,6 +163,7 @@ impl Agent {
             addr,
             bearer: Some(bearer),
             version: Some("1.0"),
+            traceparent: None,
             next: 0,
         }
     }
@@ -175,6 +178,9 @@ impl Agent {
         }
         if let Some(v) = self.version {
             headers.push(("A2A-Version", v));
+        }
+        if let Some(t) = self.traceparent {
+            headers.push(("traceparent", t));
         }
         let (status, h, text) = http(self.addr, "POST", "/a2a", &headers, &body.to_string());
         let ct = h
@@ -304,6 +310,8 @@ async fn a_read_completes_and_reads_back_for_its_caller_only() {
     let audit = dir.path().join("audit.jsonl");
     let server = Server::start(&tc, &["--audit-log", audit.to_str().unwrap()]);
     let mut alice = Agent::new(server.addr, ALICE);
+    // The calling agent's trace: the audit line names it (no exporter is configured here).
+    alice.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
     let done = alice.send(json!({"tool": "talos_version", "arguments": {}}));
     let t = task(&done);
     assert_eq!(state(t), "TASK_STATE_COMPLETED", "{done}");
@@ -355,6 +363,10 @@ async fn a_read_completes_and_reads_back_for_its_caller_only() {
     assert_eq!(line["transport"], "a2a", "{line}");
     assert_eq!(line["caller"], "alice", "{line}");
     assert_eq!(line["request_id"], "r1", "{line}");
+    assert_eq!(
+        line["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+        "{line}"
+    );
 
     let (_, _, metrics) = http(
         server.addr,

@@ -652,11 +652,12 @@ impl TalosMcp {
         tool_name: &str,
         arguments: Option<rmcp::model::JsonObject>,
         context_id: Option<&str>,
+        parent: Option<&crate::trace::TraceParent>,
     ) -> Result<crate::operations::Operation, ToolError> {
         // The call's span is a child of the A2A request's (the HTTP layer's) span; the audit
-        // names its trace when traces are exported.
+        // names the trace, also when traces are not exported (the caller's `traceparent`).
         let span = request_span("tools/call", "a2a");
-        let trace_id = crate::trace::adopt(&span, None).map(|t| t.trace_id().to_owned());
+        let trace_id = crate::trace::adopt(&span, parent).map(|t| t.trace_id().to_owned());
         let audit = CallAudit {
             span,
             trace_id,

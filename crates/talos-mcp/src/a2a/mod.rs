@@ -96,12 +96,25 @@ fn echo(text: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct A2a {
     server: TalosMcp,
+    /// The trace of the HTTP request being served (its `traceparent`), parent of its calls.
+    trace: Option<crate::trace::TraceParent>,
 }
 
 impl A2a {
     /// The A2A front end of `server` (its tools, tiers, operations, audit and metrics).
     pub fn new(server: TalosMcp) -> Self {
-        Self { server }
+        Self {
+            server,
+            trace: None,
+        }
+    }
+
+    /// This front end for one request in trace `parent` (the HTTP request's trace context): the
+    /// tool calls it starts are spans of that trace, and their audit lines name it.
+    #[must_use]
+    pub fn traced(mut self, parent: Option<crate::trace::TraceParent>) -> Self {
+        self.trace = parent;
+        self
     }
 
     fn ops(&self) -> &Arc<Operations> {
@@ -287,6 +300,7 @@ impl A2a {
                 tool,
                 arguments,
                 message.context_id.as_deref(),
+                self.trace.as_ref(),
             )
             .await
             .map_err(|e| RpcError::new(code::INTERNAL_ERROR, e.to_string()))?;
