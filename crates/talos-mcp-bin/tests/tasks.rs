@@ -5,129 +5,35 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-use talos_sim::{SimCluster, SimConfig};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_talos-mcp");
-const TOKENS: &str = "alice:0123456789abcdef0123456789,bob:fedcba9876543210fedcba9876";
-const ALICE: &str = "Bearer 0123456789abcdef0123456789";
-const BOB: &str = "Bearer fedcba9876543210fedcba9876";
+use common::{ALICE, BIN, BOB, Server, http, sim};
+use serde_json::{Value, json};
+
 const TASKS: &str = "io.modelcontextprotocol/tasks";
 
-async fn sim() -> (SimCluster, tempfile::TempDir, String, String) {
-    let sim = SimCluster::start(SimConfig {
-        reboot_downtime: Duration::from_millis(800),
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("talosconfig");
-    std::fs::write(&path, sim.talosconfig("os:admin").unwrap()).unwrap();
-    let worker = sim
-        .nodes()
-        .into_iter()
-        .find(|n| format!("{:?}", n.role).to_lowercase().contains("worker"))
-        .unwrap()
-        .address;
-    (sim, dir, path.display().to_string(), worker)
+/// The server of these tests: the destructive tier on, no audit log, and `extra` flags.
+fn serve(tc: &str, extra: &[&str]) -> Server {
+    let mut flags = vec!["--allow-destructive", "--audit-log", "off"];
+    flags.extend_from_slice(extra);
+    Server::start(tc, &flags)
 }
 
-/// `serve --http 127.0.0.1:0 --allow-destructive` with two callers; stopped on drop.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    #[allow(clippy::zombie_processes)] // `drop` kills and waits for it
-    fn start(tc: &str, extra: &[&str]) -> Self {
-        let mut c = Command::new(BIN);
-        c.env_remove("RUST_LOG");
-        for (k, _) in std::env::vars() {
-            if k.starts_with("TALOS_MCP_") {
-                c.env_remove(k);
-            }
-        }
-        let mut child = c
-            .args(["serve", "--talosconfig", tc, "--http", "127.0.0.1:0"])
-            .args([
-                "--allow-destructive",
-                "--audit-log",
-                "off",
-                "--log-level",
-                "warn",
-            ])
-            .args(["--http-tokens", TOKENS])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        loop {
-            line.clear();
-            assert!(stderr.read_line(&mut line).unwrap() > 0, "server exited");
-            if let Some(rest) = line.trim().strip_prefix("listening on http://") {
-                let addr = rest.trim_end_matches("/mcp").parse().unwrap();
-                std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-                return Self { child, addr };
-            }
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One HTTP exchange: status, lower-cased headers, body.
-fn http(
-    addr: SocketAddr,
+/// One exchange on `/mcp`, accepting JSON or an event stream.
+fn mcp(
+    addr: std::net::SocketAddr,
     method: &str,
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, Vec<(String, String)>, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut req = format!(
-        "{method} /mcp HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .unwrap_or_default()
-        .split(' ')
-        .nth(1)
-        .unwrap_or("0")
-        .parse()
-        .unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_owned()))
-        .collect();
-    (status, headers, body.to_owned())
+    let mut all = vec![("Accept", "application/json, text/event-stream")];
+    all.extend_from_slice(headers);
+    http(addr, method, "/mcp", &all, body)
 }
 
 /// The JSON-RPC answer in a JSON or SSE body.
@@ -156,7 +62,7 @@ impl Session {
         let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
             "protocolVersion": "2025-06-18", "capabilities": capabilities,
             "clientInfo": {"name": "raw-tasks", "version": "1"}}});
-        let (status, headers, body) = http(
+        let (status, headers, body) = mcp(
             addr,
             "POST",
             &[("Authorization", bearer)],
@@ -180,7 +86,7 @@ impl Session {
             next: 1,
         };
         let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-        let (status, _, _) = http(addr, "POST", &s.headers(), &note.to_string());
+        let (status, _, _) = mcp(addr, "POST", &s.headers(), &note.to_string());
         assert!(status == 200 || status == 202);
         s
     }
@@ -205,7 +111,7 @@ impl Session {
     fn rpc(&mut self, method: &str, params: Value) -> Value {
         self.next += 1;
         let body = json!({"jsonrpc": "2.0", "id": self.next, "method": method, "params": params});
-        let (status, _, text) = http(self.addr, "POST", &self.headers(), &body.to_string());
+        let (status, _, text) = mcp(self.addr, "POST", &self.headers(), &body.to_string());
         assert_eq!(status, 200, "{method}: {text}");
         answer(&text)
     }
@@ -239,7 +145,7 @@ impl Session {
     }
 
     fn close(self) {
-        let (status, _, _) = http(self.addr, "DELETE", &self.headers(), "");
+        let (status, _, _) = mcp(self.addr, "DELETE", &self.headers(), "");
         assert!(status == 204 || status == 200, "{status}");
     }
 }
@@ -261,7 +167,7 @@ fn task_id(created: &Value) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reboot_with_wait_runs_as_a_task_polled_to_completion() {
     let (sim, _dir, tc, worker) = sim().await;
-    let server = Server::start(&tc, &["--confirm", "token"]);
+    let server = serve(&tc, &["--confirm", "token"]);
     let mut alice = Session::tasks(server.addr, ALICE);
     let before = sim.boot_id(&worker);
     let args = json!({"node": worker, "wait": true, "wait_timeout_seconds": 30});
@@ -326,7 +232,7 @@ async fn a_reboot_with_wait_runs_as_a_task_polled_to_completion() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirmation_by_form_inside_a_task_and_cancel_before_it() {
     let (sim, _dir, tc, worker) = sim().await;
-    let server = Server::start(&tc, &[]);
+    let server = serve(&tc, &[]);
     let mut alice = Session::tasks(server.addr, ALICE);
 
     // Cancelled before confirmation: nothing changes.
@@ -387,7 +293,7 @@ async fn confirmation_by_form_inside_a_task_and_cancel_before_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_drops_reads_its_result_later_and_no_one_else_can() {
     let (sim, _dir, tc, worker) = sim().await;
-    let server = Server::start(&tc, &["--confirm", "none"]);
+    let server = serve(&tc, &["--confirm", "none"]);
     let mut first = Session::tasks(server.addr, ALICE);
     let id = task_id(&first.call(
         "talos_reboot",
@@ -432,7 +338,7 @@ async fn a_client_that_drops_reads_its_result_later_and_no_one_else_can() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_without_tasks_gets_the_answer_and_the_operation_id() {
     let (sim, _dir, tc, worker) = sim().await;
-    let server = Server::start(&tc, &["--confirm", "none"]);
+    let server = serve(&tc, &["--confirm", "none"]);
     let mut plain = Session::open(server.addr, ALICE, json!({}));
     let answered = plain.call("talos_reboot", json!({"node": worker}));
     let result = &answered["result"];
