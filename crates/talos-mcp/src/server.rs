@@ -380,6 +380,47 @@ impl TalosMcp {
 }
 
 impl TalosMcp {
+    /// The tool of this name if this server serves it: an enabled tool, or one of a tier the
+    /// operator left off (refused with the flag that enables it).
+    fn served(&self, name: &str) -> Option<&'static ToolDef> {
+        Registry::get().find(name).filter(|def| {
+            self.enabled.iter().any(|d| d.name == def.name)
+                || !self.settings.safety.enabled(def.tier)
+        })
+    }
+
+    /// Enforces a served tool's tier and reads its arguments (MCP and A2A alike). A refusal is
+    /// audited here; the caller only answers it.
+    fn admit(
+        &self,
+        def: &'static ToolDef,
+        arguments: rmcp::model::JsonObject,
+        audit: &CallAudit,
+    ) -> Result<crate::registry::Invocation, ToolError> {
+        let tool = def.name;
+        let parsed = def.invocation(arguments);
+        if !self.settings.safety.enabled(def.tier) {
+            let (tier, target) = match &parsed {
+                Ok(i) => (i.tier, (i.context.clone(), i.nodes.clone())),
+                Err(_) => (def.tier, (None, Vec::new())),
+            };
+            audit.finish(tool, tier.as_str(), target, &Outcome::Refused, None);
+            return Err(ToolError::TierDisabled {
+                tool: tool.to_owned(),
+                tier: def.tier,
+            });
+        }
+        parsed.inspect_err(|e| {
+            audit.finish(
+                tool,
+                def.tier.as_str(),
+                (None, Vec::new()),
+                &Outcome::Failed(e.kind()),
+                None,
+            );
+        })
+    }
+
     /// Runs a tool call: find the tool, read its arguments, enforce its tier, write the audit
     /// lines around it, run it (cancellable until it commits a change) and shape its answer.
     /// A long-running tool runs as an operation (see [`Self::run_operation`]).
@@ -403,10 +444,9 @@ impl TalosMcp {
         };
         // Only enabled tools are callable; a tool of a disabled tier is refused with the flag that
         // enables it, any other name is a protocol error.
-        let def = match Registry::get().find(&request.name) {
-            Some(def) if self.enabled.iter().any(|d| d.name == def.name) => def,
-            Some(def) if !self.settings.safety.enabled(def.tier) => def,
-            _ => {
+        let def = match self.served(&request.name) {
+            Some(def) => def,
+            None => {
                 let err = ErrorData::invalid_params(
                     format!(
                         "tool `{}` is not served here",
@@ -427,54 +467,14 @@ impl TalosMcp {
         let tool = def.name;
         // Only a name the registry matched reaches the span.
         audit.span.record("gen_ai.tool.name", tool);
-        let parsed = def.invocation(request.arguments.take().unwrap_or_default());
-        if !self.settings.safety.enabled(def.tier) {
-            let err = ToolError::TierDisabled {
-                tool: tool.to_owned(),
-                tier: def.tier,
-            };
-            let (tier, target) = match &parsed {
-                Ok(i) => (i.tier, (i.context.clone(), i.nodes.clone())),
-                Err(_) => (def.tier, (None, Vec::new())),
-            };
-            audit.finish(tool, tier.as_str(), target, &Outcome::Refused, None);
-            return Ok(crate::output::failure(&err).into());
-        }
-        let invocation = match parsed {
+        let invocation = match self.admit(def, request.arguments.take().unwrap_or_default(), &audit)
+        {
             Ok(i) => i,
-            Err(e) => {
-                audit.finish(
-                    tool,
-                    def.tier.as_str(),
-                    (None, Vec::new()),
-                    &Outcome::Failed(e.kind()),
-                    None,
-                );
-                return Ok(crate::output::failure(&e).into());
-            }
+            Err(e) => return Ok(crate::output::failure(&e).into()),
         };
         let target = (invocation.context.clone(), invocation.nodes.clone());
-        // Writes fail closed: no audit line, no action.
-        let mutating = def.tier != Tier::Read || invocation.tier != Tier::Read;
-        if mutating
-            && let Err(e) = audit.write_line(
-                tool,
-                "started",
-                invocation.tier.as_str(),
-                target.clone(),
-                None,
-                None,
-            )
-        {
-            tracing::error!(error = %e, tool, "audit log write failed; refusing the call");
-            self.settings.metrics.audit_failed();
-            self.settings
-                .metrics
-                .record_call(tool, "audit_failed", audit.started.elapsed());
-            let err = ToolError::Local(format!(
-                "the audit log cannot be written ({e}); write and destructive calls are refused until it works"
-            ));
-            return Ok(crate::output::failure(&err).into());
+        if let Err(e) = audit.started(def, &invocation) {
+            return Ok(crate::output::failure(&e).into());
         }
         let ask = crate::confirm::Ask::new(&request, &context);
         if def.long_running {
@@ -669,16 +669,15 @@ impl TalosMcp {
             transport: "a2a".to_owned(),
         };
         self.settings.metrics.a2a_call();
-        let refuse = |tool: &str, tier: &str, target, outcome: &Outcome, err: &ToolError| {
-            audit.finish(tool, tier, target, outcome, None);
+        // A refused call's task ends with the refusal as its result.
+        let refused = |err: &ToolError| {
             crate::operations::End::Completed(
                 serde_json::to_value(crate::output::failure(err)).unwrap_or_default(),
             )
         };
-        let def = match Registry::get().find(tool_name) {
-            Some(def) if self.enabled.iter().any(|d| d.name == def.name) => Ok(def),
-            Some(def) if !self.settings.safety.enabled(def.tier) => Ok(def),
-            _ => Err(ToolError::Refused(format!(
+        let def = match self.served(tool_name) {
+            Some(def) => Ok(def),
+            None => Err(ToolError::Refused(format!(
                 "tool `{}` is not served here; the agent card lists the tools served",
                 crate::error::echo(tool_name)
             ))),
@@ -711,72 +710,30 @@ impl TalosMcp {
         let def = match def {
             Ok(def) => def,
             Err(err) => {
-                let end = refuse(
+                audit.finish(
                     &recorded_name,
                     "unknown",
                     (None, Vec::new()),
                     &Outcome::Refused,
-                    &err,
+                    None,
                 );
-                op.finish(end, false).await;
+                op.finish(refused(&err), false).await;
                 return Ok(op);
             }
         };
         let tool = def.name;
-        let parsed = def.invocation(arguments.unwrap_or_default());
-        if !self.settings.safety.enabled(def.tier) {
-            let err = ToolError::TierDisabled {
-                tool: tool.to_owned(),
-                tier: def.tier,
-            };
-            let (tier, target) = match &parsed {
-                Ok(i) => (i.tier, (i.context.clone(), i.nodes.clone())),
-                Err(_) => (def.tier, (None, Vec::new())),
-            };
-            let end = refuse(tool, tier.as_str(), target, &Outcome::Refused, &err);
-            op.finish(end, false).await;
-            return Ok(op);
-        }
-        let invocation = match parsed {
+        // Refusals from here on are audited by `admit` and `started`.
+        let invocation = match self.admit(def, arguments.unwrap_or_default(), &audit) {
             Ok(i) => i,
             Err(e) => {
-                let end = refuse(
-                    tool,
-                    def.tier.as_str(),
-                    (None, Vec::new()),
-                    &Outcome::Failed(e.kind()),
-                    &e,
-                );
-                op.finish(end, false).await;
+                op.finish(refused(&e), false).await;
                 return Ok(op);
             }
         };
         let target = (invocation.context.clone(), invocation.nodes.clone());
         op.set_target(target.0.clone(), target.1.clone()).await;
-        // Writes fail closed: no audit line, no action.
-        let mutating = def.tier != Tier::Read || invocation.tier != Tier::Read;
-        if mutating
-            && let Err(e) = audit.write_line(
-                tool,
-                "started",
-                invocation.tier.as_str(),
-                target.clone(),
-                None,
-                None,
-            )
-        {
-            tracing::error!(error = %e, tool, "audit log write failed; refusing the call");
-            self.settings.metrics.audit_failed();
-            self.settings
-                .metrics
-                .record_call(tool, "audit_failed", audit.started.elapsed());
-            let err = ToolError::Local(format!(
-                "the audit log cannot be written ({e}); write and destructive calls are refused until it works"
-            ));
-            let end = crate::operations::End::Completed(
-                serde_json::to_value(crate::output::failure(&err)).unwrap_or_default(),
-            );
-            op.finish(end, false).await;
+        if let Err(e) = audit.started(def, &invocation) {
+            op.finish(refused(&e), false).await;
             return Ok(op);
         }
         let call = Call::new(
@@ -901,6 +858,33 @@ struct CallAudit {
 }
 
 impl CallAudit {
+    /// Writes the `started` line of a call that may change something (its tool's tier or its
+    /// arguments' is above read). Writes fail closed: when the line cannot be written, the call
+    /// is refused (no action without an audit line) and only the metrics say so.
+    fn started(
+        &self,
+        def: &ToolDef,
+        invocation: &crate::registry::Invocation,
+    ) -> Result<(), ToolError> {
+        if def.tier == Tier::Read && invocation.tier == Tier::Read {
+            return Ok(());
+        }
+        let tool = def.name;
+        let target = (invocation.context.clone(), invocation.nodes.clone());
+        let tier = invocation.tier.as_str();
+        self.write_line(tool, "started", tier, target, None, None)
+            .map_err(|e| {
+                tracing::error!(error = %e, tool, "audit log write failed; refusing the call");
+                self.settings.metrics.audit_failed();
+                self.settings
+                    .metrics
+                    .record_call(tool, "audit_failed", self.started.elapsed());
+                ToolError::Local(format!(
+                    "the audit log cannot be written ({e}); write and destructive calls are refused until it works"
+                ))
+            })
+    }
+
     /// Writes one audit line. Every model-set value in it is bounded: a client cannot make one
     /// call write megabytes (a huge tool name or context, or a list of 70,000 nodes).
     fn write_line(
