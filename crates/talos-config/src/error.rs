@@ -102,7 +102,7 @@ pub enum ConfigError {
         context: String,
     },
 
-    /// An endpoint could not be parsed as host, host:port, or [ipv6]:port.
+    /// An endpoint could not be parsed as `host`, `host:port`, or `[ipv6]:port`.
     #[error(
         "context `{context}` has an invalid endpoint `{endpoint}`: {reason}; use host, host:port or [ipv6]:port"
     )]
