@@ -171,7 +171,7 @@ fn builder_refusals_name_the_context() {
     assert!(err.to_string().contains("`lab`"), "{err}");
 
     let err = Context::builder("lab", pki.credentials())
-        .endpoint("cp\r\nX-Injected: 1")
+        .endpoint("cp\r\nX-Injected:1")
         .build()
         .unwrap_err();
     assert!(matches!(err, ConfigError::InvalidEndpoint { .. }), "{err}");
