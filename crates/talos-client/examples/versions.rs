@@ -11,7 +11,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use talos_client::{CallOptions, GrpcTalosClient, TalosApi, fan_out};
+use talos_client::{CallOptions, GrpcTalosClient, NodeInfo, fan_out};
 use talos_config::TalosConfig;
 
 #[tokio::main]

@@ -14,7 +14,7 @@
 //! - [`fan_out`]: one call per node, concurrently and bounded, with a result per node.
 //!
 //! Streams (logs, dmesg, events, snapshots, kubeconfig) are consumed with bounded memory; COSI
-//! watches are handed out as bounded streams ([`TalosApi::watch`]).
+//! watches are handed out as bounded streams ([`Resources::watch`]).
 //! With the `mock` feature, `MockTalosApi` implements [`TalosApi`] for unit tests.
 
 mod api;
@@ -31,9 +31,12 @@ mod proxy;
 mod tls;
 pub mod types;
 
+pub use api::{Cluster, Etcd, Files, Lifecycle, Logs, NodeInfo, Resources, TalosApi, Workloads};
 #[cfg(any(test, feature = "mock"))]
-pub use api::MockTalosApi;
-pub use api::TalosApi;
+pub use api::{
+    MockCluster, MockEtcd, MockFiles, MockLifecycle, MockLogs, MockNodeInfo, MockResources,
+    MockTalosApi, MockWorkloads,
+};
 pub use channel::{ClientSettings, ClientStats, RpcObserver};
 pub use code::Code;
 pub use error::{ErrorKind, Result, TalosError, Target};
@@ -44,11 +47,19 @@ pub use lines::{LineAssembler, MAX_LINE_BYTES, TailBuffer};
 pub use options::{CallOptions, NODE_METADATA_KEY};
 pub use types::*;
 
-/// Extracts the `kubeconfig` file from the gzip'd tar apid streams, as [`TalosApi::kubeconfig`]
+/// Extracts the `kubeconfig` file from the gzip'd tar apid streams, as [`Cluster::kubeconfig`]
 /// does with the bytes it receives. Public only for the fuzz targets and property tests.
 #[doc(hidden)]
 pub fn unpack_kubeconfig(gzipped_tar: &[u8]) -> std::result::Result<Kubeconfig, String> {
     kubeconfig::unpack(gzipped_tar)
+}
+
+/// The API traits, for `use talos_client::prelude::*;`: calling a domain method on a concrete
+/// client (not through `dyn TalosApi`) needs its trait in scope.
+pub mod prelude {
+    pub use crate::api::{
+        Cluster, Etcd, Files, Lifecycle, Logs, NodeInfo, Resources, TalosApi, Workloads,
+    };
 }
 
 /// The generated protobuf crate, for callers of [`GrpcTalosClient::proto`].

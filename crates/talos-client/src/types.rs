@@ -824,7 +824,7 @@ pub struct ResourceEvent {
     pub old: Option<Resource>,
 }
 
-/// Bounds and behaviour of a COSI watch ([`crate::TalosApi::watch`]).
+/// Bounds and behaviour of a COSI watch ([`crate::Resources::watch`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchOptions {
     /// Send the current contents first (for a whole type, followed by a `bootstrapped` event).

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
-use talos_client::{CallOptions, GrpcTalosClient, TalosApi};
+use talos_client::{CallOptions, GrpcTalosClient, NodeInfo as _};
 use talos_config::Context;
 use talos_mcp::TalosMcp;
 

@@ -15,7 +15,8 @@ use rmcp::model::{
 use rmcp::service::{NotificationContext, RunningService};
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use talos_client::{
-    CallOptions, GrpcTalosClient, MockTalosApi, RebootMode, ResourceEvent, TalosApi, WatchStream,
+    CallOptions, GrpcTalosClient, Lifecycle as _, MockTalosApi, RebootMode, ResourceEvent,
+    TalosApi, WatchStream,
 };
 use talos_config::TalosConfig;
 use talos_mcp::{Clusters, TalosMcp};

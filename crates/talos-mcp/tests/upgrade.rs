@@ -16,7 +16,8 @@ use rmcp::model::{
 use rmcp::service::{NotificationContext, RunningService};
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::{Value, json};
-use talos_client::{CallOptions, TalosApi, UpgradeRequest};
+use talos_client::prelude::*;
+use talos_client::{CallOptions, UpgradeRequest};
 use talos_config::TalosConfig;
 use talos_mcp::audit::AuditSink;
 use talos_mcp::safety::{ConfirmMode, SafetySettings, TokenIssuer};

@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use talos_client::{CallOptions, ClientSettings, GrpcTalosClient, RebootMode, TalosApi};
+use talos_client::prelude::*;
+use talos_client::{CallOptions, ClientSettings, GrpcTalosClient, RebootMode};
 use talos_config::TalosConfig;
 use talos_mcp::watch::{self, Via, WaitOutcome};
 use talos_sim::{SimCluster, SimConfig};
