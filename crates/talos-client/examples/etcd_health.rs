@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use talos_client::{CallOptions, EtcdAlarmKind, GrpcTalosClient, TalosApi, fan_out};
+use talos_client::{CallOptions, Etcd as _, EtcdAlarmKind, GrpcTalosClient, fan_out};
 use talos_config::TalosConfig;
 
 #[tokio::main]

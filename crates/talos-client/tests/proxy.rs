@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use talos_client::{CallOptions, ClientSettings, ErrorKind, GrpcTalosClient, TalosApi};
+use talos_client::{CallOptions, ClientSettings, ErrorKind, GrpcTalosClient, NodeInfo as _};
 use talos_config::{Context, Credentials, TalosConfig};
 use talos_sim::{SimCluster, SimConfig};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

@@ -30,7 +30,8 @@
 //!   on changes, an operator on admin-only methods.
 //!
 //! ```
-//! use talos_client::{CallOptions, GrpcTalosClient, TalosApi};
+//! use talos_client::prelude::*; // the domain traits (NodeInfo, Lifecycle, …)
+//! use talos_client::{CallOptions, GrpcTalosClient};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
