@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use talos_config::{Context, Endpoint};
+use talos_config::{Context, Endpoint, ProxyUrl};
 use tokio::net::TcpStream;
 use tonic::transport::Channel;
 
@@ -175,15 +175,15 @@ impl Pipeline {
             .map(|ep| {
                 Ok(EndpointChannel {
                     label: ep.to_string(),
-                    channel: lazy_channel(ep, tls.clone(), &settings).map_err(|message| {
-                        TalosError::Connection {
+                    channel: lazy_channel(ep, context.proxy(), tls.clone(), &settings).map_err(
+                        |message| TalosError::Connection {
                             target: Target {
                                 endpoint: Some(ep.to_string()),
                                 node: None,
                             },
                             message,
-                        }
-                    })?,
+                        },
+                    )?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -424,9 +424,11 @@ fn backoff(base: Duration, max: Duration, retry: u32) -> Duration {
     ))
 }
 
-/// A channel that connects on first use with our own TLS (so the protocol version is pinned).
+/// A channel that connects on first use with our own TLS (so the protocol version is pinned),
+/// through the context's HTTP proxy when it has one (a CONNECT tunnel; TLS runs inside it).
 fn lazy_channel(
     endpoint: &Endpoint,
+    proxy: Option<&ProxyUrl>,
     tls: Arc<rustls::ClientConfig>,
     settings: &ClientSettings,
 ) -> Result<Channel, String> {
@@ -438,15 +440,25 @@ fn lazy_channel(
     let label = endpoint.to_string();
     let connect_timeout = settings.connect_timeout;
     let connector = tokio_rustls::TlsConnector::from(tls);
+    let proxy = proxy.cloned().map(Arc::new);
+    let target = Arc::new(endpoint.clone());
     let service = tower::service_fn(move |_uri: http::Uri| {
         let connector = connector.clone();
         let server_name = server_name.clone();
         let host = host.clone();
         let label = label.clone();
+        let proxy = proxy.clone();
+        let target = target.clone();
         async move {
             let connect = async {
-                let tcp = TcpStream::connect((host.as_str(), port)).await?;
-                tcp.set_nodelay(true)?;
+                let tcp = match proxy.as_deref() {
+                    Some(proxy) => crate::proxy::tunnel(proxy, &target).await?,
+                    None => {
+                        let tcp = TcpStream::connect((host.as_str(), port)).await?;
+                        tcp.set_nodelay(true)?;
+                        tcp
+                    }
+                };
                 connector.connect(server_name, tcp).await
             };
             match tokio::time::timeout(connect_timeout, connect).await {

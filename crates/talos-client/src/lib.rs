@@ -1,6 +1,18 @@
 //! Talos API client: the Talos API as domain traits under [`TalosApi`], and their native
 //! gRPC/mTLS implementation, [`GrpcTalosClient`].
 //!
+//! Layers, bottom up:
+//! - `tls`: a rustls client config per context — TLS 1.3 only, the context CA as the only root,
+//!   the client certificate presented, ALPN `h2`.
+//! - `channel`: one lazily connected tonic channel per endpoint, and the call pipeline every RPC
+//!   goes through (timeouts, endpoint failover, retries for idempotent reads only). A context's
+//!   `proxy-url` is honoured there: connections go through an HTTP CONNECT tunnel (`proxy`).
+//! - [`CallOptions::apply`]: the one place where node targeting and deadlines become gRPC metadata.
+//! - `grpc`: [`GrpcTalosClient`], which implements [`TalosApi`] by calling the generated stubs and
+//!   converting answers into this crate's own types ([`types`]); [`GrpcTalosClient::proto`] is the
+//!   escape hatch to the generated clients.
+//! - [`fan_out`]: one call per node, concurrently and bounded, with a result per node.
+//!
 //! # Design
 //!
 //! - **Domain traits.** [`NodeInfo`], [`Files`], [`Workloads`], [`Logs`], [`Cluster`], [`Etcd`],
@@ -68,6 +80,7 @@ mod grpc;
 mod kubeconfig;
 mod lines;
 mod options;
+mod proxy;
 mod tls;
 pub mod types;
 

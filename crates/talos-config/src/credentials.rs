@@ -33,6 +33,44 @@ impl Credentials {
         self.key.clone_key()
     }
 
+    /// Builds credentials from PEM text: the cluster's CA certificate(s), the client certificate
+    /// (optionally followed by intermediates) and the client's private key.
+    ///
+    /// The key may be PKCS#8 (`PRIVATE KEY`, or `ED25519 PRIVATE KEY` as Talos labels its Ed25519
+    /// keys), SEC1 (`EC PRIVATE KEY`) or PKCS#1 (`RSA PRIVATE KEY`); it must belong to the client
+    /// certificate. Errors ([`ConfigError::InvalidPem`]) name the argument and the problem, never
+    /// the content. A talosconfig stores these three as base64: decode them first, or use
+    /// [`TalosConfig`](crate::TalosConfig) to read the file.
+    ///
+    /// ```
+    /// # let ca = talos_sim::pki::CertificateAuthority::generate("lab").unwrap();
+    /// # let admin = ca.client_cert("os:admin", talos_sim::pki::Validity::Current).unwrap();
+    /// # let (ca_pem, crt_pem, key_pem) = (ca.cert_pem().to_owned(), admin.cert_pem.clone(), admin.talos_key_pem());
+    /// use talos_config::{ConfigError, Credentials};
+    ///
+    /// let credentials = Credentials::from_pem(&ca_pem, &crt_pem, &key_pem)?;
+    /// assert_eq!(credentials.client_chain().len(), 1);
+    /// // `Debug` counts certificates and hides the key.
+    /// assert!(format!("{credentials:?}").contains("[redacted]"));
+    ///
+    /// // The certificate and key swapped: refused, naming the argument.
+    /// let err = Credentials::from_pem(&ca_pem, &key_pem, &crt_pem).unwrap_err();
+    /// assert!(matches!(err, ConfigError::InvalidPem { field: "crt", .. }));
+    /// # Ok::<(), ConfigError>(())
+    /// ```
+    pub fn from_pem(
+        ca: impl AsRef<[u8]>,
+        crt: impl AsRef<[u8]>,
+        key: impl AsRef<[u8]>,
+    ) -> Result<Self, ConfigError> {
+        Self::from_pem_fields(
+            pem_text("ca", ca.as_ref()),
+            pem_text("crt", crt.as_ref()),
+            pem_text("key", key.as_ref()),
+        )
+        .map_err(|(field, reason)| ConfigError::InvalidPem { field, reason })
+    }
+
     /// Decodes and cross-checks the three fields of `context`.
     pub(crate) fn decode(
         context: &str,
@@ -43,17 +81,49 @@ impl Credentials {
         let ca_pem = field_pem(context, "ca", ca)?;
         let crt_pem = field_pem(context, "crt", crt)?;
         let key_pem = field_pem(context, "key", key)?;
+        Self::from_pem_fields(Ok(&ca_pem), Ok(&crt_pem), Ok(&key_pem)).map_err(|(field, reason)| {
+            ConfigError::InvalidCredentials {
+                context: context.to_owned(),
+                field,
+                reason,
+            }
+        })
+    }
 
-        let ca = certificates(context, "ca", &ca_pem)?;
-        let client_chain = certificates(context, "crt", &crt_pem)?;
-        let key = private_key(context, &key_pem)?;
-        check_key_matches(context, &client_chain, &key)?;
+    /// Parses the three PEM fields in order and checks the key against the certificate.
+    fn from_pem_fields(
+        ca: Result<&[u8], Problem>,
+        crt: Result<&[u8], Problem>,
+        key: Result<&[u8], Problem>,
+    ) -> Result<Self, Problem> {
+        let ca = certificates("ca", ca?)?;
+        let client_chain = certificates("crt", crt?)?;
+        let key = private_key(key?)?;
+        check_key_matches(&client_chain, &key)?;
         Ok(Self {
             ca,
             client_chain,
             key,
         })
     }
+}
+
+/// A problem with one field: its name and what is wrong (never its content).
+type Problem = (&'static str, String);
+
+/// Checks that an argument of [`Credentials::from_pem`] is non-empty PEM text.
+fn pem_text<'a>(field: &'static str, bytes: &'a [u8]) -> Result<&'a [u8], Problem> {
+    let text = std::str::from_utf8(bytes).map_err(|_| (field, "not UTF-8 text".to_owned()))?;
+    if text.trim().is_empty() {
+        return Err((field, "empty".into()));
+    }
+    if !text.contains("-----BEGIN ") {
+        return Err((
+            field,
+            "not PEM text (no -----BEGIN line); base64-decode a talosconfig field first".into(),
+        ));
+    }
+    Ok(bytes)
 }
 
 impl Clone for Credentials {
@@ -98,20 +168,12 @@ fn field_pem(
         .map_err(|e| invalid(context, field, format!("not valid base64 ({e})")))
 }
 
-fn certificates(
-    context: &str,
-    field: &'static str,
-    pem: &[u8],
-) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+fn certificates(field: &'static str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, Problem> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| invalid(context, field, format!("malformed PEM ({e})")))?;
+        .map_err(|e| (field, format!("malformed PEM ({e})")))?;
     if certs.is_empty() {
-        return Err(invalid(
-            context,
-            field,
-            "no CERTIFICATE block in the PEM data".into(),
-        ));
+        return Err((field, "no CERTIFICATE block in the PEM data".into()));
     }
     Ok(certs)
 }
@@ -119,9 +181,9 @@ fn certificates(
 /// Talos labels its PKCS#8 Ed25519 keys `ED25519 PRIVATE KEY`, a label PEM parsers do not know.
 const TALOS_ED25519_LABEL: &str = "ED25519 PRIVATE KEY";
 
-fn private_key(context: &str, pem: &[u8]) -> Result<PrivateKeyDer<'static>, ConfigError> {
-    let text = std::str::from_utf8(pem)
-        .map_err(|_| invalid(context, "key", "PEM data is not UTF-8 text".into()))?;
+fn private_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, Problem> {
+    let text =
+        std::str::from_utf8(pem).map_err(|_| ("key", "PEM data is not UTF-8 text".to_owned()))?;
     // The body is plain PKCS#8, so relabelling is enough.
     let relabelled = text.replace(TALOS_ED25519_LABEL, "PRIVATE KEY");
     PrivateKeyDer::from_pem_slice(relabelled.as_bytes()).map_err(|e| {
@@ -132,45 +194,31 @@ fn private_key(context: &str, pem: &[u8]) -> Result<PrivateKeyDer<'static>, Conf
             }
             other => format!("malformed PEM ({other})"),
         };
-        invalid(context, "key", reason)
+        ("key", reason)
     })
 }
 
 /// Refuses a key that does not belong to the client certificate (a common copy-paste mistake that
 /// otherwise surfaces as a confusing TLS failure).
 fn check_key_matches(
-    context: &str,
     chain: &[CertificateDer<'static>],
     key: &PrivateKeyDer<'static>,
-) -> Result<(), ConfigError> {
+) -> Result<(), Problem> {
     let provider = rustls::crypto::ring::default_provider();
     let signing_key = provider
         .key_provider
         .load_private_key(key.clone_key())
-        .map_err(|e| {
-            invalid(
-                context,
-                "key",
-                format!("unsupported or corrupt private key ({e})"),
-            )
-        })?;
+        .map_err(|e| ("key", format!("unsupported or corrupt private key ({e})")))?;
     let certified = rustls::sign::CertifiedKey::new(chain.to_vec(), signing_key);
     match certified.keys_match() {
         Ok(()) => Ok(()),
-        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
-            Err(invalid(
-                context,
-                "crt/key",
-                "the private key does not belong to the client certificate".into(),
-            ))
-        }
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => Err((
+            "crt/key",
+            "the private key does not belong to the client certificate".into(),
+        )),
         // The key type cannot report its public half: nothing to compare, let the handshake decide.
         Err(rustls::Error::InconsistentKeys(_)) => Ok(()),
-        Err(e) => Err(invalid(
-            context,
-            "crt",
-            format!("certificate cannot be parsed ({e})"),
-        )),
+        Err(e) => Err(("crt", format!("certificate cannot be parsed ({e})"))),
     }
 }
 

@@ -102,7 +102,7 @@ pub enum ConfigError {
         context: String,
     },
 
-    /// An endpoint could not be parsed as host, host:port, or [ipv6]:port.
+    /// An endpoint could not be parsed as `host`, `host:port`, or `[ipv6]:port`.
     #[error(
         "context `{context}` has an invalid endpoint `{endpoint}`: {reason}; use host, host:port or [ipv6]:port"
     )]
@@ -137,6 +137,42 @@ pub enum ConfigError {
         /// The offending field: `ca`, `crt` or `key` (or `crt/key` for a mismatch).
         field: &'static str,
         /// What is wrong, without any of the field's content.
+        reason: String,
+    },
+
+    /// The context's `proxy-url` uses a scheme other than `http://`.
+    #[error(
+        "context `{context}` sets proxy-url with the scheme `{scheme}`, which is not supported; \
+         only http:// proxies (HTTP CONNECT) are: use one, or remove proxy-url to connect directly"
+    )]
+    UnsupportedProxy {
+        /// The context.
+        context: String,
+        /// The scheme found, lower-cased (`socks5`, `https`, …).
+        scheme: String,
+    },
+
+    /// The context's `proxy-url` cannot be parsed.
+    #[error(
+        "context `{context}` has an invalid proxy-url: {reason}; write it as \
+         http://[user:password@]host[:port]"
+    )]
+    InvalidProxy {
+        /// The context.
+        context: String,
+        /// What is wrong, without the URL's user or password.
+        reason: String,
+    },
+
+    /// PEM passed to [`Credentials::from_pem`](crate::Credentials::from_pem) is unusable.
+    #[error(
+        "invalid {field} PEM: {reason}; pass the PEM text of the cluster's CA certificate, the \
+         client certificate and its private key (talosctl's ca, crt and key, base64-decoded)"
+    )]
+    InvalidPem {
+        /// Which argument: `ca`, `crt`, `key` (or `crt/key` for a key that does not match).
+        field: &'static str,
+        /// What is wrong, without any of the PEM's content.
         reason: String,
     },
 

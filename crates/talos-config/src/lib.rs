@@ -1,10 +1,15 @@
 //! Reads talosconfig files exactly as `talosctl` does and resolves a context into validated mTLS
-//! credentials.
+//! credentials — or builds the same context in code.
 //!
 //! Two layers: [`RawConfig`] is what the YAML says (every field optional, unknown fields ignored),
-//! and [`Context`] is what a client needs (endpoints parsed with the default apid port, nodes, CA,
-//! client chain and key as rustls types, key checked against the certificate). Nothing here touches
-//! the network, and nothing ever writes the file: it may be mounted read-only.
+//! and [`Context`] is what a client needs: endpoints parsed with the default apid port, nodes
+//! normalised, the proxy URL checked ([`ProxyUrl`]: `http://` only, anything else is refused rather
+//! than ignored), and the CA, client chain and key as rustls types ([`Credentials`]), the key checked
+//! against the certificate. Nothing here touches the network, and nothing ever writes the file: it
+//! may be mounted read-only. `Debug` and error messages never show key material or proxy
+//! passwords.
+//!
+//! From a talosconfig, found the way talosctl finds it:
 //!
 //! ```no_run
 //! let config = talos_config::TalosConfig::load(None)?; // $TALOSCONFIG, ~/.talos/config, ...
@@ -12,19 +17,40 @@
 //! println!("{} -> {:?}", context.name(), context.endpoints());
 //! # Ok::<(), talos_config::ConfigError>(())
 //! ```
+//!
+//! From code, with PEM files and a builder ([`Context::builder`]):
+//!
+//! ```no_run
+//! use talos_config::{Context, Credentials};
+//!
+//! let credentials = Credentials::from_pem(
+//!     std::fs::read("ca.crt")?,
+//!     std::fs::read("admin.crt")?,
+//!     std::fs::read("admin.key")?,
+//! )?;
+//! let context = Context::builder("prod", credentials)
+//!     .endpoint("10.5.0.2")
+//!     .node("10.5.0.3")
+//!     .build()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![warn(missing_docs)]
 
 mod context;
 mod credentials;
 mod error;
 mod paths;
+mod proxy;
 mod raw;
 
 use std::path::{Path, PathBuf};
 
-pub use context::{Context, DEFAULT_APID_PORT, Endpoint};
+pub use context::{Context, ContextBuilder, DEFAULT_APID_PORT, Endpoint};
 pub use credentials::Credentials;
 pub use error::{ConfigError, ConfigErrorKind};
 pub use paths::{SERVICE_ACCOUNT_CONFIG, TALOS_HOME_ENV, TALOSCONFIG_ENV, candidate_paths};
+pub use proxy::{DEFAULT_PROXY_PORT, ProxyUrl};
 pub use raw::{RawAuth, RawConfig, RawContext, RawSideroV1};
 
 /// A talosconfig file that has been read and parsed (but whose contexts are resolved on demand).
@@ -201,41 +227,22 @@ fn resolve(name: &str, raw: &RawContext) -> Result<Context, ConfigError> {
             },
         });
     }
-    let endpoints = effective_endpoints(raw)
-        .iter()
-        .map(|e| {
-            e.parse::<Endpoint>()
-                .map_err(|reason| ConfigError::InvalidEndpoint {
-                    context: name.to_owned(),
-                    endpoint: e.clone(),
-                    reason,
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    if endpoints.is_empty() {
-        return Err(ConfigError::NoEndpoints {
-            context: name.to_owned(),
-        });
-    }
-    let credentials = Credentials::decode(
-        name,
-        raw.ca.as_deref(),
-        raw.crt.as_deref(),
-        raw.key.as_deref(),
-    )?;
-    Ok(Context {
-        name: name.to_owned(),
-        cluster: raw.cluster.clone().filter(|c| !c.is_empty()),
+    let endpoints = context::parse_endpoints(name, &effective_endpoints(raw));
+    context::assemble(
+        name.to_owned(),
+        raw.cluster.clone(),
         endpoints,
-        nodes: raw
-            .nodes
-            .iter()
-            .map(|n| context::normalise_node(n))
-            .filter(|n| !n.is_empty())
-            .collect(),
-        proxy_url: raw.proxy_url.clone().filter(|p| !p.is_empty()),
-        credentials,
-    })
+        &raw.nodes,
+        raw.proxy_url.as_deref(),
+        || {
+            Credentials::decode(
+                name,
+                raw.ca.as_deref(),
+                raw.crt.as_deref(),
+                raw.key.as_deref(),
+            )
+        },
+    )
 }
 
 /// serde_yaml_ng appends "at line X column Y" to its messages; we report the location separately.

@@ -34,7 +34,8 @@ pub struct RawContext {
     pub auth: RawAuth,
     /// Cluster name (informational).
     pub cluster: Option<String>,
-    /// HTTP proxy for reaching the endpoints.
+    /// HTTP proxy for reaching the endpoints (`http://[user:password@]host[:port]`); resolution
+    /// refuses other schemes. `Debug` hides its user and password.
     #[serde(rename = "proxy-url")]
     pub proxy_url: Option<String>,
 }
@@ -51,7 +52,10 @@ impl std::fmt::Debug for RawContext {
             .field("key", &present(&self.key))
             .field("auth", &self.auth)
             .field("cluster", &self.cluster)
-            .field("proxy_url", &self.proxy_url)
+            .field(
+                "proxy_url",
+                &self.proxy_url.as_deref().map(crate::proxy::redact_userinfo),
+            )
             .finish()
     }
 }

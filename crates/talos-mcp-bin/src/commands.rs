@@ -138,12 +138,13 @@ pub(crate) async fn check(global: &Global) -> Result<ExitCode> {
             }
         };
         for endpoint in ctx.endpoints() {
-            let single = Context::new(
-                name.clone(),
-                vec![endpoint.clone()],
-                vec![],
-                ctx.credentials().clone(),
-            )?;
+            // The endpoint alone, reached the way the context reaches it (its proxy included).
+            let mut single = Context::builder(name.clone(), ctx.credentials().clone())
+                .endpoint(endpoint.to_string());
+            if let Some(proxy) = ctx.proxy() {
+                single = single.proxy(proxy.clone());
+            }
+            let single = single.build()?;
             let outcome = match GrpcTalosClient::new(&single) {
                 Ok(client) => client
                     .version(

@@ -284,6 +284,68 @@ pub(crate) fn machine_config(cluster: &str, node: &SimNode, version: &str) -> St
     )
 }
 
+/// `text` with every planted secret value made the cluster's own: `SIM-SECRET-X` becomes
+/// `SIM-SECRET-X-<CLUSTER>` (still matched by leak tests looking for [`PLANTED_SECRETS`]).
+pub(crate) fn tag_secrets(text: &str, cluster: &str) -> String {
+    const MARK: &str = "SIM-SECRET-";
+    let tag: String = cluster
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let mut out = String::with_capacity(text.len() + 64);
+    let mut rest = text;
+    while let Some(at) = rest.find(MARK) {
+        let after = &rest[at + MARK.len()..];
+        let len = after
+            .find(|c: char| !(c.is_ascii_uppercase() || c == '-'))
+            .unwrap_or(after.len());
+        let name = after[..len].trim_end_matches('-');
+        out.push_str(&rest[..at]);
+        out.push_str(MARK);
+        out.push_str(name);
+        out.push('-');
+        out.push_str(&tag);
+        rest = &after[name.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Merges the YAML mapping `patch` into the YAML document `base`: mappings merge key by key,
+/// anything else in the patch replaces what was there (`null` removes the key).
+pub(crate) fn merge_yaml(base: &str, patch: &str) -> Result<String, String> {
+    use serde_yaml_ng::Value;
+    fn merge(base: &mut Value, patch: Value) {
+        match (base, patch) {
+            (Value::Mapping(b), Value::Mapping(p)) => {
+                for (k, v) in p {
+                    if v.is_null() {
+                        b.remove(&k);
+                    } else if let Some(slot) = b.get_mut(&k) {
+                        merge(slot, v);
+                    } else {
+                        b.insert(k, v);
+                    }
+                }
+            }
+            (slot, v) => *slot = v,
+        }
+    }
+    let mut doc: Value = serde_yaml_ng::from_str(base).map_err(|e| e.to_string())?;
+    let patch: Value = serde_yaml_ng::from_str(patch).map_err(|e| e.to_string())?;
+    if !patch.is_mapping() {
+        return Err("the patch must be a YAML mapping".into());
+    }
+    merge(&mut doc, patch);
+    serde_yaml_ng::to_string(&doc).map_err(|e| e.to_string())
+}
+
 /// The node's secret files, as machined sees them under `/` (and so under `/proc/1/root`).
 pub(crate) fn secret_files(cluster: &str) -> Vec<(String, String)> {
     vec![

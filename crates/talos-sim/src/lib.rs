@@ -1,19 +1,67 @@
-//! A simulated Talos `apid` for tests, benchmarks and the demo.
+//! A simulated Talos `apid` for tests, benchmarks and the demo — and a test kit for other
+//! projects' tests.
 //!
-//! [`SimCluster::start`] binds a loopback port and serves the Talos API subset of `talos-proto`
-//! over real gRPC with mutual TLS (TLS 1.3, client certificates required, roles taken from the
-//! certificate like apid). Behind the one endpoint live N virtual nodes (control planes and
-//! workers); the `node` request metadata picks which one answers, exactly as apid proxies calls.
-//! Node addresses are labels in 127.0.0.0/8: no traffic ever goes to them.
+//! [`SimCluster::start`] (or [`SimCluster::builder`]) binds a loopback port and serves the Talos
+//! API subset of `talos-proto` over real gRPC with mutual TLS (TLS 1.3, client certificates
+//! required, roles taken from the certificate like apid). Behind the one endpoint live N virtual
+//! nodes (control planes and workers); the `node` request metadata picks which one answers,
+//! exactly as apid proxies calls. Node addresses are labels in 127.0.0.0/8: no traffic ever goes
+//! to them. Data is plausible and deterministic per node; state changes (reboots, service
+//! actions, etcd membership, applied configs, upgrades) are kept in memory.
 //!
-//! Data is plausible and deterministic per node. State changes (reboots, service actions, etcd
-//! membership, applied configs) are kept in memory. Faults can be switched per node at run time
-//! ([`Fault`]) and for the endpoint's certificate ([`CertFault`]).
+//! # Using it in tests
 //!
-//! Modules: [`pki`] makes the certificates, `tls` the server TLS and accept loop, `state` the
-//! cluster model, `data` the generated content, `machine` and `services` the gRPC services.
+//! - **Start** a cluster: [`SimCluster::builder`] sets the name, node counts, the Talos version
+//!   (for all nodes and per node) and a machine-config patch; several clusters can run in one
+//!   process, each with its own CA, endpoint and (when named differently) secrets.
+//! - **Connect**: [`SimCluster::context`] gives a resolved `talos_config::Context` for a client
+//!   certificate of any role; [`SimCluster::talosconfig`] the YAML, [`SimCluster::write_talosconfig`]
+//!   a 0600 file, and [`SimCluster::fleet_talosconfig`] one file with a context per cluster.
+//! - **Inject faults** per node with [`SimCluster::set_fault`] ([`Fault`]: unavailable, latency,
+//!   stall, a gRPC status, a stream cut short), [`SimCluster::set_upgrade_fault`],
+//!   [`SimCluster::set_legacy_api`], and for the endpoint [`SimCluster::set_cert_fault`];
+//!   [`SimCluster::clear_faults`] undoes them all.
+//! - **Observe** what each node received: [`SimCluster::received`] (method paths, and for
+//!   mutating calls what was asked — modes, ids, image references, a fingerprint of applied
+//!   configuration bytes), [`SimCluster::calls`] (counts by method), and the node state
+//!   ([`SimCluster::version`], [`SimCluster::is_up`], [`SimCluster::boot_id`], …).
+//! - **Roles**: every RPC passes one admission layer ([`admission`]) that checks the caller's
+//!   role against apid's method table ([`admission::RULES`]); a reader gets `PermissionDenied`
+//!   on changes, an operator on admin-only methods.
+//!
+//! ```
+//! use talos_client::prelude::*; // the domain traits (NodeInfo, Lifecycle, …)
+//! use talos_client::{CallOptions, GrpcTalosClient};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let sim = talos_sim::SimCluster::builder()
+//!     .control_planes(1)
+//!     .workers(1)
+//!     .version("v1.11.5")
+//!     .node_version("talos-worker-1", "v1.10.7")
+//!     .start()
+//!     .await?;
+//! let client = GrpcTalosClient::new(&sim.context("os:reader")?)?;
+//! let worker = client.version(&CallOptions::node("talos-worker-1")).await?;
+//! assert_eq!(worker.tag, "v1.10.7");
+//!
+//! // A reader may not reboot; the refused call is still recorded.
+//! let refused = client.reboot(&CallOptions::node("talos-worker-1"), Default::default()).await;
+//! assert!(refused.is_err());
+//! assert!(sim.received("talos-worker-1").iter().any(|c| c.method.ends_with("/Reboot")));
+//! sim.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Modules: [`pki`] makes the certificates, [`admission`] decides who may call what, `tls` the
+//! server TLS and accept loop, `state` the cluster model, `data` the generated content, `machine`
+//! and `services` the gRPC services.
 
+pub mod admission;
 pub mod archive;
+mod builder;
 mod data;
 pub use data::PLANTED_SECRETS;
 mod machine;
@@ -26,7 +74,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use state::{CertFault, Fault, NodeRole, SimNode, UpgradeFault};
+pub use builder::SimBuilder;
+pub use state::{CertFault, Fault, NodeRole, ReceivedCall, SimNode, UpgradeFault};
+
+/// The name of the cluster (and talosconfig context) [`SimConfig::default`] makes.
+pub const DEFAULT_CLUSTER: &str = "talos-sim";
 
 /// Errors from starting or using a simulated cluster.
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +120,9 @@ pub struct SimConfig {
     pub control_planes: usize,
     /// Worker nodes.
     pub workers: usize,
-    /// Cluster name (used in the talosconfig and kubeconfig).
+    /// Cluster name: the talosconfig context's name, and in the kubeconfig and machine config.
+    /// A cluster not named [`DEFAULT_CLUSTER`] has its own secret values in its machine config.
+    /// Letters, digits and `-`, at most 63.
     pub cluster_name: String,
     /// Talos version every node reports.
     pub talos_version: String,
@@ -82,6 +136,11 @@ pub struct SimConfig {
     pub tls: ServerTlsMode,
     /// Where to listen (port 0 picks a free port).
     pub bind: SocketAddr,
+    /// Talos versions of single nodes, by address or hostname, instead of `talos_version`.
+    pub node_versions: Vec<(String, String)>,
+    /// A YAML mapping merged into every node's machine configuration (mappings merge key by
+    /// key; other values replace; `null` removes a key).
+    pub machine_config_patch: Option<String>,
 }
 
 impl Default for SimConfig {
@@ -89,13 +148,15 @@ impl Default for SimConfig {
         Self {
             control_planes: 3,
             workers: 2,
-            cluster_name: "talos-sim".into(),
+            cluster_name: DEFAULT_CLUSTER.into(),
             talos_version: "v1.11.5".into(),
             log_lines: 2000,
             dmesg_lines: 1000,
             reboot_downtime: Duration::from_secs(2),
             tls: ServerTlsMode::Tls13,
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            node_versions: Vec::new(),
+            machine_config_patch: None,
         }
     }
 }
@@ -115,6 +176,15 @@ impl SimCluster {
             return Err(SimError::Config(
                 "at least one control plane is needed".into(),
             ));
+        }
+        let name = &config.cluster_name;
+        if name.is_empty()
+            || name.len() > 63
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(SimError::Config(format!(
+                "cluster name {name:?} must be 1 to 63 letters, digits or `-`"
+            )));
         }
         let shared = Arc::new(state::Shared::new(config)?);
         let (endpoint, running) = tls::serve(shared.clone(), shared.config.bind).await?;
@@ -146,10 +216,78 @@ impl SimCluster {
         self.shared.issue_client(role, pki::Validity::Current)
     }
 
-    /// A talosconfig (YAML) for this cluster with a fresh client certificate of `role`: context
-    /// `talos-sim` (current), this endpoint, every node.
+    /// Starts building a cluster (see [`SimBuilder`]).
+    pub fn builder() -> SimBuilder {
+        SimBuilder::default()
+    }
+
+    /// The cluster's name, which is also its talosconfig context's name.
+    pub fn name(&self) -> &str {
+        &self.shared.config.cluster_name
+    }
+
+    /// A talosconfig (YAML) for this cluster with a fresh client certificate of `role`: one
+    /// context named after the cluster (current), this endpoint, every node.
     pub fn talosconfig(&self, role: &str) -> Result<String, SimError> {
         self.talosconfig_with(role, pki::Validity::Current)
+    }
+
+    /// One talosconfig with a context for each cluster (each with its own CA and a fresh client
+    /// certificate of `role`); the first is the current context. Cluster names must differ.
+    pub fn fleet_talosconfig(clusters: &[&SimCluster], role: &str) -> Result<String, SimError> {
+        let Some(first) = clusters.first() else {
+            return Err(SimError::Config("no cluster given".into()));
+        };
+        let mut names: Vec<&str> = clusters.iter().map(|c| c.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        if names.len() != clusters.len() {
+            return Err(SimError::Config(
+                "clusters in one talosconfig need different names".into(),
+            ));
+        }
+        let clients = clusters
+            .iter()
+            .map(|c| c.shared.issue_client(role, pki::Validity::Current))
+            .collect::<Result<Vec<_>, _>>()?;
+        let contexts: Vec<pki::TalosconfigContext<'_>> = clusters
+            .iter()
+            .zip(&clients)
+            .map(|(c, client)| c.context_entry(client))
+            .collect();
+        Ok(pki::render_talosconfig(first.name(), &contexts))
+    }
+
+    /// Writes [`SimCluster::talosconfig`] to `dir/talosconfig`, readable by its owner only
+    /// (0600), and returns the path.
+    pub fn write_talosconfig(
+        &self,
+        dir: &std::path::Path,
+        role: &str,
+    ) -> Result<std::path::PathBuf, SimError> {
+        let path = dir.join("talosconfig");
+        write_private(&path, &self.talosconfig(role)?)
+            .map_err(|e| SimError::Config(format!("cannot write {}: {e}", path.display())))?;
+        Ok(path)
+    }
+
+    /// The resolved talosconfig context for this cluster with a fresh client certificate of
+    /// `role`, ready for a Talos client.
+    pub fn context(&self, role: &str) -> Result<talos_config::Context, SimError> {
+        let yaml = self.talosconfig(role)?;
+        talos_config::TalosConfig::from_yaml(&yaml, "talos-sim")
+            .and_then(|c| c.context(Some(self.name())))
+            .map_err(|e| SimError::Config(format!("the generated talosconfig: {e}")))
+    }
+
+    fn context_entry<'a>(&'a self, client: &'a pki::IssuedCert) -> pki::TalosconfigContext<'a> {
+        pki::TalosconfigContext {
+            name: self.name(),
+            endpoints: vec![self.endpoint.to_string()],
+            nodes: self.nodes().into_iter().map(|n| n.address).collect(),
+            ca_pem: self.shared.pki.ca.cert_pem(),
+            client,
+        }
     }
 
     /// Like [`SimCluster::talosconfig`], with a client certificate of the given validity (an
@@ -161,18 +299,19 @@ impl SimCluster {
     ) -> Result<String, SimError> {
         let client = self.shared.issue_client(role, validity)?;
         Ok(pki::render_talosconfig(
-            "talos-sim",
-            &[pki::TalosconfigContext {
-                name: "talos-sim",
-                endpoints: vec![self.endpoint.to_string()],
-                nodes: self.nodes().into_iter().map(|n| n.address).collect(),
-                ca_pem: self.shared.pki.ca.cert_pem(),
-                client: &client,
-            }],
+            self.name(),
+            &[self.context_entry(&client)],
         ))
     }
 
     /// Sets the fault of one node (by address or hostname). Unknown nodes are ignored.
+    ///
+    /// The faults, each set per node except the certificate's, and all undone by
+    /// [`SimCluster::clear_faults`]: [`Fault`] (how the node answers any call: unavailable,
+    /// latency, stall, a status, a stream cut short), [`UpgradeFault`]
+    /// ([`SimCluster::set_upgrade_fault`]: how upgrades go wrong), the pre-1.13 API
+    /// ([`SimCluster::set_legacy_api`]) and [`CertFault`] ([`SimCluster::set_cert_fault`]: the
+    /// certificate the endpoint presents).
     pub fn set_fault(&self, node: &str, fault: Fault) {
         self.shared.set_fault(node, fault);
     }
@@ -210,6 +349,19 @@ impl SimCluster {
     /// Sets which certificate new TLS connections get.
     pub fn set_cert_fault(&self, fault: CertFault) {
         self.shared.set_cert_fault(fault);
+    }
+
+    /// Clears every injected fault: each node's [`Fault`], [`UpgradeFault`] and legacy API, and
+    /// the endpoint's [`CertFault`]. Nodes that are down (rebooting, powered off) stay down.
+    pub fn clear_faults(&self) {
+        self.shared.clear_faults();
+    }
+
+    /// The calls `node` (address or hostname) received, oldest first, with what each mutating
+    /// call asked for ([`ReceivedCall`]); recorded before roles and faults are checked, like
+    /// [`SimCluster::calls`]. The newest 4096 are kept.
+    pub fn received(&self, node: &str) -> Vec<ReceivedCall> {
+        self.shared.received(node)
     }
 
     /// Requests received for `node` and RPC `method` (e.g. `Version`), counted before faults.
@@ -257,6 +409,31 @@ impl SimCluster {
             stop_running(running).await;
         }
     }
+}
+
+/// The fingerprint [`ReceivedCall::detail`] gives for bytes a call carried (applied
+/// configurations): 64-bit FNV-1a, as 16 hex digits. It identifies content without showing it.
+pub fn fingerprint(bytes: &[u8]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+/// Writes `body` to `path`, created or truncated, readable by its owner only (on Unix).
+fn write_private(path: &std::path::Path, body: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    // An existing file keeps its mode on open: narrow it too.
+    #[cfg(unix)]
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    file.write_all(body.as_bytes())
 }
 
 /// Stops the accept loop and the server, waiting a few seconds for open calls to end.

@@ -12,7 +12,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::data::{self, Rng};
-use crate::state::{Access, Admitted, NodeRole, Shared, UpgradeFault};
+use crate::state::{Admitted, NodeRole, Shared, UpgradeFault};
 
 pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -158,13 +158,9 @@ pub(crate) struct MachineApi {
 }
 
 impl MachineApi {
-    async fn admit<T>(
-        &self,
-        req: &Request<T>,
-        method: &'static str,
-        access: Access,
-    ) -> Result<Admitted, Status> {
-        self.shared.admit(req, method, access).await
+    /// What the admission layer decided for this request (node, stream fault).
+    fn admit<T>(&self, req: &Request<T>) -> Result<Admitted, Status> {
+        Admitted::of(req)
     }
 
     fn node(&self, idx: usize) -> crate::SimNode {
@@ -185,7 +181,7 @@ impl MachineApi {
 #[tonic::async_trait]
 impl machine_service_server::MachineService for MachineApi {
     async fn version(&self, req: Request<()>) -> Result<Response<VersionResponse>, Status> {
-        let a = self.admit(&req, "Version", Access::Read).await?;
+        let a = self.admit(&req)?;
         let tag = self.shared.with_node(a.idx, |n| n.version.clone());
         Ok(Response::new(VersionResponse {
             messages: vec![Version {
@@ -208,7 +204,7 @@ impl machine_service_server::MachineService for MachineApi {
     }
 
     async fn hostname(&self, req: Request<()>) -> Result<Response<HostnameResponse>, Status> {
-        let a = self.admit(&req, "Hostname", Access::Read).await?;
+        let a = self.admit(&req)?;
         Ok(Response::new(HostnameResponse {
             messages: vec![Hostname {
                 metadata: meta(&a.hostname),
@@ -218,7 +214,7 @@ impl machine_service_server::MachineService for MachineApi {
     }
 
     async fn system_stat(&self, req: Request<()>) -> Result<Response<SystemStatResponse>, Status> {
-        let a = self.admit(&req, "SystemStat", Access::Read).await?;
+        let a = self.admit(&req)?;
         let booted = self.shared.with_node(a.idx, |n| n.booted_at);
         let up = SystemTime::now()
             .duration_since(booted)
@@ -260,7 +256,7 @@ impl machine_service_server::MachineService for MachineApi {
     }
 
     async fn cpu_info(&self, req: Request<()>) -> Result<Response<CpuInfoResponse>, Status> {
-        let a = self.admit(&req, "CPUInfo", Access::Read).await?;
+        let a = self.admit(&req)?;
         let cpus = (0..4)
             .map(|i| CpuInfo {
                 processor: i,
@@ -284,7 +280,7 @@ impl machine_service_server::MachineService for MachineApi {
     }
 
     async fn memory(&self, req: Request<()>) -> Result<Response<MemoryResponse>, Status> {
-        let a = self.admit(&req, "Memory", Access::Read).await?;
+        let a = self.admit(&req)?;
         let mut r = Rng::new(&a.hostname);
         let total = 8 * 1024 * 1024; // kB
         let available = total / 4 + r.below(total / 2);
@@ -306,7 +302,7 @@ impl machine_service_server::MachineService for MachineApi {
     }
 
     async fn load_avg(&self, req: Request<()>) -> Result<Response<LoadAvgResponse>, Status> {
-        let a = self.admit(&req, "LoadAvg", Access::Read).await?;
+        let a = self.admit(&req)?;
         let mut r = Rng::new(&a.hostname);
         let base = r.below(300) as f64 / 100.0;
         Ok(Response::new(LoadAvgResponse {
@@ -320,7 +316,7 @@ impl machine_service_server::MachineService for MachineApi {
     }
 
     async fn disk_stats(&self, req: Request<()>) -> Result<Response<DiskStatsResponse>, Status> {
-        let a = self.admit(&req, "DiskStats", Access::Read).await?;
+        let a = self.admit(&req)?;
         let mut r = Rng::new(&a.hostname);
         let dev = |name: &str, r: &mut Rng| DiskStat {
             name: name.into(),
@@ -347,7 +343,7 @@ impl machine_service_server::MachineService for MachineApi {
         &self,
         req: Request<DiskUsageRequest>,
     ) -> Result<Response<Self::DiskUsageStream>, Status> {
-        let a = self.admit(&req, "DiskUsage", Access::Read).await?;
+        let a = self.admit(&req)?;
         let paths = req.into_inner().paths;
         let paths = if paths.is_empty() {
             vec!["/var".to_owned()]
@@ -384,7 +380,7 @@ impl machine_service_server::MachineService for MachineApi {
     }
 
     async fn mounts(&self, req: Request<()>) -> Result<Response<MountsResponse>, Status> {
-        let a = self.admit(&req, "Mounts", Access::Read).await?;
+        let a = self.admit(&req)?;
         let gib = 1u64 << 30;
         let stats = [
             ("/dev/sda6", 90 * gib, 61 * gib, "/var"),
@@ -412,7 +408,7 @@ impl machine_service_server::MachineService for MachineApi {
         &self,
         req: Request<()>,
     ) -> Result<Response<NetworkDeviceStatsResponse>, Status> {
-        let a = self.admit(&req, "NetworkDeviceStats", Access::Read).await?;
+        let a = self.admit(&req)?;
         let mut r = Rng::new(&a.hostname);
         let dev = |name: &str, r: &mut Rng| NetDev {
             name: name.into(),
@@ -443,7 +439,7 @@ impl machine_service_server::MachineService for MachineApi {
         &self,
         req: Request<NetstatRequest>,
     ) -> Result<Response<NetstatResponse>, Status> {
-        let a = self.admit(&req, "Netstat", Access::Read).await?;
+        let a = self.admit(&req)?;
         let node = self.node(a.idx);
         let filter = req.get_ref().filter;
         use machine::connect_record::State as S;
@@ -508,7 +504,7 @@ impl machine_service_server::MachineService for MachineApi {
     }
 
     async fn processes(&self, req: Request<()>) -> Result<Response<ProcessesResponse>, Status> {
-        let a = self.admit(&req, "Processes", Access::Read).await?;
+        let a = self.admit(&req)?;
         let node = self.node(a.idx);
         let mut r = Rng::new(&format!("{}/ps", a.hostname));
         let mut names = vec![
@@ -574,7 +570,7 @@ impl machine_service_server::MachineService for MachineApi {
         &self,
         req: Request<ContainersRequest>,
     ) -> Result<Response<ContainersResponse>, Status> {
-        let a = self.admit(&req, "Containers", Access::Read).await?;
+        let a = self.admit(&req)?;
         let node = self.node(a.idx);
         let ns = req.into_inner().namespace;
         let containers = data::containers(&node, &ns)
@@ -609,7 +605,7 @@ impl machine_service_server::MachineService for MachineApi {
     }
 
     async fn stats(&self, req: Request<StatsRequest>) -> Result<Response<StatsResponse>, Status> {
-        let a = self.admit(&req, "Stats", Access::Read).await?;
+        let a = self.admit(&req)?;
         let node = self.node(a.idx);
         let ns = req.into_inner().namespace;
         let mut r = Rng::new(&format!("{}/stats", a.hostname));
@@ -636,7 +632,7 @@ impl machine_service_server::MachineService for MachineApi {
         &self,
         req: Request<()>,
     ) -> Result<Response<ServiceListResponse>, Status> {
-        let a = self.admit(&req, "ServiceList", Access::Read).await?;
+        let a = self.admit(&req)?;
         let services = self.shared.with_node(a.idx, |n| {
             n.services
                 .iter()
@@ -675,8 +671,9 @@ impl machine_service_server::MachineService for MachineApi {
         &self,
         req: Request<ServiceStartRequest>,
     ) -> Result<Response<ServiceStartResponse>, Status> {
-        let a = self.admit(&req, "ServiceStart", Access::Operate).await?;
+        let a = self.admit(&req)?;
         let id = req.into_inner().id;
+        self.shared.note(&a, format!("id={id}"));
         let resp = self.change_service(&a, &id, "Running", "Service started")?;
         Ok(Response::new(ServiceStartResponse {
             messages: vec![ServiceStart {
@@ -690,8 +687,9 @@ impl machine_service_server::MachineService for MachineApi {
         &self,
         req: Request<ServiceStopRequest>,
     ) -> Result<Response<ServiceStopResponse>, Status> {
-        let a = self.admit(&req, "ServiceStop", Access::Operate).await?;
+        let a = self.admit(&req)?;
         let id = req.into_inner().id;
+        self.shared.note(&a, format!("id={id}"));
         let resp = self.change_service(&a, &id, "Finished", "Service stopped")?;
         Ok(Response::new(ServiceStopResponse {
             messages: vec![ServiceStop {
@@ -705,8 +703,9 @@ impl machine_service_server::MachineService for MachineApi {
         &self,
         req: Request<ServiceRestartRequest>,
     ) -> Result<Response<ServiceRestartResponse>, Status> {
-        let a = self.admit(&req, "ServiceRestart", Access::Operate).await?;
+        let a = self.admit(&req)?;
         let id = req.into_inner().id;
+        self.shared.note(&a, format!("id={id}"));
         let resp = self.change_service(&a, &id, "Running", "Service restarted")?;
         Ok(Response::new(ServiceRestartResponse {
             messages: vec![ServiceRestart {
@@ -719,7 +718,7 @@ impl machine_service_server::MachineService for MachineApi {
     type LogsStream = BoxStream<common::Data>;
 
     async fn logs(&self, req: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
-        let a = self.admit(&req, "Logs", Access::Read).await?;
+        let a = self.admit(&req)?;
         let node = self.node(a.idx);
         let r = req.into_inner();
         let known = if r.namespace == "system" || r.namespace.is_empty() {
@@ -760,7 +759,7 @@ impl machine_service_server::MachineService for MachineApi {
         &self,
         req: Request<()>,
     ) -> Result<Response<LogsContainersResponse>, Status> {
-        let a = self.admit(&req, "LogsContainers", Access::Read).await?;
+        let a = self.admit(&req)?;
         let node = self.node(a.idx);
         let mut ids: Vec<String> = self
             .shared
@@ -780,7 +779,7 @@ impl machine_service_server::MachineService for MachineApi {
         &self,
         req: Request<DmesgRequest>,
     ) -> Result<Response<Self::DmesgStream>, Status> {
-        let a = self.admit(&req, "Dmesg", Access::Read).await?;
+        let a = self.admit(&req)?;
         let r = req.into_inner();
         let total = self.shared.config.dmesg_lines;
         let from = if r.tail { total } else { 0 };
@@ -804,7 +803,7 @@ impl machine_service_server::MachineService for MachineApi {
         &self,
         req: Request<EventsRequest>,
     ) -> Result<Response<Self::EventsStream>, Status> {
-        let a = self.admit(&req, "Events", Access::Read).await?;
+        let a = self.admit(&req)?;
         let r = req.into_inner();
         let (history, mut live) = self
             .shared
@@ -875,7 +874,7 @@ impl machine_service_server::MachineService for MachineApi {
     type ListStream = BoxStream<FileInfo>;
 
     async fn list(&self, req: Request<ListRequest>) -> Result<Response<Self::ListStream>, Status> {
-        let a = self.admit(&req, "List", Access::Read).await?;
+        let a = self.admit(&req)?;
         let r = req.into_inner();
         let files = self.files(a.idx);
         let root = r.root.trim_end_matches('/').to_owned();
@@ -948,7 +947,7 @@ impl machine_service_server::MachineService for MachineApi {
     type ReadStream = BoxStream<common::Data>;
 
     async fn read(&self, req: Request<ReadRequest>) -> Result<Response<Self::ReadStream>, Status> {
-        let a = self.admit(&req, "Read", Access::Admin).await?;
+        let a = self.admit(&req)?;
         let path = req.into_inner().path;
         let real = through_proc_links(&path);
         let content = self
@@ -972,7 +971,7 @@ impl machine_service_server::MachineService for MachineApi {
         &self,
         req: Request<()>,
     ) -> Result<Response<Self::KubeconfigStream>, Status> {
-        let a = self.admit(&req, "Kubeconfig", Access::Admin).await?;
+        let a = self.admit(&req)?;
         if self.require_control_plane(a.idx).is_err() {
             return Err(Status::failed_precondition(
                 "kubeconfig is only available on control plane nodes",
@@ -990,7 +989,7 @@ impl machine_service_server::MachineService for MachineApi {
         &self,
         req: Request<EtcdMemberListRequest>,
     ) -> Result<Response<EtcdMemberListResponse>, Status> {
-        let a = self.admit(&req, "EtcdMemberList", Access::Read).await?;
+        let a = self.admit(&req)?;
         self.require_control_plane(a.idx)?;
         let addresses: std::collections::HashMap<String, String> = self
             .shared
@@ -1022,7 +1021,7 @@ impl machine_service_server::MachineService for MachineApi {
     }
 
     async fn etcd_status(&self, req: Request<()>) -> Result<Response<EtcdStatusResponse>, Status> {
-        let a = self.admit(&req, "EtcdStatus", Access::Read).await?;
+        let a = self.admit(&req)?;
         let id = self.require_control_plane(a.idx)?;
         let etcd = crate::state::lock(&self.shared.etcd);
         if !etcd.members.iter().any(|m| m.0 == id) {
@@ -1061,7 +1060,7 @@ impl machine_service_server::MachineService for MachineApi {
         &self,
         req: Request<()>,
     ) -> Result<Response<EtcdAlarmListResponse>, Status> {
-        let a = self.admit(&req, "EtcdAlarmList", Access::Read).await?;
+        let a = self.admit(&req)?;
         self.require_control_plane(a.idx)?;
         let member_alarms = crate::state::lock(&self.shared.etcd)
             .alarms
@@ -1083,7 +1082,7 @@ impl machine_service_server::MachineService for MachineApi {
         &self,
         req: Request<()>,
     ) -> Result<Response<EtcdAlarmDisarmResponse>, Status> {
-        let a = self.admit(&req, "EtcdAlarmDisarm", Access::Operate).await?;
+        let a = self.admit(&req)?;
         self.require_control_plane(a.idx)?;
         let member_alarms = std::mem::take(&mut crate::state::lock(&self.shared.etcd).alarms)
             .into_iter()
@@ -1104,7 +1103,7 @@ impl machine_service_server::MachineService for MachineApi {
         &self,
         req: Request<()>,
     ) -> Result<Response<EtcdDefragmentResponse>, Status> {
-        let a = self.admit(&req, "EtcdDefragment", Access::Operate).await?;
+        let a = self.admit(&req)?;
         self.require_control_plane(a.idx)?;
         Ok(Response::new(EtcdDefragmentResponse {
             messages: vec![EtcdDefragment {
@@ -1119,7 +1118,7 @@ impl machine_service_server::MachineService for MachineApi {
         &self,
         req: Request<EtcdSnapshotRequest>,
     ) -> Result<Response<Self::EtcdSnapshotStream>, Status> {
-        let a = self.admit(&req, "EtcdSnapshot", Access::EtcdBackup).await?;
+        let a = self.admit(&req)?;
         self.require_control_plane(a.idx)?;
         let (tx, stream) = channel();
         let host = a.hostname.clone();
@@ -1139,9 +1138,7 @@ impl machine_service_server::MachineService for MachineApi {
         &self,
         req: Request<EtcdForfeitLeadershipRequest>,
     ) -> Result<Response<EtcdForfeitLeadershipResponse>, Status> {
-        let a = self
-            .admit(&req, "EtcdForfeitLeadership", Access::Admin)
-            .await?;
+        let a = self.admit(&req)?;
         let id = self.require_control_plane(a.idx)?;
         let mut etcd = crate::state::lock(&self.shared.etcd);
         let mut member = String::new();
@@ -1164,7 +1161,7 @@ impl machine_service_server::MachineService for MachineApi {
         &self,
         req: Request<EtcdLeaveClusterRequest>,
     ) -> Result<Response<EtcdLeaveClusterResponse>, Status> {
-        let a = self.admit(&req, "EtcdLeaveCluster", Access::Admin).await?;
+        let a = self.admit(&req)?;
         let id = self.require_control_plane(a.idx)?;
         self.shared.tracked(|| {
             {
@@ -1193,11 +1190,10 @@ impl machine_service_server::MachineService for MachineApi {
         &self,
         req: Request<EtcdRemoveMemberByIdRequest>,
     ) -> Result<Response<EtcdRemoveMemberByIdResponse>, Status> {
-        let a = self
-            .admit(&req, "EtcdRemoveMemberByID", Access::Admin)
-            .await?;
+        let a = self.admit(&req)?;
         self.require_control_plane(a.idx)?;
         let target = req.into_inner().member_id;
+        self.shared.note(&a, format!("member_id={target:x}"));
         self.shared.tracked(|| {
             let mut etcd = crate::state::lock(&self.shared.etcd);
             if !etcd.members.iter().any(|m| m.0 == target) {
@@ -1223,10 +1219,18 @@ impl machine_service_server::MachineService for MachineApi {
         &self,
         req: Request<ApplyConfigurationRequest>,
     ) -> Result<Response<ApplyConfigurationResponse>, Status> {
-        let a = self
-            .admit(&req, "ApplyConfiguration", Access::Admin)
-            .await?;
+        let a = self.admit(&req)?;
         let r = req.into_inner();
+        self.shared.note(
+            &a,
+            format!(
+                "mode={:?} dry_run={} config_bytes={} config_fingerprint={}",
+                r.mode(),
+                r.dry_run,
+                r.data.len(),
+                crate::fingerprint(&r.data)
+            ),
+        );
         let text = String::from_utf8(r.data)
             .map_err(|_| Status::invalid_argument("config is not UTF-8"))?;
         let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
@@ -1297,7 +1301,9 @@ impl machine_service_server::MachineService for MachineApi {
         &self,
         req: Request<RebootRequest>,
     ) -> Result<Response<RebootResponse>, Status> {
-        let a = self.admit(&req, "Reboot", Access::Operate).await?;
+        let a = self.admit(&req)?;
+        self.shared
+            .note(&a, format!("mode={:?}", req.get_ref().mode()));
         let actor = self.shared.next_actor_id();
         self.shared.reboot(a.idx, &actor);
         Ok(Response::new(RebootResponse {
@@ -1312,7 +1318,7 @@ impl machine_service_server::MachineService for MachineApi {
         &self,
         req: Request<RestartRequest>,
     ) -> Result<Response<RestartResponse>, Status> {
-        let a = self.admit(&req, "Restart", Access::Operate).await?;
+        let a = self.admit(&req)?;
         let r = req.into_inner();
         self.change_service(&a, &r.id, "Running", "Container restarted")
             .or_else(|_| Ok::<_, Status>(String::new()))?;
@@ -1327,7 +1333,9 @@ impl machine_service_server::MachineService for MachineApi {
         &self,
         req: Request<ShutdownRequest>,
     ) -> Result<Response<ShutdownResponse>, Status> {
-        let a = self.admit(&req, "Shutdown", Access::Operate).await?;
+        let a = self.admit(&req)?;
+        self.shared
+            .note(&a, format!("force={}", req.get_ref().force));
         let actor = self.shared.next_actor_id();
         self.shared.push_event(
             a.idx,
@@ -1345,8 +1353,10 @@ impl machine_service_server::MachineService for MachineApi {
     }
 
     async fn reset(&self, req: Request<ResetRequest>) -> Result<Response<ResetResponse>, Status> {
-        let a = self.admit(&req, "Reset", Access::Admin).await?;
+        let a = self.admit(&req)?;
         let r = req.into_inner();
+        self.shared
+            .note(&a, format!("graceful={} reboot={}", r.graceful, r.reboot));
         let actor = self.shared.next_actor_id();
         self.shared.push_event(
             a.idx,
@@ -1383,8 +1393,15 @@ impl machine_service_server::MachineService for MachineApi {
         &self,
         req: Request<UpgradeRequest>,
     ) -> Result<Response<UpgradeResponse>, Status> {
-        let a = self.admit(&req, "Upgrade", Access::Admin).await?;
+        let a = self.admit(&req)?;
         let r = req.into_inner();
+        self.shared.note(
+            &a,
+            format!(
+                "image={} stage={} preserve={} force={}",
+                r.image, r.stage, r.preserve, r.force
+            ),
+        );
         if r.image.trim().is_empty() {
             return Err(Status::invalid_argument("installer image is required"));
         }
@@ -1403,7 +1420,7 @@ impl machine_service_server::MachineService for MachineApi {
         &self,
         req: Request<RollbackRequest>,
     ) -> Result<Response<RollbackResponse>, Status> {
-        let a = self.admit(&req, "Rollback", Access::Admin).await?;
+        let a = self.admit(&req)?;
         let (previous, fault) = self
             .shared
             .with_node(a.idx, |n| (n.previous_version.clone(), n.upgrade_fault));
@@ -1431,7 +1448,7 @@ impl machine_service_server::MachineService for MachineApi {
         &self,
         req: Request<ImageListRequest>,
     ) -> Result<Response<Self::ImageListStream>, Status> {
-        let a = self.admit(&req, "ImageList", Access::Read).await?;
+        let a = self.admit(&req)?;
         let images = self.shared.with_node(a.idx, |n| n.images.clone());
         let (tx, stream) = channel();
         tokio::spawn(async move {
@@ -1459,8 +1476,9 @@ impl machine_service_server::MachineService for MachineApi {
         &self,
         req: Request<ImagePullRequest>,
     ) -> Result<Response<ImagePullResponse>, Status> {
-        let a = self.admit(&req, "ImagePull", Access::Operate).await?;
+        let a = self.admit(&req)?;
         let reference = req.into_inner().reference;
+        self.shared.note(&a, format!("reference={reference}"));
         pull_into(&self.shared, a.idx, &reference)?;
         Ok(Response::new(ImagePullResponse {
             messages: vec![ImagePull {

@@ -12,12 +12,16 @@ use tonic::{Request, Response, Status};
 
 use crate::data;
 use crate::machine::{BoxStream, MachineApi, channel, meta};
-use crate::state::{Access, NodeRole, Shared};
+use crate::state::{Access, Admitted, NodeRole, Shared};
 
 /// Every service on one router.
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
+pub(crate) fn router(
+    shared: Arc<Shared>,
+) -> Router<tower::layer::util::Stack<crate::admission::AdmissionLayer, tower::layer::util::Identity>>
+{
     let max = 64 * 1024 * 1024;
     tonic::transport::Server::builder()
+        .layer(crate::admission::AdmissionLayer(shared.clone()))
         .add_service(
             m::machine_service_server::MachineServiceServer::new(MachineApi {
                 shared: shared.clone(),
@@ -54,10 +58,7 @@ impl m::image_service_server::ImageService for Api {
         &self,
         req: Request<m::ImageServiceListRequest>,
     ) -> Result<Response<Self::ListStream>, Status> {
-        let a = self
-            .0
-            .admit(&req, "ImageService.List", Access::Read)
-            .await?;
+        let a = Admitted::of(&req)?;
         self.modern_api(a.idx, "ImageService")?;
         let images = self.0.with_node(a.idx, |n| n.images.clone());
         let (tx, stream) = channel();
@@ -90,10 +91,7 @@ impl m::image_service_server::ImageService for Api {
         &self,
         req: Request<m::ImageServicePullRequest>,
     ) -> Result<Response<Self::PullStream>, Status> {
-        let a = self
-            .0
-            .admit(&req, "ImageService.Pull", Access::Operate)
-            .await?;
+        let a = Admitted::of(&req)?;
         self.modern_api(a.idx, "ImageService")?;
         let reference = req.into_inner().image_ref;
         crate::machine::pull_into(&self.0, a.idx, &reference)?;
@@ -140,10 +138,7 @@ impl m::image_service_server::ImageService for Api {
         &self,
         req: Request<m::ImageServiceRemoveRequest>,
     ) -> Result<Response<()>, Status> {
-        let a = self
-            .0
-            .admit(&req, "ImageService.Remove", Access::Admin)
-            .await?;
+        let a = Admitted::of(&req)?;
         let reference = req.into_inner().image_ref;
         self.0
             .with_node(a.idx, |n| n.images.retain(|i| *i != reference));
@@ -154,9 +149,7 @@ impl m::image_service_server::ImageService for Api {
         &self,
         req: Request<m::ImageServiceVerifyRequest>,
     ) -> Result<Response<m::ImageServiceVerifyResponse>, Status> {
-        self.0
-            .admit(&req, "ImageService.Verify", Access::Read)
-            .await?;
+        Admitted::of(&req)?;
         Err(Status::unimplemented("image verification is not simulated"))
     }
 }
@@ -169,9 +162,7 @@ impl m::lifecycle_service_server::LifecycleService for Api {
         &self,
         req: Request<m::LifecycleServiceInstallRequest>,
     ) -> Result<Response<Self::InstallStream>, Status> {
-        self.0
-            .admit(&req, "LifecycleService.Install", Access::Admin)
-            .await?;
+        Admitted::of(&req)?;
         Err(Status::failed_precondition("the node is already installed"))
     }
 
@@ -181,10 +172,7 @@ impl m::lifecycle_service_server::LifecycleService for Api {
         &self,
         req: Request<m::LifecycleServiceUpgradeRequest>,
     ) -> Result<Response<Self::UpgradeStream>, Status> {
-        let a = self
-            .0
-            .admit(&req, "LifecycleService.Upgrade", Access::Admin)
-            .await?;
+        let a = Admitted::of(&req)?;
         self.modern_api(a.idx, "LifecycleService")?;
         let image = req
             .into_inner()
@@ -192,6 +180,7 @@ impl m::lifecycle_service_server::LifecycleService for Api {
             .map(|s| s.image_name)
             .filter(|i| !i.trim().is_empty())
             .ok_or_else(|| Status::invalid_argument("installer image is required"))?;
+        self.0.note(&a, format!("image={image}"));
         let shared = self.0.clone();
         let (tx, stream) = channel();
         tokio::spawn(async move {
@@ -249,7 +238,7 @@ impl cluster::cluster_service_server::ClusterService for Api {
         &self,
         req: Request<cluster::HealthCheckRequest>,
     ) -> Result<Response<Self::HealthCheckStream>, Status> {
-        let a = self.0.admit(&req, "HealthCheck", Access::Read).await?;
+        let a = Admitted::of(&req)?;
         let nodes: Vec<(String, bool, NodeRole)> = self.0.with_nodes(|ns| {
             ns.iter()
                 .map(|n| (n.info.address.clone(), n.is_up(), n.info.role))
@@ -347,7 +336,7 @@ impl cluster::cluster_service_server::ClusterService for Api {
 #[tonic::async_trait]
 impl storage::storage_service_server::StorageService for Api {
     async fn disks(&self, req: Request<()>) -> Result<Response<storage::DisksResponse>, Status> {
-        let a = self.0.admit(&req, "Disks", Access::Read).await?;
+        let a = Admitted::of(&req)?;
         let disk = storage::Disk {
             size: 100 << 30,
             model: "QEMU HARDDISK".into(),
@@ -376,7 +365,7 @@ impl storage::storage_service_server::StorageService for Api {
         &self,
         req: Request<storage::BlockDeviceWipeRequest>,
     ) -> Result<Response<storage::BlockDeviceWipeResponse>, Status> {
-        self.0.admit(&req, "BlockDeviceWipe", Access::Admin).await?;
+        Admitted::of(&req)?;
         Err(Status::unimplemented("block device wipe is not simulated"))
     }
 }
@@ -397,7 +386,7 @@ fn time_response(hostname: &str, server: String) -> ptime::TimeResponse {
 #[tonic::async_trait]
 impl ptime::time_service_server::TimeService for Api {
     async fn time(&self, req: Request<()>) -> Result<Response<ptime::TimeResponse>, Status> {
-        let a = self.0.admit(&req, "Time", Access::Read).await?;
+        let a = Admitted::of(&req)?;
         Ok(Response::new(time_response(
             &a.hostname,
             "time.cloudflare.com".into(),
@@ -408,7 +397,7 @@ impl ptime::time_service_server::TimeService for Api {
         &self,
         req: Request<ptime::TimeRequest>,
     ) -> Result<Response<ptime::TimeResponse>, Status> {
-        let a = self.0.admit(&req, "TimeCheck", Access::Read).await?;
+        let a = Admitted::of(&req)?;
         let server = req.into_inner().server;
         Ok(Response::new(time_response(&a.hostname, server)))
     }
@@ -654,19 +643,19 @@ impl Api {
         node_resources(&self.0, idx)
     }
 
-    async fn admit_resource<T>(
+    /// The request's admission, refused for a sensitive resource type unless the caller is
+    /// an admin (Talos authorizes COSI reads per resource type, after the method).
+    fn admit_resource<T>(
         &self,
         req: &Request<T>,
-        method: &'static str,
         namespace: &str,
         ty: &str,
-    ) -> Result<crate::state::Admitted, Status> {
-        let access = if sensitive(namespace, ty) {
-            Access::Admin
-        } else {
-            Access::Read
-        };
-        self.0.admit(req, method, access).await
+    ) -> Result<Admitted, Status> {
+        let admitted = Admitted::of(req)?;
+        if sensitive(namespace, ty) && !Access::Admin.allows(&admitted.roles) {
+            return Err(Status::permission_denied("not authorized"));
+        }
+        Ok(admitted)
     }
 }
 
@@ -681,7 +670,7 @@ impl cosi::state_server::State for Api {
             req.get_ref().r#type.clone(),
             req.get_ref().id.clone(),
         );
-        let a = self.admit_resource(&req, "State.Get", &ns, &ty).await?;
+        let a = self.admit_resource(&req, &ns, &ty)?;
         let found = self.resources(a.idx).into_iter().find(|r| {
             r.metadata
                 .as_ref()
@@ -705,7 +694,7 @@ impl cosi::state_server::State for Api {
             req.get_ref().namespace.clone(),
             req.get_ref().r#type.clone(),
         );
-        let a = self.admit_resource(&req, "State.List", &ns, &ty).await?;
+        let a = self.admit_resource(&req, &ns, &ty)?;
         let items: Vec<_> = self
             .resources(a.idx)
             .into_iter()
@@ -734,7 +723,7 @@ impl cosi::state_server::State for Api {
         &self,
         req: Request<cosi::CreateRequest>,
     ) -> Result<Response<cosi::CreateResponse>, Status> {
-        self.0.admit(&req, "State.Create", Access::Admin).await?;
+        Admitted::of(&req)?;
         Err(Status::permission_denied(
             "resources are read-only through the API",
         ))
@@ -744,7 +733,7 @@ impl cosi::state_server::State for Api {
         &self,
         req: Request<cosi::UpdateRequest>,
     ) -> Result<Response<cosi::UpdateResponse>, Status> {
-        self.0.admit(&req, "State.Update", Access::Admin).await?;
+        Admitted::of(&req)?;
         Err(Status::permission_denied(
             "resources are read-only through the API",
         ))
@@ -754,7 +743,7 @@ impl cosi::state_server::State for Api {
         &self,
         req: Request<cosi::DestroyRequest>,
     ) -> Result<Response<cosi::DestroyResponse>, Status> {
-        self.0.admit(&req, "State.Destroy", Access::Admin).await?;
+        Admitted::of(&req)?;
         Err(Status::permission_denied(
             "resources are read-only through the API",
         ))
@@ -771,7 +760,7 @@ impl cosi::state_server::State for Api {
             req.get_ref().r#type.clone(),
             req.get_ref().id.clone(),
         );
-        let a = self.admit_resource(&req, "State.Watch", &ns, &ty).await?;
+        let a = self.admit_resource(&req, &ns, &ty)?;
         let shared = self.0.clone();
         // Subscribed before the initial state is read, so no change falls in between.
         let mut changes = shared.with_node(a.idx, |n| n.resource_tx.subscribe());
@@ -873,7 +862,7 @@ impl cosi::state_server::State for Api {
         &self,
         req: Request<cosi::TeardownRequest>,
     ) -> Result<Response<cosi::TeardownResponse>, Status> {
-        self.0.admit(&req, "State.Teardown", Access::Admin).await?;
+        Admitted::of(&req)?;
         Err(Status::permission_denied(
             "resources are read-only through the API",
         ))
@@ -883,9 +872,7 @@ impl cosi::state_server::State for Api {
         &self,
         req: Request<cosi::TeardownAndDestroyRequest>,
     ) -> Result<Response<cosi::TeardownAndDestroyResponse>, Status> {
-        self.0
-            .admit(&req, "State.TeardownAndDestroy", Access::Admin)
-            .await?;
+        Admitted::of(&req)?;
         Err(Status::permission_denied(
             "resources are read-only through the API",
         ))

@@ -107,30 +107,8 @@ pub enum CertFault {
     WrongCa,
 }
 
-/// Who may call what, as apid's roles allow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Access {
-    /// os:reader and up.
-    Read,
-    /// os:operator and up.
-    Operate,
-    /// os:etcd:backup, os:operator, os:admin.
-    EtcdBackup,
-    /// os:admin only.
-    Admin,
-}
-
-impl Access {
-    fn allows(self, role: Option<&str>) -> bool {
-        let Some(role) = role else { return false };
-        match self {
-            Self::Read => matches!(role, "os:admin" | "os:operator" | "os:reader"),
-            Self::Operate => matches!(role, "os:admin" | "os:operator"),
-            Self::EtcdBackup => matches!(role, "os:admin" | "os:operator" | "os:etcd:backup"),
-            Self::Admin => role == "os:admin",
-        }
-    }
-}
+pub(crate) use crate::admission::Access;
+use crate::admission::Role;
 
 /// A recorded machine event.
 #[derive(Debug, Clone)]
@@ -179,6 +157,8 @@ pub(crate) struct NodeState {
     pub(crate) powered_off: bool,
     pub(crate) fault: Fault,
     pub(crate) calls: HashMap<String, u64>,
+    /// The calls received, newest last (bounded).
+    pub(crate) received: std::collections::VecDeque<ReceivedRecord>,
     pub(crate) services: BTreeMap<String, ServiceState>,
     pub(crate) machine_config: String,
     pub(crate) staged_config: Option<String>,
@@ -242,6 +222,34 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The Talos version a node starts with: its own from `node_versions`, else the cluster's.
+fn initial_version(config: &SimConfig, node: &SimNode) -> String {
+    config
+        .node_versions
+        .iter()
+        .rev()
+        .find(|(n, _)| *n == node.address || *n == node.hostname)
+        .map_or_else(|| config.talos_version.clone(), |(_, v)| v.clone())
+}
+
+/// The machine configuration a node starts with: generated for its cluster (with secret values
+/// of the cluster's own unless it is the default cluster), then `machine_config_patch` merged in.
+pub(crate) fn initial_machine_config(
+    config: &SimConfig,
+    node: &SimNode,
+    version: &str,
+) -> Result<String, SimError> {
+    let mut text = crate::data::machine_config(&config.cluster_name, node, version);
+    if config.cluster_name != crate::DEFAULT_CLUSTER {
+        text = crate::data::tag_secrets(&text, &config.cluster_name);
+    }
+    match &config.machine_config_patch {
+        None => Ok(text),
+        Some(patch) => crate::data::merge_yaml(&text, patch)
+            .map_err(|e| SimError::Config(format!("machine_config_patch: {e}"))),
+    }
+}
+
 /// The address label of the n-th node (0-based).
 fn node_address(n: usize) -> String {
     format!("127.0.{}.{}", 10 + n / 200, 11 + n % 200)
@@ -285,6 +293,8 @@ impl Shared {
             }
             let (event_tx, _) = broadcast::channel(64);
             let (resource_tx, _) = broadcast::channel(256);
+            let version = initial_version(&config, &info);
+            let machine_config = initial_machine_config(&config, &info, &version)?;
             nodes.push(NodeState {
                 boot_id: crate::data::boot_id(&info.hostname, 0),
                 boots: 0,
@@ -294,19 +304,16 @@ impl Shared {
                 powered_off: false,
                 fault: Fault::None,
                 calls: HashMap::new(),
+                received: std::collections::VecDeque::new(),
                 services: crate::data::services(role),
-                machine_config: crate::data::machine_config(
-                    &config.cluster_name,
-                    &info,
-                    &config.talos_version,
-                ),
+                machine_config,
                 staged_config: None,
                 images: crate::data::images(role),
                 events: Vec::new(),
                 event_tx,
                 resource_tx,
                 etcd_member_id: member_id,
-                version: config.talos_version.clone(),
+                version,
                 staged_version: None,
                 previous_version: None,
                 upgrade_fault: UpgradeFault::None,
@@ -375,6 +382,15 @@ impl Shared {
             .position(|n| n.info.address == node || n.info.hostname == node)
     }
 
+    pub(crate) fn clear_faults(&self) {
+        for n in lock(&self.nodes).iter_mut() {
+            n.fault = Fault::None;
+            n.upgrade_fault = UpgradeFault::None;
+            n.legacy_api = false;
+        }
+        self.set_cert_fault(CertFault::None);
+    }
+
     pub(crate) fn set_fault(&self, node: &str, fault: Fault) {
         let mut nodes = lock(&self.nodes);
         if let Some(i) = Self::find(&nodes, node) {
@@ -421,26 +437,19 @@ impl Shared {
         f(&mut nodes)
     }
 
-    /// The admission every RPC goes through: pick the node from the `node` metadata, count the
-    /// call, check the caller's role, then apply the node's fault and availability.
-    pub(crate) async fn admit<T>(
+    /// The admission of every RPC ([`crate::admission::AdmissionLayer`] calls it): pick the node
+    /// from the `node` metadata (unknown: `Unavailable`, like apid's proxy), record the call,
+    /// check the caller's roles against `access`, then apply the node's fault and availability.
+    pub(crate) async fn admit(
         &self,
-        request: &tonic::Request<T>,
-        method: &'static str,
+        path: &str,
         access: Access,
+        roles: Vec<Role>,
+        target: Option<&str>,
     ) -> Result<Admitted, Status> {
-        let role = request
-            .extensions()
-            .get::<crate::tls::PeerRole>()
-            .and_then(|r| r.0.clone());
-        let target = request
-            .metadata()
-            .get("node")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let (idx, fault, up, hostname) = {
+        let (idx, fault, up, hostname, seq) = {
             let mut nodes = lock(&self.nodes);
-            let idx = match &target {
+            let idx = match target {
                 None => 0,
                 Some(t) => Self::find(&nodes, t).ok_or_else(|| {
                     Status::unavailable(format!(
@@ -449,15 +458,32 @@ impl Shared {
                 })?,
             };
             let node = &mut nodes[idx];
-            *node.calls.entry(method.to_owned()).or_default() += 1;
+            *node
+                .calls
+                .entry(crate::admission::call_name(path))
+                .or_default() += 1;
+            let seq = self
+                .event_seq
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            node.received.push_back(ReceivedRecord {
+                seq,
+                call: ReceivedCall {
+                    method: path.to_owned(),
+                    detail: None,
+                },
+            });
+            if node.received.len() > MAX_RECEIVED {
+                node.received.pop_front();
+            }
             (
                 idx,
                 node.fault.clone(),
                 node.is_up(),
                 node.info.hostname.clone(),
+                seq,
             )
         };
-        if !access.allows(role.as_deref()) {
+        if !access.allows(&roles) {
             return Err(Status::permission_denied("not authorized"));
         }
         let mut abort_after = None;
@@ -466,7 +492,7 @@ impl Shared {
             Fault::Unavailable => {
                 return Err(Status::unavailable(format!(
                     "connection error: desc = \"transport: Error while dialing: dial tcp {}:50000: connect: connection refused\"",
-                    target.as_deref().unwrap_or("127.0.0.1")
+                    target.unwrap_or("127.0.0.1")
                 )));
             }
             Fault::Latency(d) => tokio::time::sleep(d).await,
@@ -484,14 +510,33 @@ impl Shared {
         if !up {
             return Err(Status::unavailable(format!(
                 "connection error: desc = \"transport: Error while dialing: dial tcp {}:50000: connect: connection refused\"",
-                target.as_deref().unwrap_or("127.0.0.1")
+                target.unwrap_or("127.0.0.1")
             )));
         }
         Ok(Admitted {
             idx,
             hostname,
             abort_after,
+            roles,
+            seq,
         })
+    }
+
+    /// Adds what a mutating call asked for to its record (see [`crate::SimCluster::received`]).
+    pub(crate) fn note(&self, admitted: &Admitted, detail: String) {
+        self.with_node(admitted.idx, |n| {
+            if let Some(r) = n.received.iter_mut().rev().find(|r| r.seq == admitted.seq) {
+                r.call.detail = Some(detail);
+            }
+        });
+    }
+
+    /// The calls `node` received, oldest first (at most [`MAX_RECEIVED`]).
+    pub(crate) fn received(&self, node: &str) -> Vec<ReceivedCall> {
+        let nodes = lock(&self.nodes);
+        Self::find(&nodes, node)
+            .map(|i| nodes[i].received.iter().map(|r| r.call.clone()).collect())
+            .unwrap_or_default()
     }
 
     /// Appends an event to a node's history and to its live subscribers.
@@ -613,10 +658,13 @@ impl Shared {
     /// Wipes a node back to the state it was created with (configuration, images, services,
     /// event history), as a reset does; the boot identity is left to the caller.
     pub(crate) fn wipe(&self, idx: usize) {
-        let cluster = self.config.cluster_name.clone();
-        let version = self.config.talos_version.clone();
+        let config = &self.config;
         self.with_node(idx, |n| {
-            n.machine_config = crate::data::machine_config(&cluster, &n.info, &version);
+            let version = initial_version(config, &n.info);
+            // The patch was checked when the cluster started, so this cannot fail here.
+            if let Ok(text) = initial_machine_config(config, &n.info, &version) {
+                n.machine_config = text;
+            }
             n.staged_config = None;
             n.staged_version = None;
             n.previous_version = None;
@@ -670,6 +718,40 @@ pub(crate) struct Admitted {
     pub(crate) idx: usize,
     pub(crate) hostname: String,
     pub(crate) abort_after: Option<usize>,
+    /// The roles the caller acts with.
+    pub(crate) roles: Vec<Role>,
+    /// The call's record among the node's received calls.
+    pub(crate) seq: u64,
+}
+
+impl Admitted {
+    /// The admission the [`crate::admission::AdmissionLayer`] left on a request.
+    pub(crate) fn of<T>(request: &tonic::Request<T>) -> Result<Self, Status> {
+        request
+            .extensions()
+            .get::<Self>()
+            .cloned()
+            .ok_or_else(|| Status::internal("request was not admitted"))
+    }
+}
+
+/// Most calls kept per node by [`Shared::received`].
+pub(crate) const MAX_RECEIVED: usize = 4096;
+
+/// A call a node received, as [`crate::SimCluster::received`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedCall {
+    /// The gRPC method path, e.g. `/machine.MachineService/Reboot`.
+    pub method: String,
+    /// For mutating calls, what was asked in a form safe to print (modes, ids, image
+    /// references, a fingerprint and size of applied configuration bytes); never secret content.
+    pub detail: Option<String>,
+}
+
+#[derive(Debug)]
+pub(crate) struct ReceivedRecord {
+    seq: u64,
+    call: ReceivedCall,
 }
 
 /// What changed between two listings of a node's resources, keyed by (namespace, type, id).

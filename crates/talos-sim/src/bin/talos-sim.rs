@@ -30,6 +30,16 @@ struct Args {
     /// Talos version the nodes report.
     #[arg(long, default_value = "v1.11.5")]
     talos_version: String,
+    /// Cluster name, also the talosconfig context's name; a cluster not named talos-sim gets
+    /// secret values of its own.
+    #[arg(long, default_value = talos_sim::DEFAULT_CLUSTER)]
+    name: String,
+    /// The Talos version of one node, as NODE=VERSION (address or hostname; repeatable).
+    #[arg(long = "node-version", value_name = "NODE=VERSION", value_parser = parse_pair)]
+    node_versions: Vec<(String, String)>,
+    /// A YAML file merged into every node's machine configuration.
+    #[arg(long, value_name = "FILE")]
+    machine_config_patch: Option<PathBuf>,
     /// Lines in each service or container log (generated lazily, so millions are fine).
     #[arg(long, default_value_t = SimConfig::default().log_lines)]
     log_lines: usize,
@@ -48,6 +58,13 @@ struct Args {
 enum NodeFault {
     Upgrade(UpgradeFault),
     LegacyApi,
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected NODE=VERSION, got {s:?}"))
 }
 
 fn parse_fault(s: &str) -> Result<(String, NodeFault), String> {
@@ -72,7 +89,20 @@ async fn main() -> ExitCode {
         )
         .init();
     let args = Args::parse();
+    let machine_config_patch = match &args.machine_config_patch {
+        None => None,
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => Some(text),
+            Err(e) => {
+                tracing::error!("cannot read {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     let config = SimConfig {
+        cluster_name: args.name,
+        node_versions: args.node_versions,
+        machine_config_patch,
         control_planes: args.nodes,
         workers: args.workers,
         talos_version: args.talos_version,
