@@ -356,8 +356,18 @@ pub(crate) fn drift(reference: &str, this: &str) -> Result<Vec<SectionDrift>, St
     Ok(out)
 }
 
+/// An error as `Kind: message` (the kind once), clipped.
+fn with_kind(kind: &str, message: &str) -> String {
+    let text = if message.starts_with(kind) {
+        message.to_owned()
+    } else {
+        format!("{kind}: {message}")
+    };
+    crate::error::clip(&text, crate::error::MAX_MESSAGE)
+}
+
 fn describe(e: &TalosError) -> String {
-    crate::error::clip(&format!("{}: {e}", e.kind()), crate::error::MAX_MESSAGE)
+    with_kind(e.kind().as_str(), &e.to_string())
 }
 
 impl TalosMcp {
@@ -415,10 +425,7 @@ impl TalosMcp {
             Err(e) => ContextSurvey {
                 context: context.to_owned(),
                 etcd,
-                error: Some(crate::error::clip(
-                    &format!("{}: {e}", e.kind()),
-                    crate::error::MAX_MESSAGE,
-                )),
+                error: Some(with_kind(&e.kind().to_string(), &e.to_string())),
                 nodes: Vec::new(),
             },
         }
@@ -554,13 +561,7 @@ impl TalosMcp {
                             node: n.node,
                             hostname: n.hostname,
                             reachable: !down,
-                            error: n.error.map(|e| {
-                                if e.message.starts_with(&e.kind) {
-                                    e.message
-                                } else {
-                                    format!("{}: {}", e.kind, e.message)
-                                }
-                            }),
+                            error: n.error.map(|e| with_kind(&e.kind, &e.message)),
                             talos_version,
                             kubernetes_version,
                             drift,
