@@ -117,7 +117,17 @@ class Sim:
 
 
 @contextlib.contextmanager
-def sim(workdir: Path, *, log_lines: int | None = None, reboot_downtime_ms: int = 1000, role: str = "os:admin") -> Iterator[Sim]:
+def sim(
+    workdir: Path,
+    *,
+    log_lines: int | None = None,
+    reboot_downtime_ms: int = 1000,
+    role: str = "os:admin",
+    name: str | None = None,
+    extra: list[str] | None = None,
+) -> Iterator[Sim]:
+    """`name` names the cluster and its talosconfig context; `extra` are more talos-sim flags
+    (--nodes, --workers, --talos-version, --node-version, --machine-config-patch)."""
     workdir.mkdir(parents=True, exist_ok=True)
     talosconfig = workdir / "talosconfig"
     args = [
@@ -131,6 +141,9 @@ def sim(workdir: Path, *, log_lines: int | None = None, reboot_downtime_ms: int 
     ]
     if log_lines is not None:
         args += ["--log-lines", str(log_lines)]
+    if name is not None:
+        args += ["--name", name]
+    args += extra or []
     process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     log = StderrLog(process.stderr, workdir / "talos-sim.stderr")
     try:
@@ -138,6 +151,18 @@ def sim(workdir: Path, *, log_lines: int | None = None, reboot_downtime_ms: int 
         yield Sim(process, workdir, talosconfig, endpoint, log)
     finally:
         _stop(process)
+
+
+def merge_talosconfigs(paths: list[Path], out: Path) -> Path:
+    """One talosconfig with the contexts of every file (as talos-sim writes them: `context:`,
+    then `contexts:` and the entries), the first file's context current; written 0600."""
+    first, *rest = (p.read_text() for p in paths)
+    merged = first.rstrip("\n") + "\n"
+    for text in rest:
+        merged += text.split("contexts:\n", 1)[1].rstrip("\n") + "\n"
+    out.touch(mode=0o600)
+    out.write_text(merged)
+    return out
 
 
 @dataclass

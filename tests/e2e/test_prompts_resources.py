@@ -16,6 +16,7 @@ PROMPTS = {
     "cluster_health_review": set(),
     "diagnose_node": {"node"},
     "etcd_troubleshooting": set(),
+    "fleet_review": set(),
     "plan_upgrade": {"talos_version"},
 }
 

@@ -193,6 +193,20 @@ def check_kubeconfig(text, sc):
     assert "client-key-data" not in text and "its content is not shown" in text
 
 
+def check_compare(text, sc):
+    # One cluster: every node against the first control plane.
+    assert sc["reference"] == f"talos-sim/{CP1}"
+    [ctx] = sc["contexts"]
+    assert ctx["context"] == "talos-sim" and ctx["etcd"].startswith("healthy")
+    assert sorted(n["node"] for n in ctx["nodes"]) == sorted(ALL_NODES)
+    for n in ctx["nodes"]:
+        assert n["reachable"] is True and n["talos_version"] == "v1.11.5" and n["kubernetes_version"] == "v1.34.1", n
+    by_node = {n["node"]: n for n in ctx["nodes"]}
+    assert by_node[CP1]["drift"] == []
+    keys = [k for s in by_node[W1]["drift"] for k in s["keys"]]
+    assert 'machine.type: "controlplane" → "worker"' in keys, keys
+
+
 CASES = {
     "talos_version": ({}, check_version),
     "talos_hostname": ({}, check_hostname),
@@ -219,6 +233,7 @@ CASES = {
     "talos_list_files": ({"path": "/var/log", "nodes": [CP1]}, check_list_files),
     "talos_read_file": ({"path": "/proc/meminfo", "nodes": [CP1]}, check_read_file),
     "talos_kubeconfig": ({}, check_kubeconfig),
+    "talos_compare": ({}, check_compare),
 }
 
 

@@ -54,6 +54,17 @@ pub(crate) struct ConfigChangeArgs {
     pub(crate) context: Option<String>,
 }
 
+/// Arguments of the fleet review prompt.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+pub(crate) struct FleetArgs {
+    /// Contexts to review, comma-separated (default: every served context).
+    #[serde(default)]
+    pub(crate) contexts: Option<String>,
+    /// The node whose configuration is the standard, as context/node (default: the first that answers).
+    #[serde(default)]
+    pub(crate) reference: Option<String>,
+}
+
 fn ctx(context: &Option<String>) -> String {
     match context {
         Some(c) => format!(" Use context `{c}` in every call."),
@@ -156,6 +167,48 @@ impl TalosMcp {
              Write the plan: preconditions, the node order (control planes one by one, then workers in small batches), the health gate after each node (talos_health, talos_etcd_status), how to roll back, and what could go wrong. Upgrading Talos one minor release at a time is the supported path; flag larger jumps. Do not perform the upgrade.",
             a.talos_version,
             c = ctx(&a.context)
+        ))
+    }
+
+    /// Review a fleet of clusters.
+    #[prompt(
+        name = "fleet_review",
+        description = "Review several Talos clusters side by side: version skew, machine-config drift from a reference node, etcd health, unreachable nodes."
+    )]
+    async fn fleet_review(&self, Parameters(a): Parameters<FleetArgs>) -> Vec<PromptMessage> {
+        let contexts: Vec<String> = a
+            .contexts
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(|c| format!("{c:?}"))
+            .collect();
+        let mut args = Vec::new();
+        if !contexts.is_empty() {
+            args.push(format!("contexts=[{}]", contexts.join(", ")));
+        }
+        if let Some((context, node)) = a.reference.as_deref().and_then(|r| r.split_once('/')) {
+            args.push(format!(
+                "context={:?}, node={:?}",
+                context.trim(),
+                node.trim()
+            ));
+        }
+        let call = if args.is_empty() {
+            "talos_compare".to_owned()
+        } else {
+            format!("talos_compare with {}", args.join(", "))
+        };
+        user(format!(
+            "Review this fleet of Talos clusters.\n\
+             1. {call} — one table of every node: Talos and Kubernetes versions, config drift from the reference, etcd verdict per context, unreachable nodes.\n\
+             2. Version skew: which clusters or nodes run an older Talos or Kubernetes release than the rest? More than one minor release behind needs a stepwise upgrade plan (see the plan_upgrade prompt).\n\
+             3. Drift: group the differing keys by section; tell intended per-cluster differences (cluster name, endpoints, certificates, `differs (secret)` values, which every cluster has of its own) from accidental ones (CNI, kubelet, sysctls, features). Never ask for secret values.\n\
+             4. For a context whose etcd verdict is not healthy: talos_etcd_status with that context — reasons, quorum, alarms.\n\
+             5. For unreachable nodes: talos_version with that context and node — still down? Say what to check next.\n\
+             Report a table (context, node, Talos, Kubernetes, drift sections, etcd), then the findings by severity with a suggested action for each. Do not change anything."
         ))
     }
 

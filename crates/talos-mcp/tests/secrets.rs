@@ -50,9 +50,20 @@ async fn no_tool_leaks_secrets_into_results_logs_or_audit() {
     })
     .await
     .unwrap();
-    let yaml = sim.talosconfig("os:admin").unwrap();
+    // A second cluster with its own secrets, for the comparison across contexts.
+    let prod = SimCluster::builder()
+        .name("prod")
+        .control_planes(1)
+        .workers(1)
+        .node_version("talos-worker-1", "v1.10.7")
+        .machine_config_patch("cluster:\n  network:\n    cni:\n      name: none\n")
+        .start()
+        .await
+        .unwrap();
+    let yaml = SimCluster::fleet_talosconfig(&[&sim, &prod], "os:admin").unwrap();
     let config = TalosConfig::from_yaml(&yaml, "<sim>").unwrap();
     let key_b64 = config.raw().contexts["talos-sim"].key.clone().unwrap();
+    let prod_key_b64 = config.raw().contexts["prod"].key.clone().unwrap();
     let key_pem = String::from_utf8(
         base64::engine::general_purpose::STANDARD
             .decode(&key_b64)
@@ -98,6 +109,12 @@ async fn no_tool_leaks_secrets_into_results_logs_or_audit() {
     let new_config = "version: v1alpha1\nmachine:\n  type: worker\n  token: APPLIED-SECRET-TOKEN\n  ca:\n    key: APPLIED-SECRET-KEY\ncluster:\n  secret: APPLIED-CLUSTER-SECRET\n";
     let calls = vec![
         ("talos_version", json!({})),
+        // Both clusters: secret values differ between them and are compared, never shown.
+        ("talos_compare", json!({})),
+        (
+            "talos_compare",
+            json!({"context": "prod", "node": "talos-cp-1"}),
+        ),
         ("talos_system_stats", json!({})),
         ("talos_cpu", json!({})),
         ("talos_memory", json!({})),
@@ -282,6 +299,7 @@ async fn no_tool_leaks_secrets_into_results_logs_or_audit() {
         .collect();
     secrets.extend([
         key_b64[..60].to_owned(),
+        prod_key_b64[..60].to_owned(),
         key_body,
         "PRIVATE KEY".to_owned(),
         kubeconfig_key_b64,

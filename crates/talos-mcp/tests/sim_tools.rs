@@ -390,6 +390,7 @@ async fn prompts_and_resources() {
         "etcd_troubleshooting",
         "plan_upgrade",
         "apply_config_safely",
+        "fleet_review",
     ] {
         assert!(names.contains(&expected), "{names:?}");
     }

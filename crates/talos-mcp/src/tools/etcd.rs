@@ -208,60 +208,79 @@ impl TalosMcp {
         _call: &Call,
         args: TargetArgs,
     ) -> Result<Reply<EtcdStatusOut>, ToolError> {
-        let result = async {
-            // Validates the named nodes (or takes the defaults), then learns membership.
-            let targets = self.clusters.targets(args.context.as_deref(), args.nodes.as_deref()).await?;
-            let (members, _) = first_members(targets.entry.api.as_ref(), &targets.nodes).await?;
-            let explicit = args.nodes.as_ref().is_some_and(|n| !n.is_empty());
-            let target = TargetArgs {
-                context: args.context.clone(),
-                nodes: Some(if explicit { targets.nodes.clone() } else { member_nodes(&members) }),
-            };
-            let statuses = self
-                .per_node(&target, |api, opts| async move {
-                    let (status, alarms) = tokio::join!(api.etcd_status(&opts), api.etcd_alarms(&opts));
-                    let status = status?;
-                    let alarms = alarms.unwrap_or_default();
-                    Ok(MemberStatusOut {
-                        member_id: format!("{:x}", status.member_id),
-                        leader_id: format!("{:x}", status.leader),
-                        is_leader: status.leader == status.member_id,
-                        raft_index: status.raft_index,
-                        raft_term: status.raft_term,
-                        raft_applied_index: status.raft_applied_index,
-                        db_size_bytes: status.db_size,
-                        db_in_use_bytes: status.db_size_in_use,
-                        learner: status.is_learner,
-                        protocol_version: status.protocol_version,
-                        errors: status.errors,
-                        alarms: alarms
-                            .iter()
-                            .filter(|a| a.member_id == status.member_id && a.alarm != EtcdAlarmKind::None)
-                            .map(|a| format!("{:?}", a.alarm))
-                            .collect(),
-                    })
-                })
-                .await?;
-            let (verdict, reasons, voting, quorum, answered) = verdict(&members, &statuses.nodes);
+        let result = self.etcd_health(&args).await.map(|out| {
             let summary = format!(
-                "talos_etcd_status: {verdict} — {answered}/{voting} voting members answered (quorum {quorum}){}",
-                if reasons.is_empty() { String::new() } else { format!("; {}", reasons.join("; ")) }
+                "talos_etcd_status: {} — {}/{} voting members answered (quorum {}){}",
+                out.verdict,
+                out.answered,
+                out.voting_members,
+                out.quorum,
+                if out.reasons.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {}", out.reasons.join("; "))
+                }
             );
-            Ok((
-                EtcdStatusOut {
-                    verdict,
-                    reasons,
-                    voting_members: voting,
-                    quorum,
-                    answered,
-                    members: members.iter().map(member_out).collect(),
-                    statuses,
-                },
-                summary,
-            ))
-        }
-        .await;
+            (out, summary)
+        });
         self.respond_one(result, Keep::First, "pass fewer `nodes`")
+    }
+
+    /// etcd health of a context: membership from the named (or default) nodes, the status of
+    /// every member (or of the named nodes), and the verdict.
+    pub(crate) async fn etcd_health(&self, args: &TargetArgs) -> Result<EtcdStatusOut, ToolError> {
+        // Validates the named nodes (or takes the defaults), then learns membership.
+        let targets = self
+            .clusters
+            .targets(args.context.as_deref(), args.nodes.as_deref())
+            .await?;
+        let (members, _) = first_members(targets.entry.api.as_ref(), &targets.nodes).await?;
+        let explicit = args.nodes.as_ref().is_some_and(|n| !n.is_empty());
+        let target = TargetArgs {
+            context: args.context.clone(),
+            nodes: Some(if explicit {
+                targets.nodes.clone()
+            } else {
+                member_nodes(&members)
+            }),
+        };
+        let statuses = self
+            .per_node(&target, |api, opts| async move {
+                let (status, alarms) = tokio::join!(api.etcd_status(&opts), api.etcd_alarms(&opts));
+                let status = status?;
+                let alarms = alarms.unwrap_or_default();
+                Ok(MemberStatusOut {
+                    member_id: format!("{:x}", status.member_id),
+                    leader_id: format!("{:x}", status.leader),
+                    is_leader: status.leader == status.member_id,
+                    raft_index: status.raft_index,
+                    raft_term: status.raft_term,
+                    raft_applied_index: status.raft_applied_index,
+                    db_size_bytes: status.db_size,
+                    db_in_use_bytes: status.db_size_in_use,
+                    learner: status.is_learner,
+                    protocol_version: status.protocol_version,
+                    errors: status.errors,
+                    alarms: alarms
+                        .iter()
+                        .filter(|a| {
+                            a.member_id == status.member_id && a.alarm != EtcdAlarmKind::None
+                        })
+                        .map(|a| format!("{:?}", a.alarm))
+                        .collect(),
+                })
+            })
+            .await?;
+        let (verdict, reasons, voting, quorum, answered) = verdict(&members, &statuses.nodes);
+        Ok(EtcdStatusOut {
+            verdict,
+            reasons,
+            voting_members: voting,
+            quorum,
+            answered,
+            members: members.iter().map(member_out).collect(),
+            statuses,
+        })
     }
 }
 

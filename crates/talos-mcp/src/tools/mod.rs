@@ -16,6 +16,7 @@ pub(crate) use targeted_by_field;
 pub mod actions;
 pub mod cluster;
 pub mod etcd;
+pub mod fleet;
 pub(crate) mod follow;
 pub mod info;
 pub mod kubernetes;
@@ -39,7 +40,7 @@ pub(crate) fn of(set: Toolset) -> Vec<ToolDef> {
         Toolset::Workloads => workloads::tools(),
         Toolset::Logs => logs::tools(),
         Toolset::Etcd => etcd::tools(),
-        Toolset::Cluster => cluster::tools(),
+        Toolset::Cluster => cluster::tools().into_iter().chain(fleet::tools()).collect(),
         Toolset::Kubernetes => kubernetes::tools(),
         Toolset::Lifecycle => lifecycle::tools()
             .into_iter()
