@@ -193,6 +193,13 @@ def check_kubeconfig(text, sc):
     assert "client-key-data" not in text and "its content is not shown" in text
 
 
+def check_snapshot_verify(text, sc):
+    # Without `path`: the artifact directory's listing (the kubeconfig case ran just before).
+    assert sc["directory"].endswith("artifacts")
+    kinds = {a["kind"] for a in sc["artifacts"]}
+    assert "kubeconfig" in kinds and all(len(a["sha256"]) == 64 for a in sc["artifacts"]), sc
+
+
 CASES = {
     "talos_version": ({}, check_version),
     "talos_hostname": ({}, check_hostname),
@@ -219,6 +226,7 @@ CASES = {
     "talos_list_files": ({"path": "/var/log", "nodes": [CP1]}, check_list_files),
     "talos_read_file": ({"path": "/proc/meminfo", "nodes": [CP1]}, check_read_file),
     "talos_kubeconfig": ({}, check_kubeconfig),
+    "talos_etcd_snapshot_verify": ({}, check_snapshot_verify),
 }
 
 

@@ -180,7 +180,21 @@ impl MachineApi {
                 )
             })
     }
+
+    /// A control plane whose etcd serves (not after a quorum loss, not before bootstrap).
+    fn require_etcd(&self, idx: usize) -> Result<u64, Status> {
+        let id = self.require_control_plane(idx)?;
+        if !crate::state::lock(&self.shared.etcd).running {
+            return Err(Status::unavailable(
+                "etcd is not running on this node: etcdserver: no leader (the cluster has lost quorum or was never bootstrapped)",
+            ));
+        }
+        Ok(id)
+    }
 }
+
+/// Largest snapshot upload the simulated node keeps.
+const MAX_UPLOAD: usize = 256 << 20;
 
 #[tonic::async_trait]
 impl machine_service_server::MachineService for MachineApi {
@@ -991,7 +1005,7 @@ impl machine_service_server::MachineService for MachineApi {
         req: Request<EtcdMemberListRequest>,
     ) -> Result<Response<EtcdMemberListResponse>, Status> {
         let a = self.admit(&req, "EtcdMemberList", Access::Read).await?;
-        self.require_control_plane(a.idx)?;
+        self.require_etcd(a.idx)?;
         let addresses: std::collections::HashMap<String, String> = self
             .shared
             .nodes()
@@ -1023,7 +1037,7 @@ impl machine_service_server::MachineService for MachineApi {
 
     async fn etcd_status(&self, req: Request<()>) -> Result<Response<EtcdStatusResponse>, Status> {
         let a = self.admit(&req, "EtcdStatus", Access::Read).await?;
-        let id = self.require_control_plane(a.idx)?;
+        let id = self.require_etcd(a.idx)?;
         let etcd = crate::state::lock(&self.shared.etcd);
         if !etcd.members.iter().any(|m| m.0 == id) {
             return Err(Status::failed_precondition(
@@ -1062,7 +1076,7 @@ impl machine_service_server::MachineService for MachineApi {
         req: Request<()>,
     ) -> Result<Response<EtcdAlarmListResponse>, Status> {
         let a = self.admit(&req, "EtcdAlarmList", Access::Read).await?;
-        self.require_control_plane(a.idx)?;
+        self.require_etcd(a.idx)?;
         let member_alarms = crate::state::lock(&self.shared.etcd)
             .alarms
             .iter()
@@ -1084,7 +1098,7 @@ impl machine_service_server::MachineService for MachineApi {
         req: Request<()>,
     ) -> Result<Response<EtcdAlarmDisarmResponse>, Status> {
         let a = self.admit(&req, "EtcdAlarmDisarm", Access::Operate).await?;
-        self.require_control_plane(a.idx)?;
+        self.require_etcd(a.idx)?;
         let member_alarms = std::mem::take(&mut crate::state::lock(&self.shared.etcd).alarms)
             .into_iter()
             .map(|(m, al)| EtcdMemberAlarm {
@@ -1105,7 +1119,7 @@ impl machine_service_server::MachineService for MachineApi {
         req: Request<()>,
     ) -> Result<Response<EtcdDefragmentResponse>, Status> {
         let a = self.admit(&req, "EtcdDefragment", Access::Operate).await?;
-        self.require_control_plane(a.idx)?;
+        self.require_etcd(a.idx)?;
         Ok(Response::new(EtcdDefragmentResponse {
             messages: vec![EtcdDefragment {
                 metadata: meta(&a.hostname),
@@ -1120,19 +1134,65 @@ impl machine_service_server::MachineService for MachineApi {
         req: Request<EtcdSnapshotRequest>,
     ) -> Result<Response<Self::EtcdSnapshotStream>, Status> {
         let a = self.admit(&req, "EtcdSnapshot", Access::EtcdBackup).await?;
-        self.require_control_plane(a.idx)?;
+        self.require_etcd(a.idx)?;
+        // The store as it is now, in etcd's file format; the cluster keeps writing afterwards.
+        let file = {
+            let mut etcd = crate::state::lock(&self.shared.etcd);
+            let file = crate::etcd_db::snapshot(&self.shared.config.cluster_name, etcd.revision);
+            etcd.revision += 100;
+            file
+        };
         let (tx, stream) = channel();
-        let host = a.hostname.clone();
-        let mut sink = DataSink::new(tx, &a);
-        tokio::spawn(async move {
-            // 4 MiB in 64 KiB chunks.
-            for i in 0..64 {
-                if !sink.send(data::snapshot_chunk(&host, i, 64 * 1024)).await {
-                    return;
-                }
-            }
-        });
+        tokio::spawn(stream_bytes(DataSink::new(tx, &a), file, 64 * 1024));
         Ok(Response::new(stream))
+    }
+
+    async fn etcd_recover(
+        &self,
+        req: Request<tonic::Streaming<common::Data>>,
+    ) -> Result<Response<EtcdRecoverResponse>, Status> {
+        let a = self.admit(&req, "EtcdRecover", Access::Admin).await?;
+        self.require_control_plane(a.idx)?;
+        if crate::state::lock(&self.shared.etcd).running {
+            return Err(Status::failed_precondition(
+                "etcd is running on this node: a snapshot can only be uploaded while etcd waits for bootstrap",
+            ));
+        }
+        let mut stream = req.into_inner();
+        let mut upload = Vec::new();
+        while let Some(chunk) = stream.message().await? {
+            if upload.len() + chunk.bytes.len() > MAX_UPLOAD {
+                return Err(Status::resource_exhausted("snapshot upload is too large"));
+            }
+            upload.extend_from_slice(&chunk.bytes);
+        }
+        if upload.is_empty() {
+            return Err(Status::invalid_argument("the snapshot upload is empty"));
+        }
+        crate::state::lock(&self.shared.etcd)
+            .uploads
+            .insert(a.idx, upload);
+        Ok(Response::new(EtcdRecoverResponse {
+            messages: vec![EtcdRecover {
+                metadata: meta(&a.hostname),
+            }],
+        }))
+    }
+
+    async fn bootstrap(
+        &self,
+        req: Request<BootstrapRequest>,
+    ) -> Result<Response<BootstrapResponse>, Status> {
+        let a = self.admit(&req, "Bootstrap", Access::Admin).await?;
+        self.require_control_plane(a.idx)?;
+        let r = req.into_inner();
+        self.shared
+            .bootstrap_etcd(a.idx, r.recover_etcd, r.recover_skip_hash_check)?;
+        Ok(Response::new(BootstrapResponse {
+            messages: vec![Bootstrap {
+                metadata: meta(&a.hostname),
+            }],
+        }))
     }
 
     async fn etcd_forfeit_leadership(
@@ -1142,7 +1202,7 @@ impl machine_service_server::MachineService for MachineApi {
         let a = self
             .admit(&req, "EtcdForfeitLeadership", Access::Admin)
             .await?;
-        let id = self.require_control_plane(a.idx)?;
+        let id = self.require_etcd(a.idx)?;
         let mut etcd = crate::state::lock(&self.shared.etcd);
         let mut member = String::new();
         if etcd.leader == id
@@ -1165,7 +1225,7 @@ impl machine_service_server::MachineService for MachineApi {
         req: Request<EtcdLeaveClusterRequest>,
     ) -> Result<Response<EtcdLeaveClusterResponse>, Status> {
         let a = self.admit(&req, "EtcdLeaveCluster", Access::Admin).await?;
-        let id = self.require_control_plane(a.idx)?;
+        let id = self.require_etcd(a.idx)?;
         self.shared.tracked(|| {
             {
                 let mut etcd = crate::state::lock(&self.shared.etcd);
@@ -1196,7 +1256,7 @@ impl machine_service_server::MachineService for MachineApi {
         let a = self
             .admit(&req, "EtcdRemoveMemberByID", Access::Admin)
             .await?;
-        self.require_control_plane(a.idx)?;
+        self.require_etcd(a.idx)?;
         let target = req.into_inner().member_id;
         self.shared.tracked(|| {
             let mut etcd = crate::state::lock(&self.shared.etcd);
