@@ -37,7 +37,7 @@ async def test_snapshot_quorum_loss_and_recovery():
             async with deployment.connect("http") as conn:
                 client = conn.client
                 _, snap = await confirmed(client, "talos_etcd_snapshot", {"node": CP1})
-                revision = snap["verification"]["revision"]
+                revision = snap["revision"]
                 assert isinstance(revision, int) and revision > 0, snap
                 path = Path(snap["path"])
                 assert path.stat().st_mode & 0o777 == 0o600
@@ -45,7 +45,7 @@ async def test_snapshot_quorum_loss_and_recovery():
 
                 verified = await client.call_tool("talos_etcd_snapshot_verify", {"path": path.name})
                 assert not verified.is_error, text_of(verified)
-                assert verified.structured_content["snapshot"]["verification"]["revision"] == revision
+                assert verified.structured_content["artifacts"][0]["revision"] == revision
                 listing = await client.call_tool("talos_etcd_snapshot_verify", {})
                 names = [a["name"] for a in listing.structured_content["artifacts"]]
                 assert path.name in names, names
@@ -73,7 +73,7 @@ async def test_snapshot_quorum_loss_and_recovery():
                 status = await client.call_tool("talos_etcd_status", {})
                 assert not status.is_error and status.structured_content["verdict"] == "healthy", text_of(status)
                 _, again = await confirmed(client, "talos_etcd_snapshot", {"node": CP1})
-                assert again["verification"]["revision"] == revision, again
+                assert again["revision"] == revision, again
             recovers = [l for l in conn.audit() if l["tool"] == "talos_etcd_recover"]
             assert any(l["phase"] == "started" for l in recovers), recovers
         finally:

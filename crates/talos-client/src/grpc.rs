@@ -1116,7 +1116,9 @@ impl TalosApi for GrpcTalosClient {
         };
         single(resp.messages, &target)?;
         let (size, digest) = std::mem::replace(
-            &mut *progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+            &mut *progress
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
             (0, ring::digest::Context::new(&ring::digest::SHA256)),
         );
         Ok(SnapshotInfo {

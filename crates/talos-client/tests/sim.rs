@@ -339,8 +339,13 @@ async fn etcd_methods_and_snapshot() {
     // The snapshot goes into any writer; its size and hash are of what was written.
     let dir = tempfile::tempdir().unwrap();
     let (revision, _) = sim.etcd_revision();
-    let file = tokio::fs::File::create(dir.path().join("snap")).await.unwrap();
-    let snap = c.etcd_snapshot(&node, Box::new(file), 64 << 20).await.unwrap();
+    let file = tokio::fs::File::create(dir.path().join("snap"))
+        .await
+        .unwrap();
+    let snap = c
+        .etcd_snapshot(&node, Box::new(file), 64 << 20)
+        .await
+        .unwrap();
     let out = std::fs::read(dir.path().join("snap")).unwrap();
     assert_eq!(snap.size, out.len() as u64);
     assert_eq!(out, talos_sim::etcd_db::snapshot("talos-sim", revision));
@@ -348,8 +353,13 @@ async fn etcd_methods_and_snapshot() {
     let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(snap.sha256, hex);
     // Bounded: more than the limit is an error, not a larger buffer.
-    let small = tokio::fs::File::create(dir.path().join("small")).await.unwrap();
-    let over = c.etcd_snapshot(&node, Box::new(small), 1000).await.unwrap_err();
+    let small = tokio::fs::File::create(dir.path().join("small"))
+        .await
+        .unwrap();
+    let over = c
+        .etcd_snapshot(&node, Box::new(small), 1000)
+        .await
+        .unwrap_err();
     assert_eq!(over.kind(), ErrorKind::Local);
     let kept = std::fs::metadata(dir.path().join("small")).unwrap().len();
     assert!(kept <= 1000, "stopped at the limit: {kept}");
@@ -359,12 +369,18 @@ async fn etcd_methods_and_snapshot() {
     let upload = |bytes: Vec<u8>| -> Box<dyn tokio::io::AsyncRead + Send + Unpin> {
         Box::new(std::io::Cursor::new(bytes))
     };
-    let busy = c.etcd_recover(&node, upload(out.clone())).await.unwrap_err();
+    let busy = c
+        .etcd_recover(&node, upload(out.clone()))
+        .await
+        .unwrap_err();
     assert_eq!(busy.kind(), ErrorKind::Api, "{busy}");
     sim.lose_etcd_quorum();
     assert!(c.etcd_status(&node).await.is_err());
     let sent = c.etcd_recover(&node, upload(out.clone())).await.unwrap();
-    assert_eq!((sent.size, sent.sha256.as_str()), (snap.size, snap.sha256.as_str()));
+    assert_eq!(
+        (sent.size, sent.sha256.as_str()),
+        (snap.size, snap.sha256.as_str())
+    );
     c.bootstrap(
         &node,
         BootstrapRequest {
@@ -376,8 +392,15 @@ async fn etcd_methods_and_snapshot() {
     .unwrap();
     assert_eq!(sim.etcd_revision(), (revision, true));
     assert!(c.etcd_status(&node).await.is_ok());
-    let again = c.bootstrap(&node, BootstrapRequest::default()).await.unwrap_err();
-    assert_eq!(again.kind(), ErrorKind::Api, "a bootstrapped cluster refuses: {again}");
+    let again = c
+        .bootstrap(&node, BootstrapRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        again.kind(),
+        ErrorKind::Api,
+        "a bootstrapped cluster refuses: {again}"
+    );
 
     // A corrupted upload is refused by the node's restore.
     sim.lose_etcd_quorum();

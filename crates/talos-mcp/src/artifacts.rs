@@ -24,8 +24,6 @@ pub enum Kind {
     Config,
     /// An admin kubeconfig.
     Kubeconfig,
-    /// Anything else in the directory.
-    Other,
 }
 
 impl Kind {
@@ -34,7 +32,6 @@ impl Kind {
             Self::Snapshot => "etcd",
             Self::Config => "config",
             Self::Kubeconfig => "kubeconfig",
-            Self::Other => "",
         }
     }
 
@@ -42,7 +39,6 @@ impl Kind {
         match self {
             Self::Snapshot => ".snapshot",
             Self::Config | Self::Kubeconfig => ".yaml",
-            Self::Other => "",
         }
     }
 }
@@ -249,6 +245,9 @@ pub fn prune(
 #[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
 pub struct Entry {
     pub name: String,
+    /// `snapshot`, `config` or `kubeconfig` (a plain string in the schema: the read-only tool
+    /// list is tight).
+    #[schemars(with = "String")]
     pub kind: Kind,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
@@ -260,18 +259,29 @@ pub struct Entry {
     pub size_bytes: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// A verified snapshot's highest revision.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
+    /// A verified snapshot's revision keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keys: Option<u64>,
 }
 
 /// Most files listed.
 pub const MAX_LISTED: usize = 200;
 
-/// The regular files of the directory (symlinks and hidden files left out), newest first, at
-/// most [`MAX_LISTED`], each hashed; and how many more there were.
+/// The artifacts in the directory (regular files only: symlinks, hidden files and unknown names
+/// left out), newest first, at most [`MAX_LISTED`], each hashed; and how many more there were.
 pub fn list(dir: &Path) -> Result<(Vec<Entry>, usize), ToolError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
-        Err(e) => return Err(ToolError::Local(format!("cannot list {}: {e}", dir.display()))),
+        Err(e) => {
+            return Err(ToolError::Local(format!(
+                "cannot list {}: {e}",
+                dir.display()
+            )));
+        }
     };
     let mut found: Vec<(String, String, u64)> = Vec::new();
     for entry in entries.flatten() {
@@ -284,7 +294,13 @@ pub fn list(dir: &Path) -> Result<(Vec<Entry>, usize), ToolError> {
         let Ok(meta) = entry.path().symlink_metadata() else {
             continue;
         };
-        if !meta.file_type().is_file() {
+        // Snapshots, configuration backups and kubeconfigs (a snapshot copied in by hand keeps
+        // a `.snapshot` or `.db` name); nothing else.
+        let known = parse(&name).is_some()
+            || name.starts_with("kubeconfig-")
+            || name.ends_with(".snapshot")
+            || name.ends_with(".db");
+        if !meta.file_type().is_file() || !known {
             continue;
         }
         let sort = parse(&name).map_or_else(
@@ -301,8 +317,7 @@ pub fn list(dir: &Path) -> Result<(Vec<Entry>, usize), ToolError> {
         let kind = match &parsed {
             Some(p) => p.kind,
             None if name.starts_with("kubeconfig-") => Kind::Kubeconfig,
-            None if name.ends_with(".snapshot") || name.ends_with(".db") => Kind::Snapshot,
-            None => Kind::Other,
+            None => Kind::Snapshot,
         };
         let sha256 = open_regular(dir, &name)
             .ok()
@@ -315,6 +330,8 @@ pub fn list(dir: &Path) -> Result<(Vec<Entry>, usize), ToolError> {
             size_bytes: size,
             sha256,
             name,
+            revision: None,
+            keys: None,
         });
     }
     Ok((out, more))
@@ -399,11 +416,27 @@ mod tests {
             "etcd_prod~5Feu~2F1_10.0.0.1_20231114T221320.000000005Z.snapshot"
         );
         let p = parse(&name).unwrap();
-        assert_eq!((p.kind, p.context.as_str(), p.node.as_str()), (Kind::Snapshot, "prod_eu/1", "10.0.0.1"));
-        assert_eq!(stamp_time(&p.stamp).as_deref(), Some("2023-11-14T22:13:20Z"));
-        let later = file_name(Kind::Snapshot, "a", "n", t + std::time::Duration::from_secs(1));
+        assert_eq!(
+            (p.kind, p.context.as_str(), p.node.as_str()),
+            (Kind::Snapshot, "prod_eu/1", "10.0.0.1")
+        );
+        assert_eq!(
+            stamp_time(&p.stamp).as_deref(),
+            Some("2023-11-14T22:13:20Z")
+        );
+        let later = file_name(
+            Kind::Snapshot,
+            "a",
+            "n",
+            t + std::time::Duration::from_secs(1),
+        );
         assert!(stamp(t) < parse(&later).unwrap().stamp);
-        for bad in ["etcd_a_b.snapshot", "etcd_a_b_c_d.snapshot", "etcd_a_b_notastamp.snapshot", "etcd_a b_n_20231114T221320.000000005Z.snapshot"] {
+        for bad in [
+            "etcd_a_b.snapshot",
+            "etcd_a_b_c_d.snapshot",
+            "etcd_a_b_notastamp.snapshot",
+            "etcd_a b_n_20231114T221320.000000005Z.snapshot",
+        ] {
             assert_eq!(parse(bad), None, "{bad}");
         }
     }
@@ -415,7 +448,12 @@ mod tests {
         let t0 = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
         let mut names = Vec::new();
         for i in 0..6 {
-            let n = file_name(Kind::Snapshot, "a", "n1", t0 + std::time::Duration::from_secs(i));
+            let n = file_name(
+                Kind::Snapshot,
+                "a",
+                "n1",
+                t0 + std::time::Duration::from_secs(i),
+            );
             std::fs::write(d.join(&n), b"x").unwrap();
             names.push(n);
         }
@@ -426,12 +464,20 @@ mod tests {
         std::fs::write(d.join("etcd-legacy.snapshot"), b"x").unwrap();
         // A symlink named like an old snapshot, pointing at a file outside: never touched.
         let outside = tempfile::NamedTempFile::new().unwrap();
-        let link = file_name(Kind::Snapshot, "a", "n1", t0 - std::time::Duration::from_secs(10));
+        let link = file_name(
+            Kind::Snapshot,
+            "a",
+            "n1",
+            t0 - std::time::Duration::from_secs(10),
+        );
         #[cfg(unix)]
         std::os::unix::fs::symlink(outside.path(), d.join(&link)).unwrap();
 
         let deleted = prune(d, Kind::Snapshot, "a", None, 2).unwrap();
-        assert_eq!(deleted, names[..4].iter().rev().cloned().collect::<Vec<_>>());
+        assert_eq!(
+            deleted,
+            names[..4].iter().rev().cloned().collect::<Vec<_>>()
+        );
         for n in &names[4..] {
             assert!(d.join(n).exists());
         }
@@ -451,7 +497,16 @@ mod tests {
         assert_eq!(resolve(d, "a.snapshot").unwrap(), "a.snapshot");
         let abs = d.join("a.snapshot");
         assert_eq!(resolve(d, abs.to_str().unwrap()).unwrap(), "a.snapshot");
-        for bad in ["", "../a.snapshot", "/etc/passwd", "sub/a.snapshot", ".hidden", "a\0b", "..", "./../x"] {
+        for bad in [
+            "",
+            "../a.snapshot",
+            "/etc/passwd",
+            "sub/a.snapshot",
+            ".hidden",
+            "a\0b",
+            "..",
+            "./../x",
+        ] {
             assert!(resolve(d, bad).is_err(), "{bad:?}");
         }
         let outside = d.join("../elsewhere");
@@ -468,6 +523,9 @@ mod tests {
         std::fs::write(dir.path().join("real.snapshot"), b"x").unwrap();
         assert!(open_regular(dir.path(), "real.snapshot").is_ok());
         let (listed, _) = list(dir.path()).unwrap();
-        assert_eq!(listed.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["real.snapshot"]);
+        assert_eq!(
+            listed.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+            ["real.snapshot"]
+        );
     }
 }

@@ -52,11 +52,11 @@ pub use trace::Traced;
 #[doc(hidden)]
 pub mod fuzzing {
     pub use crate::paths::{check_path, normalise_path, refusal};
-    pub use crate::snapshot::verify_bytes as verify_snapshot;
     pub use crate::redact::{
         is_secret_key, redact_apply_summary, redact_file, redact_machine_config, redact_text,
         redact_value, redact_yaml,
     };
+    pub use crate::snapshot::verify_bytes as verify_snapshot;
 }
 
 /// Log filter directives for `level` that are safe at any verbosity.

@@ -1057,7 +1057,8 @@ impl ServerHandler for TalosMcp {
             .with_instructions(
                 "Talos Linux cluster access over the native Talos API. Read tools are always \
                  available; write and destructive tools appear only when the operator enables them, \
-                 target one named node and need confirmation. Each tool takes an optional `context` (talosconfig context; \
+                 target one named `node` (address or hostname) and need confirmation (repeat the \
+                 call with the `confirmation_token` its plan returned). Each tool takes an optional `context` (talosconfig context; \
                  several clusters may be served, name one per call) and, for per-node tools, \
                  `nodes` (default: the context's nodes; nodes outside the context are refused). \
                  Per-node results are {context, nodes: [{node, hostname, ok, result | error {kind, message}}], \

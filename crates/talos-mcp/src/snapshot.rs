@@ -331,7 +331,9 @@ impl Walker<'_> {
             .read_at(offset, &mut header)
             .map_err(|e| e.to_string())?;
         let overflow = u64::from(u32_at(&header, 12).unwrap_or(0));
-        let span = overflow.checked_add(1).ok_or("page overflow is too large")?;
+        let span = overflow
+            .checked_add(1)
+            .ok_or("page overflow is too large")?;
         if id.checked_add(span).is_none_or(|end| end > self.pages) {
             return Err(format!("page {id} runs past the end of the database"));
         }
@@ -340,7 +342,9 @@ impl Walker<'_> {
             return Err(format!("page {id} is larger than {MAX_PAGE_BYTES} bytes"));
         }
         let mut buf = vec![0u8; usize::try_from(len).map_err(|e| e.to_string())?];
-        self.src.read_at(offset, &mut buf).map_err(|e| e.to_string())?;
+        self.src
+            .read_at(offset, &mut buf)
+            .map_err(|e| e.to_string())?;
         if u64_at(&buf, 0) != Some(id) {
             return Err(format!("page {id} carries another id"));
         }
@@ -371,7 +375,9 @@ impl Walker<'_> {
         };
         if bucket_root == 0 {
             // An inline bucket: its page follows the 16-byte header in the value.
-            let page = header.get(16..).ok_or("the inline `key` bucket is cut short")?;
+            let page = header
+                .get(16..)
+                .ok_or("the inline `key` bucket is cut short")?;
             leaf_elements(page, &mut count)?;
         } else {
             self.walk(bucket_root, 0, &mut count)?;
@@ -512,11 +518,17 @@ mod tests {
     fn a_hand_built_snapshot_verifies_with_its_revisions() {
         let file = with_hash(hand_built());
         let r = verify_bytes(&file, true).unwrap();
-        assert_eq!((r.revision, r.keys, r.page_size, r.txid), (Some(9), Some(3), 1024, 4));
+        assert_eq!(
+            (r.revision, r.keys, r.page_size, r.txid),
+            (Some(9), Some(3), 1024, 4)
+        );
         assert!(r.hash_checked && r.note.is_none());
         // A copied database without the hash verifies only when asked to skip the hash; a
         // snapshot with its trailer verifies either way.
-        assert_eq!(verify_bytes(&hand_built(), false).unwrap().revision, Some(9));
+        assert_eq!(
+            verify_bytes(&hand_built(), false).unwrap().revision,
+            Some(9)
+        );
         assert_eq!(verify_bytes(&file, false).unwrap().revision, Some(9));
         assert!(verify_bytes(&hand_built(), true).is_err());
     }
@@ -525,19 +537,31 @@ mod tests {
     fn truncated_and_corrupted_snapshots_are_refused() {
         let file = with_hash(hand_built());
         for cut in [1, 31, 32, 100, file.len() - 1] {
-            assert!(verify_bytes(&file[..file.len() - cut], true).is_err(), "cut {cut}");
+            assert!(
+                verify_bytes(&file[..file.len() - cut], true).is_err(),
+                "cut {cut}"
+            );
         }
         let mut flipped = file.clone();
         flipped[2 * 1024 + 60] ^= 0x40;
-        assert_eq!(verify_bytes(&flipped, true), Err(SnapshotFault::HashMismatch));
+        assert_eq!(
+            verify_bytes(&flipped, true),
+            Err(SnapshotFault::HashMismatch)
+        );
         // A database cut short but re-hashed (so the hash holds) is refused by its page count.
         let short = with_hash(hand_built()[..2 * 1024].to_vec());
-        assert!(matches!(verify_bytes(&short, true), Err(SnapshotFault::Truncated(_))));
+        assert!(matches!(
+            verify_bytes(&short, true),
+            Err(SnapshotFault::Truncated(_))
+        ));
         // Both meta pages broken: refused even with a matching hash.
         let mut db = hand_built();
         db[PAGE_HEADER + 2] ^= 1;
         db[1024 + PAGE_HEADER + 2] ^= 1;
-        assert!(matches!(verify_bytes(&with_hash(db), true), Err(SnapshotFault::BadMeta(_))));
+        assert!(matches!(
+            verify_bytes(&with_hash(db), true),
+            Err(SnapshotFault::BadMeta(_))
+        ));
     }
 
     #[test]

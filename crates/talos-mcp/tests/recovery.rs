@@ -35,7 +35,12 @@ async fn harness(retention: usize) -> common::Harness {
 /// structured content. Returns (plan text, outcome).
 async fn confirmed(h: &common::Harness, tool: &str, args: Value) -> (String, Value) {
     let first = h.call(tool, args.clone()).await;
-    assert_ne!(first.is_error, Some(true), "{tool}: {}", common::text(&first));
+    assert_ne!(
+        first.is_error,
+        Some(true),
+        "{tool}: {}",
+        common::text(&first)
+    );
     let plan = first.structured_content.clone().unwrap();
     assert_eq!(plan["status"], "confirmation_required", "{plan}");
     let mut args = args;
@@ -61,8 +66,7 @@ async fn snapshot_verify_quorum_loss_recover_brings_back_the_snapshots_revision(
     let (revision, _) = sim.etcd_revision();
 
     let (_, snap) = confirmed(&h, "talos_etcd_snapshot", json!({"node": CP1})).await;
-    assert_eq!(snap["verification"]["revision"], revision, "{snap}");
-    assert_eq!(snap["verification"]["hash_checked"], true);
+    assert_eq!(snap["revision"], revision, "{snap}");
     let path = snap["path"].as_str().unwrap().to_owned();
     let name = name_of(&path);
     #[cfg(unix)]
@@ -75,15 +79,34 @@ async fn snapshot_verify_quorum_loss_recover_brings_back_the_snapshots_revision(
 
     // Verification without a cluster, by name and by full path; and the listing.
     for given in [name.as_str(), path.as_str()] {
-        let v = h.ok("talos_etcd_snapshot_verify", json!({"path": given})).await;
-        assert_eq!(v["snapshot"]["verification"]["revision"], revision, "{v}");
-        assert_eq!(v["snapshot"]["sha256"], snap["sha256"]);
+        let v = h
+            .ok("talos_etcd_snapshot_verify", json!({"path": given}))
+            .await;
+        assert_eq!(v["artifacts"][0]["revision"], revision, "{v}");
+        assert_eq!(v["artifacts"][0]["sha256"], snap["sha256"]);
     }
+    let ours = h
+        .ok(
+            "talos_etcd_snapshot_verify",
+            json!({"context": "talos-sim"}),
+        )
+        .await;
+    assert_eq!(ours["artifacts"].as_array().unwrap().len(), 1, "{ours}");
     let listed = h.ok("talos_etcd_snapshot_verify", json!({})).await;
     let entry = &listed["artifacts"][0];
     assert_eq!(
-        (&entry["name"], &entry["kind"], &entry["context"], &entry["node"]),
-        (&json!(name), &json!("snapshot"), &json!("talos-sim"), &json!(CP1)),
+        (
+            &entry["name"],
+            &entry["kind"],
+            &entry["context"],
+            &entry["node"]
+        ),
+        (
+            &json!(name),
+            &json!("snapshot"),
+            &json!("talos-sim"),
+            &json!(CP1)
+        ),
         "{listed}"
     );
     assert_eq!(entry["sha256"], snap["sha256"]);
@@ -100,15 +123,23 @@ async fn snapshot_verify_quorum_loss_recover_brings_back_the_snapshots_revision(
     bytes[9000] ^= 0x10;
     std::fs::write(h.dir.path().join("artifacts/broken.snapshot"), &bytes).unwrap();
     let broken = h
-        .err("talos_etcd_recover", json!({"node": CP1, "path": "broken.snapshot"}))
+        .err(
+            "talos_etcd_recover",
+            json!({"node": CP1, "path": "broken.snapshot"}),
+        )
         .await;
     assert!(broken.contains("failed verification"), "{broken}");
     let outside = h
-        .err("talos_etcd_recover", json!({"node": CP1, "path": "../broken.snapshot"}))
+        .err(
+            "talos_etcd_recover",
+            json!({"node": CP1, "path": "../broken.snapshot"}),
+        )
         .await;
     assert!(outside.contains("artifact directory"), "{outside}");
     // A worker runs no etcd.
-    let worker = h.err("talos_etcd_recover", json!({"node": W1, "path": name})).await;
+    let worker = h
+        .err("talos_etcd_recover", json!({"node": W1, "path": name}))
+        .await;
     assert!(worker.contains("not a control plane"), "{worker}");
     assert_eq!(sim.calls(CP1, "EtcdRecover"), 0, "nothing was uploaded");
 
@@ -127,7 +158,7 @@ async fn snapshot_verify_quorum_loss_recover_brings_back_the_snapshots_revision(
     assert_eq!(status["verdict"], "healthy", "{status}");
     // A new snapshot holds the recovered revision.
     let (_, again) = confirmed(&h, "talos_etcd_snapshot", json!({"node": CP1})).await;
-    assert_eq!(again["verification"]["revision"], revision);
+    assert_eq!(again["revision"], revision);
 }
 
 #[tokio::test]
@@ -137,7 +168,9 @@ async fn skipping_the_hash_check_is_part_of_what_is_confirmed() {
     let (_, snap) = confirmed(&h, "talos_etcd_snapshot", json!({"node": CP1})).await;
     let name = name_of(snap["path"].as_str().unwrap());
     sim.lose_etcd_quorum();
-    let plain = h.call("talos_etcd_recover", json!({"node": CP1, "path": name})).await;
+    let plain = h
+        .call("talos_etcd_recover", json!({"node": CP1, "path": name}))
+        .await;
     let token = plain.structured_content.unwrap()["confirmation_token"].clone();
     // The token of the plain recovery does not confirm one that skips the hash check.
     let skip = h
@@ -188,9 +221,15 @@ async fn config_backups_are_private_files_and_never_show_secrets() {
     let h = harness(1).await;
     let mut first = None;
     for _ in 0..2 {
-        let r = h.call("talos_config_backup", json!({"nodes": [CP1, W1]})).await;
+        let r = h
+            .call("talos_config_backup", json!({"nodes": [CP1, W1]}))
+            .await;
         assert_ne!(r.is_error, Some(true), "{}", common::text(&r));
-        let shown = format!("{}{}", common::text(&r), r.structured_content.clone().unwrap());
+        let shown = format!(
+            "{}{}",
+            common::text(&r),
+            r.structured_content.clone().unwrap()
+        );
         for secret in talos_sim::PLANTED_SECRETS {
             assert!(!shown.contains(secret), "{secret} leaked: {shown}");
         }
@@ -200,13 +239,18 @@ async fn config_backups_are_private_files_and_never_show_secrets() {
         let path = cp["path"].as_str().unwrap().to_owned();
         let content = std::fs::read_to_string(&path).unwrap();
         assert!(
-            talos_sim::PLANTED_SECRETS.iter().any(|s| content.contains(s)),
+            talos_sim::PLANTED_SECRETS
+                .iter()
+                .any(|s| content.contains(s)),
             "the backup is the whole configuration"
         );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
-            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
         if let Some(old) = first.replace(path) {
             // Retention 1 per node: the older backup of the node is gone.

@@ -254,7 +254,10 @@ pub(crate) fn restore(upload: &[u8], skip_hash_check: bool) -> Result<u64, Strin
     if u32_at(meta, 0) != Some(MAGIC) || u32_at(meta, 4) != Some(VERSION) {
         return Err("not a bbolt database: invalid meta page".into());
     }
-    let sum = meta.get(56..64).and_then(|s| s.try_into().ok()).map(u64::from_le_bytes);
+    let sum = meta
+        .get(56..64)
+        .and_then(|s| s.try_into().ok())
+        .map(u64::from_le_bytes);
     if sum != Some(fnv64a(&meta[..56])) {
         return Err("bbolt meta page checksum mismatch".into());
     }
@@ -268,7 +271,9 @@ pub(crate) fn restore(upload: &[u8], skip_hash_check: bool) -> Result<u64, Strin
         if flags != Some(LEAF) {
             continue;
         }
-        let count = page.get(10..12).map_or(0, |c| u16::from_le_bytes([c[0], c[1]])) as usize;
+        let count = page
+            .get(10..12)
+            .map_or(0, |c| u16::from_le_bytes([c[0], c[1]])) as usize;
         for i in 0..count {
             let at = PAGE_HEADER + i * ELEMENT;
             let (Some(pos), Some(ksize)) = (u32_at(page, at + 4), u32_at(page, at + 8)) else {

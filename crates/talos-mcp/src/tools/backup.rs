@@ -75,7 +75,10 @@ pub(crate) fn verify_file(
     let file = artifacts::open_regular(dir, name).map_err(|e| {
         ToolError::invalid(
             "path",
-            format!("cannot open `{}` in the artifact directory: {e}", crate::error::echo(name)),
+            format!(
+                "cannot open `{}` in the artifact directory: {e}",
+                crate::error::echo(name)
+            ),
         )
     })?;
     let mut src = snapshot::FileSource::new(file)
@@ -107,7 +110,9 @@ async fn blocking<T: Send + 'static>(
 /// Arguments of talos_etcd_snapshot_verify.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 pub struct VerifyArgs {
-    /// A snapshot file in the artifact directory. Without it: list the directory.
+    // No doc comments: the description says what they do, and the read-only list is tight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
 }
@@ -115,24 +120,16 @@ pub struct VerifyArgs {
 impl ToolArgs for VerifyArgs {
     fn target(&self) -> CallTarget<'_> {
         CallTarget {
-            context: None,
+            context: self.context.as_deref(),
             nodes: vec![],
         }
     }
 }
 
-/// A verified snapshot, or the artifact directory's listing.
+/// A verified snapshot (one entry), or the artifact directory's listing (newest first).
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct VerifyOut {
-    pub directory: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub snapshot: Option<SnapshotFileOut>,
-    /// Newest first (snapshots, config backups, kubeconfigs).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub artifacts: Vec<artifacts::Entry>,
-    /// Files not listed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub more: Option<usize>,
 }
 
 /// Arguments of talos_etcd_recover.
@@ -140,19 +137,16 @@ pub struct VerifyOut {
 pub struct RecoverArgs {
     #[serde(flatten)]
     pub target: NodeTarget,
-    /// Snapshot file in the artifact directory.
     pub path: String,
-    /// Accept a copied database without etcd's hash.
+    /// For a copied database without etcd's hash.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub skip_hash_check: bool,
 }
 
-/// What a recovery or bootstrap did.
+/// What a recovery or bootstrap did (the snapshot's name, revision and hash are in `message`).
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct RecoverOut {
     pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub snapshot: Option<SnapshotFileOut>,
     /// etcd members after it.
     pub members: Vec<String>,
 }
@@ -176,8 +170,6 @@ pub struct ConfigBackupOut {
     pub machine_type: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub install_image: Option<String>,
     /// Older backups of this node deleted by retention.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub deleted: Vec<String>,
@@ -193,7 +185,11 @@ async fn etcd_service(api: &dyn TalosApi, opts: &CallOptions) -> Result<Option<S
 }
 
 /// Waits until the node's etcd answers, then returns its members' names.
-async fn until_etcd(call: &Call, api: &dyn TalosApi, opts: &CallOptions) -> Result<Vec<String>, ToolError> {
+async fn until_etcd(
+    call: &Call,
+    api: &dyn TalosApi,
+    opts: &CallOptions,
+) -> Result<Vec<String>, ToolError> {
     let deadline = tokio::time::Instant::now() + ETCD_WAIT;
     loop {
         match api.etcd_status(opts).await {
@@ -225,46 +221,51 @@ impl TalosMcp {
         let dir = self.settings.artifact_dir.clone();
         let directory = dir.display().to_string();
         let result = async {
+            let context = match args.context.as_deref() {
+                Some(c) => Some(self.clusters.entry(Some(c))?.name.clone()),
+                None => None,
+            };
             match args.path.as_deref() {
                 Some(given) => {
                     let name = artifacts::resolve(&dir, given)?;
                     let d = dir.clone();
                     let file = blocking(move || verify_file(&d, &name, true)).await?;
+                    let parsed = artifacts::parse(&file.name);
+                    let v = &file.verification;
                     let summary = format!(
-                        "talos_etcd_snapshot_verify: {} verifies: revision {}, {} keys, {}, sha256 {}",
+                        "talos_etcd_snapshot_verify: {} in {directory} verifies (etcd hash, bbolt pages): revision {}, {} keys, {}, sha256 {}{}",
                         file.name,
-                        file.verification.revision.map_or("unknown".into(), |r| r.to_string()),
-                        file.verification.keys.map_or("unknown".into(), |k| k.to_string()),
+                        v.revision.map_or("unknown".into(), |r| r.to_string()),
+                        v.keys.map_or("unknown".into(), |k| k.to_string()),
                         bytes(file.size_bytes),
-                        file.sha256
+                        file.sha256,
+                        v.note.as_ref().map_or(String::new(), |n| format!("; revision unreadable: {n}"))
                     );
-                    Ok((
-                        VerifyOut {
-                            directory,
-                            snapshot: Some(file),
-                            artifacts: vec![],
-                            more: None,
-                        },
-                        summary,
-                    ))
+                    let entry = artifacts::Entry {
+                        kind: Kind::Snapshot,
+                        context: parsed.as_ref().map(|p| p.context.clone()),
+                        node: parsed.as_ref().map(|p| p.node.clone()),
+                        time: file.time.clone(),
+                        size_bytes: file.size_bytes,
+                        sha256: Some(file.sha256.clone()),
+                        revision: v.revision,
+                        keys: v.keys,
+                        name: file.name,
+                    };
+                    Ok((VerifyOut { artifacts: vec![entry] }, summary))
                 }
                 None => {
                     let d = dir.clone();
-                    let (listed, more) = blocking(move || artifacts::list(&d)).await?;
+                    let (mut listed, more) = blocking(move || artifacts::list(&d)).await?;
+                    if let Some(c) = &context {
+                        listed.retain(|e| e.context.as_ref() == Some(c));
+                    }
                     let summary = format!(
-                        "talos_etcd_snapshot_verify: {} file(s) in {directory}{}",
+                        "talos_etcd_snapshot_verify: {} artifact(s) in {directory}{}",
                         listed.len(),
                         if more > 0 { format!(" ({more} more not listed)") } else { String::new() }
                     );
-                    Ok((
-                        VerifyOut {
-                            directory,
-                            snapshot: None,
-                            artifacts: listed,
-                            more: (more > 0).then_some(more),
-                        },
-                        summary,
-                    ))
+                    Ok((VerifyOut { artifacts: listed }, summary))
                 }
             }
         }
@@ -291,12 +292,21 @@ impl TalosMcp {
                 let (dir, context) = (dir.clone(), context.clone());
                 async move {
                     let config = api
-                        .resource_get(&opts, "config", "MachineConfigs.config.talos.dev", "v1alpha1")
+                        .resource_get(
+                            &opts,
+                            "config",
+                            "MachineConfigs.config.talos.dev",
+                            "v1alpha1",
+                        )
                         .await?;
                     let node = opts.node.clone().unwrap_or_default();
-                    tokio::task::spawn_blocking(move || write_config(&dir, &context, &node, &config.spec_yaml, keep))
-                        .await
-                        .map_err(|e| TalosError::Local { message: format!("the backup stopped: {e}") })?
+                    tokio::task::spawn_blocking(move || {
+                        write_config(&dir, &context, &node, &config.spec_yaml, keep)
+                    })
+                    .await
+                    .map_err(|e| TalosError::Local {
+                        message: format!("the backup stopped: {e}"),
+                    })?
                 }
             })
             .await
@@ -393,12 +403,12 @@ impl TalosMcp {
                 let members = until_etcd(call, api.as_ref(), &opts).await?;
                 Ok(RecoverOut {
                     message: format!(
-                        "etcd recovered from {} (revision {}); {} member(s) answer",
+                        "etcd recovered from {} (revision {}, sha256 {}); {} member(s) answer",
                         file.name,
                         file.verification.revision.map_or("unknown".into(), |r| r.to_string()),
+                        file.sha256,
                         members.len()
                     ),
-                    snapshot: Some(file),
                     members,
                 })
             },
@@ -450,7 +460,6 @@ impl TalosMcp {
                 let members = until_etcd(call, api.as_ref(), &opts).await?;
                 Ok(RecoverOut {
                     message: format!("etcd bootstrapped; {} member(s) answer", members.len()),
-                    snapshot: None,
                     members,
                 })
             },
@@ -470,7 +479,10 @@ fn write_config(
 ) -> Result<ConfigBackupOut, TalosError> {
     use std::io::Write as _;
     let local = |e: std::io::Error| TalosError::Local {
-        message: format!("cannot write the configuration backup in {}: {e}", dir.display()),
+        message: format!(
+            "cannot write the configuration backup in {}: {e}",
+            dir.display()
+        ),
     };
     let name = artifacts::file_name(Kind::Config, context, node, SystemTime::now());
     let path = dir.join(&name);
@@ -495,7 +507,9 @@ fn write_config(
         v.as_str().map(|s| crate::error::echo(s))
     };
     let deleted = artifacts::prune(dir, Kind::Config, context, Some(node), keep).map_err(|e| {
-        TalosError::Local { message: e.to_string() }
+        TalosError::Local {
+            message: e.to_string(),
+        }
     })?;
     Ok(ConfigBackupOut {
         path: path.display().to_string(),
@@ -503,7 +517,6 @@ fn write_config(
         sha256,
         machine_type: field(&["machine", "type"]),
         cluster_name: field(&["cluster", "clusterName"]),
-        install_image: field(&["machine", "install", "image"]),
         deleted,
     })
 }
@@ -514,8 +527,8 @@ pub(crate) fn tools() -> Vec<ToolDef> {
         tool(
             Toolset::Etcd,
             "talos_etcd_snapshot_verify",
-            "Verify etcd snapshot",
-            "Checks a snapshot file in the artifact directory without a cluster (etcd's hash, bbolt header; revision, keys). Without `path`: lists the directory (kind, context, node, time, size, hash).",
+            "Verify snapshot",
+            "Checks an etcd snapshot file offline (hash, bbolt, revision). No `path`: lists artifacts.",
         )
         .run(TalosMcp::talos_etcd_snapshot_verify)
         .build(),
@@ -523,7 +536,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Etcd,
             "talos_etcd_recover",
             "Recover etcd",
-            "Disaster recovery after quorum loss: uploads a verified snapshot to one control plane whose etcd is down and bootstraps etcd from it. Refused on a running etcd.",
+            "After etcd quorum loss: uploads a verified snapshot to a control plane whose etcd is down and recovers etcd from it.",
         )
         .tier(Tier::Destructive)
         .long_running()
@@ -533,7 +546,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Etcd,
             "talos_bootstrap",
             "Bootstrap etcd",
-            "First bootstrap of a new cluster's etcd on one control plane. Refused when etcd has members.",
+            "First etcd bootstrap of a new cluster, on one control plane. Refused when etcd has members.",
         )
         .tier(Tier::Destructive)
         .long_running()
@@ -543,7 +556,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Lifecycle,
             "talos_config_backup",
             "Back up machine configs",
-            "Saves each node's machine configuration to a private 0600 file on the server; returns paths, sizes, hashes and a redacted summary, never the secrets.",
+            "Saves each node's machine config to a 0600 file on the server; returns path, size, hash and a summary, never secrets.",
         )
         .tier(Tier::Write)
         .effect(Effect::Changes { idempotent: false })
@@ -553,4 +566,3 @@ pub(crate) fn tools() -> Vec<ToolDef> {
 }
 
 super::targeted_by_field!(RecoverArgs, ConfigBackupArgs);
-

@@ -288,7 +288,12 @@ pub struct SnapshotOut {
     pub size_bytes: u64,
     /// Hex SHA-256 of the file.
     pub sha256: String,
-    pub verification: super::backup::VerificationOut,
+    /// Highest revision in the snapshot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
+    /// Revision keys in it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keys: Option<u64>,
     /// Older snapshots of this context deleted by retention.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub deleted: Vec<String>,
@@ -596,7 +601,8 @@ impl TalosMcp {
                     path: dir.join(&name).display().to_string(),
                     size_bytes: checked.size_bytes,
                     sha256: checked.sha256,
-                    verification: checked.verification,
+                    revision: checked.verification.revision,
+                    keys: checked.verification.keys,
                     deleted,
                 })
             },
@@ -605,7 +611,7 @@ impl TalosMcp {
                 o.path,
                 bytes(o.size_bytes),
                 o.sha256,
-                o.verification.revision.map_or("unknown".into(), |r| r.to_string()),
+                o.revision.map_or("unknown".into(), |r| r.to_string()),
                 if o.deleted.is_empty() { String::new() } else { format!("; retention deleted {} older", o.deleted.len()) }
             ),
         )
@@ -619,7 +625,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Etcd,
             "talos_etcd_members",
             "etcd members",
-            "etcd members (id, hostname, URLs, learner) as the first of `nodes` that answers sees them.",
+            "etcd members (id, hostname, URLs, learner) from the first of `nodes` that answers.",
         )
         .run(TalosMcp::talos_etcd_members)
         .build(),
@@ -627,7 +633,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Etcd,
             "talos_etcd_status",
             "etcd status",
-            "etcd health per member (leader, raft, DB size, alarms) and a verdict (healthy, degraded, quorum_at_risk, quorum_lost) with reasons. Default nodes: all members.",
+            "etcd health per member (leader, raft, DB size, alarms) with a verdict and reasons. Default: all members.",
         )
         .run(TalosMcp::talos_etcd_status)
         .build(),
@@ -682,7 +688,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Etcd,
             "talos_etcd_snapshot",
             "etcd snapshot",
-            "Writes one node's etcd snapshot to a private file (0600) on the server and verifies it; returns path, size, SHA-256 and revision, never the data (every cluster secret). Keeps the newest N per context.",
+            "Writes one node's etcd snapshot to a private 0600 file on the server, verified, keeping the newest N per context; returns path, size, SHA-256, revision, never the data.",
         )
         .tier(Tier::Destructive)
         .effect(Effect::Changes { idempotent: false })
