@@ -37,6 +37,10 @@ const HASH_LEN: u64 = 32;
 pub trait Source {
     /// Total length.
     fn len(&self) -> u64;
+    /// Whether there are no bytes.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Fills `buf` from `offset` (the caller keeps within `len`).
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()>;
 }
@@ -308,6 +312,9 @@ fn read_metas(src: &mut dyn Source, db_len: u64) -> Result<Meta, SnapshotFault> 
     })
 }
 
+/// What a walk calls for each leaf element: flags, key, value.
+type Visit<'a> = dyn FnMut(u32, &[u8], &[u8]) + 'a;
+
 /// Walks pages, each at most once.
 struct Walker<'a> {
     src: &'a mut dyn Source,
@@ -386,12 +393,7 @@ impl Walker<'_> {
     }
 
     /// Visits the leaf elements (flags, key, value) of the tree rooted at page `id`.
-    fn walk(
-        &mut self,
-        id: u64,
-        depth: usize,
-        visit: &mut dyn FnMut(u32, &[u8], &[u8]),
-    ) -> Result<(), String> {
+    fn walk(&mut self, id: u64, depth: usize, visit: &mut Visit<'_>) -> Result<(), String> {
         if depth > MAX_DEPTH {
             return Err("the tree is deeper than any real database".into());
         }
@@ -421,7 +423,7 @@ impl Walker<'_> {
 }
 
 /// Visits the elements of one leaf page (the page's bytes, header first).
-fn leaf_elements(page: &[u8], visit: &mut dyn FnMut(u32, &[u8], &[u8])) -> Result<(), String> {
+fn leaf_elements(page: &[u8], visit: &mut Visit<'_>) -> Result<(), String> {
     if u16_at(page, 8) != Some(LEAF) {
         return Err("expected a leaf page".into());
     }

@@ -27,6 +27,9 @@ const ELEMENT: usize = 16;
 /// At most this many revisions go into a snapshot (older ones count as compacted).
 const MAX_REVISIONS: u64 = 2000;
 
+/// A leaf element: flags, key, value.
+type Item = (u32, Vec<u8>, Vec<u8>);
+
 /// The FNV-64a hash bbolt uses for meta page checksums.
 pub fn fnv64a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -79,7 +82,7 @@ fn put_header(page: &mut [u8], id: u64, flags: u16, count: u16) {
 }
 
 /// A leaf page body (header included) holding `items` (flags, key, value), in key order.
-fn leaf(id: u64, items: &[(u32, Vec<u8>, Vec<u8>)], size: usize) -> Vec<u8> {
+fn leaf(id: u64, items: &[Item], size: usize) -> Vec<u8> {
     let mut page = vec![0u8; size];
     put_header(&mut page, id, LEAF, items.len() as u16);
     let mut data = PAGE_HEADER + items.len() * ELEMENT;
@@ -98,7 +101,7 @@ fn leaf(id: u64, items: &[(u32, Vec<u8>, Vec<u8>)], size: usize) -> Vec<u8> {
     page
 }
 
-fn leaf_len(items: &[(u32, Vec<u8>, Vec<u8>)]) -> usize {
+fn leaf_len(items: &[Item]) -> usize {
     PAGE_HEADER
         + items
             .iter()
@@ -130,7 +133,7 @@ fn meta_page(id: u64, root: u64, freelist: u64, high_water: u64, txid: u64) -> V
 /// and term in the `meta` bucket.
 pub fn database(cluster: &str, revision: u64) -> Vec<u8> {
     let first = revision.saturating_sub(MAX_REVISIONS - 1).max(1);
-    let entries: Vec<(u32, Vec<u8>, Vec<u8>)> = (first..=revision)
+    let entries: Vec<Item> = (first..=revision)
         .map(|rev| {
             let key = format!("/registry/configmaps/{cluster}/config-{}", rev % 97);
             let value = format!("{{\"revision\":{rev}}}");
@@ -142,7 +145,7 @@ pub fn database(cluster: &str, revision: u64) -> Vec<u8> {
         })
         .collect();
     // Pages: 0, 1 meta; 2 freelist; 3 root leaf; 4.. key leaves; then the key branch.
-    let mut leaves: Vec<Vec<(u32, Vec<u8>, Vec<u8>)>> = vec![Vec::new()];
+    let mut leaves: Vec<Vec<Item>> = vec![Vec::new()];
     let mut used = PAGE_HEADER;
     for e in entries {
         let need = ELEMENT + e.1.len() + e.2.len();
@@ -294,35 +297,6 @@ pub(crate) fn restore(upload: &[u8], skip_hash_check: bool) -> Result<u64, Strin
     best.ok_or_else(|| "the snapshot holds no revisions".to_owned())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn snapshots_restore_to_their_revision() {
-        for rev in [1, 5, 100, 4321] {
-            let file = snapshot("c", rev);
-            assert_eq!((file.len() - 32) % PAGE_SIZE, 0);
-            assert_eq!(restore(&file, false), Ok(rev));
-        }
-    }
-
-    #[test]
-    fn damaged_snapshots_are_refused() {
-        let mut file = snapshot("c", 300);
-        let len = file.len();
-        assert!(restore(&file[..len - 1], false).is_err());
-        file[PAGE_SIZE * 4 + 100] ^= 1;
-        assert!(restore(&file, false).unwrap_err().contains("integrity"));
-        // Without the hash check the database alone restores.
-        let db = database("c", 300);
-        assert_eq!(restore(&db, true), Ok(300));
-        let mut bad_meta = db.clone();
-        bad_meta[PAGE_HEADER + 30] ^= 1;
-        assert!(restore(&bad_meta, true).unwrap_err().contains("checksum"));
-    }
-}
-
 impl crate::state::Shared {
     /// Sets every control plane's etcd service to `state` (healthy only when running).
     fn set_etcd_services(&self, state: &str) {
@@ -412,5 +386,34 @@ impl crate::state::Shared {
             self.set_etcd_services("Running");
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_restore_to_their_revision() {
+        for rev in [1, 5, 100, 4321] {
+            let file = snapshot("c", rev);
+            assert_eq!((file.len() - 32) % PAGE_SIZE, 0);
+            assert_eq!(restore(&file, false), Ok(rev));
+        }
+    }
+
+    #[test]
+    fn damaged_snapshots_are_refused() {
+        let mut file = snapshot("c", 300);
+        let len = file.len();
+        assert!(restore(&file[..len - 1], false).is_err());
+        file[PAGE_SIZE * 4 + 100] ^= 1;
+        assert!(restore(&file, false).unwrap_err().contains("integrity"));
+        // Without the hash check the database alone restores.
+        let db = database("c", 300);
+        assert_eq!(restore(&db, true), Ok(300));
+        let mut bad_meta = db.clone();
+        bad_meta[PAGE_HEADER + 30] ^= 1;
+        assert!(restore(&bad_meta, true).unwrap_err().contains("checksum"));
     }
 }

@@ -504,7 +504,7 @@ fn write_config(
         for p in path {
             v = v.get(p)?;
         }
-        v.as_str().map(|s| crate::error::echo(s))
+        v.as_str().map(crate::error::echo)
     };
     let deleted = artifacts::prune(dir, Kind::Config, context, Some(node), keep).map_err(|e| {
         TalosError::Local {
