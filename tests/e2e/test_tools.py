@@ -207,6 +207,13 @@ def check_compare(text, sc):
     assert 'machine.type: "controlplane" → "worker"' in keys, keys
 
 
+def check_snapshot_verify(text, sc):
+    # Without `path`: the artifact directory's listing (the kubeconfig case ran just before).
+    assert "artifact(s) in" in text
+    kinds = {a["kind"] for a in sc["artifacts"]}
+    assert "kubeconfig" in kinds and all(len(a["sha256"]) == 64 for a in sc["artifacts"]), sc
+
+
 CASES = {
     "talos_version": ({}, check_version),
     "talos_hostname": ({}, check_hostname),
@@ -234,6 +241,7 @@ CASES = {
     "talos_read_file": ({"path": "/proc/meminfo", "nodes": [CP1]}, check_read_file),
     "talos_kubeconfig": ({}, check_kubeconfig),
     "talos_compare": ({}, check_compare),
+    "talos_etcd_snapshot_verify": ({}, check_snapshot_verify),
 }
 
 

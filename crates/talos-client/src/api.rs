@@ -6,8 +6,6 @@
 //! `MockEtcd`, …) for code that needs one domain; `MockTalosApi` implements every domain at once,
 //! and so [`TalosApi`], for code that takes the whole API.
 
-use std::path::Path;
-
 use async_trait::async_trait;
 
 use crate::error::Result;
@@ -168,8 +166,27 @@ pub trait Etcd: Send + Sync {
     async fn etcd_alarm_disarm(&self, opts: &CallOptions) -> Result<Vec<EtcdAlarm>>;
     /// Defragments the node's etcd member (a write).
     async fn etcd_defragment(&self, opts: &CallOptions) -> Result<()>;
-    /// Streams a snapshot into a new 0600 file at `dest` (refuses to overwrite).
-    async fn etcd_snapshot(&self, opts: &CallOptions, dest: &Path) -> Result<SnapshotInfo>;
+    /// Streams the node's etcd snapshot into `out`, chunk by chunk (flushed at the end), failing
+    /// once more than `max_bytes` arrive; returns the size and SHA-256 of what was written. Where
+    /// the bytes go (files, permissions, naming, syncing) is the caller's business: pass a
+    /// second handle of a file to keep one for `sync_all`.
+    async fn etcd_snapshot(
+        &self,
+        opts: &CallOptions,
+        out: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+        max_bytes: u64,
+    ) -> Result<SnapshotInfo>;
+    /// Uploads a snapshot for disaster recovery (`EtcdRecover`, client streaming), read from
+    /// `source` in bounded chunks; returns the size and SHA-256 of what was sent. A read error
+    /// aborts the upload. A write: never retried.
+    async fn etcd_recover(
+        &self,
+        opts: &CallOptions,
+        source: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+    ) -> Result<SnapshotInfo>;
+    /// `Bootstrap`: starts etcd on the node as a new single-member cluster, or, with
+    /// `recover_etcd`, restores it from the uploaded snapshot. A write.
+    async fn bootstrap(&self, opts: &CallOptions, request: BootstrapRequest) -> Result<()>;
     /// Makes the node's member give up leadership; returns the new leader's name when known.
     async fn etcd_forfeit_leadership(&self, opts: &CallOptions) -> Result<String>;
     /// Removes the node's member from etcd.
@@ -375,7 +392,18 @@ mockall::mock! {
         async fn etcd_alarms(&self, opts: &CallOptions) -> Result<Vec<EtcdAlarm>>;
         async fn etcd_alarm_disarm(&self, opts: &CallOptions) -> Result<Vec<EtcdAlarm>>;
         async fn etcd_defragment(&self, opts: &CallOptions) -> Result<()>;
-        async fn etcd_snapshot(&self, opts: &CallOptions, dest: &Path) -> Result<SnapshotInfo>;
+        async fn etcd_snapshot(
+            &self,
+            opts: &CallOptions,
+            out: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+            max_bytes: u64,
+        ) -> Result<SnapshotInfo>;
+        async fn etcd_recover(
+            &self,
+            opts: &CallOptions,
+            source: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+        ) -> Result<SnapshotInfo>;
+        async fn bootstrap(&self, opts: &CallOptions, request: BootstrapRequest) -> Result<()>;
         async fn etcd_forfeit_leadership(&self, opts: &CallOptions) -> Result<String>;
         async fn etcd_leave_cluster(&self, opts: &CallOptions) -> Result<()>;
         async fn etcd_remove_member(&self, opts: &CallOptions, member_id: u64) -> Result<()>;

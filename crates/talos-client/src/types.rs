@@ -622,15 +622,22 @@ pub struct EtcdAlarm {
     pub alarm: EtcdAlarmKind,
 }
 
-/// Where an etcd snapshot was written.
+/// Bytes an etcd snapshot download or recovery upload moved: how many and their hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotInfo {
-    /// The file (created 0600).
-    pub path: std::path::PathBuf,
-    /// Its size.
+    /// Bytes transferred.
     pub size: u64,
-    /// Hex SHA-256 of its content.
+    /// Hex SHA-256 of the bytes transferred.
     pub sha256: String,
+}
+
+/// What `Bootstrap` starts: a new cluster's etcd, or a recovery from an uploaded snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BootstrapRequest {
+    /// Restore etcd from the snapshot uploaded with [`crate::TalosApi::etcd_recover`].
+    pub recover_etcd: bool,
+    /// Accept a snapshot without etcd's trailing hash (a copied database file).
+    pub recover_skip_hash_check: bool,
 }
 
 /// How `ApplyConfiguration` applies a config.

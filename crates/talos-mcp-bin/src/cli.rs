@@ -116,9 +116,13 @@ pub(crate) struct ServerOpts {
     /// Local directories talos_apply_config may read config files from.
     #[arg(long, env = "TALOS_MCP_CONFIG_ALLOWLIST", value_delimiter = ',')]
     pub(crate) config_allowlist: Vec<String>,
-    /// Where kubeconfigs and snapshots are written (0600).
+    /// Where kubeconfigs, etcd snapshots and configuration backups are written (0600 files in a
+    /// 0700 directory).
     #[arg(long, env = "TALOS_MCP_ARTIFACT_DIR")]
     pub(crate) artifact_dir: Option<PathBuf>,
+    /// etcd snapshots kept per context (configuration backups per node); older ones are deleted.
+    #[arg(long, env = "TALOS_MCP_SNAPSHOT_RETENTION", default_value_t = 5, value_parser = at_least_one)]
+    pub(crate) snapshot_retention: usize,
     /// Enabled toolsets (default: all).
     #[arg(long, env = "TALOS_MCP_TOOLSETS", value_delimiter = ',')]
     pub(crate) toolsets: Option<Vec<String>>,

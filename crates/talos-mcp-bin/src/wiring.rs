@@ -197,6 +197,7 @@ pub(crate) fn build_from_clusters(
             .artifact_dir
             .clone()
             .unwrap_or_else(talos_mcp::state_dir),
+        snapshot_retention: opts.snapshot_retention,
         toolsets: opts.toolsets.clone(),
         tools: opts.tools.clone(),
         safety: Arc::new(SafetySettings {

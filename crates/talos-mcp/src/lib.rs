@@ -13,6 +13,7 @@
 //! the operator can enable by name.
 
 pub mod a2a;
+pub mod artifacts;
 pub mod audit;
 mod call;
 pub mod clusters;
@@ -33,6 +34,7 @@ mod resources;
 pub mod safety;
 mod schema;
 mod server;
+pub mod snapshot;
 mod subscriptions;
 pub mod tools;
 pub mod trace;
@@ -54,6 +56,7 @@ pub mod fuzzing {
         is_secret_key, redact_apply_summary, redact_file, redact_machine_config, redact_text,
         redact_value, redact_yaml,
     };
+    pub use crate::snapshot::verify_bytes as verify_snapshot;
 }
 
 /// Log filter directives for `level` that are safe at any verbosity.

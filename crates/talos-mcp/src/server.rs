@@ -31,8 +31,12 @@ pub struct ServerSettings {
     pub output_cap: usize,
     /// Path prefixes `talos_list_files`/`talos_read_file` may touch.
     pub file_allowlist: Vec<String>,
-    /// Where secret-bearing artifacts (kubeconfigs) are written, 0600.
+    /// Where secret-bearing artifacts (kubeconfigs, etcd snapshots, machine-config backups) are
+    /// written: directory 0700, files 0600.
     pub artifact_dir: PathBuf,
+    /// etcd snapshots kept per context (and configuration backups per node); older ones this
+    /// server wrote are deleted after each new one (default 5).
+    pub snapshot_retention: usize,
     /// Enabled toolsets (`None`: all).
     pub toolsets: Option<Vec<String>>,
     /// Enabled tools, after toolsets (`None`: all of the enabled toolsets).
@@ -63,6 +67,7 @@ impl Default for ServerSettings {
             output_cap: 64 * 1024,
             file_allowlist: vec!["/proc".into(), "/sys".into(), "/var/log".into()],
             artifact_dir: state_dir(),
+            snapshot_retention: 5,
             toolsets: None,
             tools: None,
             fan_out_limit: talos_client::DEFAULT_FAN_OUT_LIMIT,
@@ -1052,7 +1057,8 @@ impl ServerHandler for TalosMcp {
             .with_instructions(
                 "Talos Linux cluster access over the native Talos API. Read tools are always \
                  available; write and destructive tools appear only when the operator enables them, \
-                 target one named node and need confirmation. Each tool takes an optional `context` (talosconfig context; \
+                 target one named `node` (address or hostname) and need confirmation (repeat the \
+                 call with the `confirmation_token` its plan returned). Each tool takes an optional `context` (talosconfig context; \
                  several clusters may be served, name one per call) and, for per-node tools, \
                  `nodes` (default: the context's nodes; nodes outside the context are refused). \
                  Per-node results are {context, nodes: [{node, hostname, ok, result | error {kind, message}}], \

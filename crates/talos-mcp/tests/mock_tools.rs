@@ -784,7 +784,14 @@ async fn toolsets_and_tools_select_what_is_listed() {
         .into_iter()
         .map(|t| t.name.to_string())
         .collect();
-    assert_eq!(names, vec!["talos_etcd_members", "talos_etcd_status"]);
+    assert_eq!(
+        names,
+        vec![
+            "talos_etcd_members",
+            "talos_etcd_status",
+            "talos_etcd_snapshot_verify"
+        ]
+    );
     let h = connect(server, None, dir).await;
     let r = h
         .client

@@ -224,6 +224,16 @@ async fn no_tool_leaks_secrets_into_results_logs_or_audit() {
         ("talos_etcd_defragment", json!({"node": cp})),
         ("talos_etcd_alarm_disarm", json!({"node": cp})),
         ("talos_etcd_snapshot", json!({"node": cp})),
+        // The listing and a verification of the snapshot just written; the configuration
+        // backups (files full of secrets) as paths, sizes, hashes and a summary.
+        ("talos_etcd_snapshot_verify", json!({})),
+        ("talos_config_backup", json!({})),
+        // Refused on a healthy cluster, with messages that must not leak either.
+        (
+            "talos_etcd_recover",
+            json!({"node": cp, "path": "missing.snapshot"}),
+        ),
+        ("talos_bootstrap", json!({"node": cp})),
         ("talos_etcd_forfeit_leadership", json!({"node": cp})),
         (
             "talos_cluster_upgrade",

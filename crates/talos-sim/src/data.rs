@@ -477,9 +477,3 @@ pub(crate) fn kubeconfig(cluster: &str) -> String {
         key = b64("SIM-SECRET-KUBECONFIG-KEY"),
     )
 }
-
-/// Deterministic bytes standing in for an etcd snapshot.
-pub(crate) fn snapshot_chunk(hostname: &str, index: usize, len: usize) -> Vec<u8> {
-    let mut r = Rng::new(&format!("{hostname}/snapshot/{index}"));
-    (0..len).map(|_| r.next() as u8).collect()
-}

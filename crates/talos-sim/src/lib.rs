@@ -64,6 +64,7 @@ pub mod archive;
 mod builder;
 mod data;
 pub use data::PLANTED_SECRETS;
+pub mod etcd_db;
 mod machine;
 pub mod pki;
 mod services;
@@ -344,6 +345,25 @@ impl SimCluster {
         self.shared
             .with_named(node, |n| n.previous_version.clone())
             .flatten()
+    }
+
+    /// The control planes lose etcd quorum: etcd stops serving (status and member calls fail,
+    /// the etcd service shows `Failed`) until a recovery (`EtcdRecover` + `Bootstrap` with
+    /// `recover_etcd`) on one control plane brings every member back.
+    pub fn lose_etcd_quorum(&self) {
+        self.shared.lose_etcd_quorum();
+    }
+
+    /// etcd as before a new cluster's first `Bootstrap`: no members, not running.
+    pub fn unbootstrap_etcd(&self) {
+        self.shared.unbootstrap_etcd();
+    }
+
+    /// etcd's current revision (a snapshot holds it; it moves on by 100 after each snapshot)
+    /// and whether etcd serves.
+    pub fn etcd_revision(&self) -> (u64, bool) {
+        let etcd = state::lock(&self.shared.etcd);
+        (etcd.revision, etcd.running)
     }
 
     /// Sets which certificate new TLS connections get.

@@ -176,7 +176,21 @@ impl MachineApi {
                 )
             })
     }
+
+    /// A control plane whose etcd serves (not after a quorum loss, not before bootstrap).
+    fn require_etcd(&self, idx: usize) -> Result<u64, Status> {
+        let id = self.require_control_plane(idx)?;
+        if !crate::state::lock(&self.shared.etcd).running {
+            return Err(Status::unavailable(
+                "etcd is not running on this node: etcdserver: no leader (the cluster has lost quorum or was never bootstrapped)",
+            ));
+        }
+        Ok(id)
+    }
 }
+
+/// Largest snapshot upload the simulated node keeps.
+const MAX_UPLOAD: usize = 256 << 20;
 
 #[tonic::async_trait]
 impl machine_service_server::MachineService for MachineApi {
@@ -990,7 +1004,7 @@ impl machine_service_server::MachineService for MachineApi {
         req: Request<EtcdMemberListRequest>,
     ) -> Result<Response<EtcdMemberListResponse>, Status> {
         let a = self.admit(&req)?;
-        self.require_control_plane(a.idx)?;
+        self.require_etcd(a.idx)?;
         let addresses: std::collections::HashMap<String, String> = self
             .shared
             .nodes()
@@ -1022,7 +1036,7 @@ impl machine_service_server::MachineService for MachineApi {
 
     async fn etcd_status(&self, req: Request<()>) -> Result<Response<EtcdStatusResponse>, Status> {
         let a = self.admit(&req)?;
-        let id = self.require_control_plane(a.idx)?;
+        let id = self.require_etcd(a.idx)?;
         let etcd = crate::state::lock(&self.shared.etcd);
         if !etcd.members.iter().any(|m| m.0 == id) {
             return Err(Status::failed_precondition(
@@ -1061,7 +1075,7 @@ impl machine_service_server::MachineService for MachineApi {
         req: Request<()>,
     ) -> Result<Response<EtcdAlarmListResponse>, Status> {
         let a = self.admit(&req)?;
-        self.require_control_plane(a.idx)?;
+        self.require_etcd(a.idx)?;
         let member_alarms = crate::state::lock(&self.shared.etcd)
             .alarms
             .iter()
@@ -1083,7 +1097,7 @@ impl machine_service_server::MachineService for MachineApi {
         req: Request<()>,
     ) -> Result<Response<EtcdAlarmDisarmResponse>, Status> {
         let a = self.admit(&req)?;
-        self.require_control_plane(a.idx)?;
+        self.require_etcd(a.idx)?;
         let member_alarms = std::mem::take(&mut crate::state::lock(&self.shared.etcd).alarms)
             .into_iter()
             .map(|(m, al)| EtcdMemberAlarm {
@@ -1104,7 +1118,7 @@ impl machine_service_server::MachineService for MachineApi {
         req: Request<()>,
     ) -> Result<Response<EtcdDefragmentResponse>, Status> {
         let a = self.admit(&req)?;
-        self.require_control_plane(a.idx)?;
+        self.require_etcd(a.idx)?;
         Ok(Response::new(EtcdDefragmentResponse {
             messages: vec![EtcdDefragment {
                 metadata: meta(&a.hostname),
@@ -1119,19 +1133,72 @@ impl machine_service_server::MachineService for MachineApi {
         req: Request<EtcdSnapshotRequest>,
     ) -> Result<Response<Self::EtcdSnapshotStream>, Status> {
         let a = self.admit(&req)?;
-        self.require_control_plane(a.idx)?;
+        self.require_etcd(a.idx)?;
+        // The store as it is now, in etcd's file format; the cluster keeps writing afterwards.
+        let file = {
+            let mut etcd = crate::state::lock(&self.shared.etcd);
+            let file = crate::etcd_db::snapshot(&self.shared.config.cluster_name, etcd.revision);
+            etcd.revision += 100;
+            file
+        };
         let (tx, stream) = channel();
-        let host = a.hostname.clone();
-        let mut sink = DataSink::new(tx, &a);
-        tokio::spawn(async move {
-            // 4 MiB in 64 KiB chunks.
-            for i in 0..64 {
-                if !sink.send(data::snapshot_chunk(&host, i, 64 * 1024)).await {
-                    return;
-                }
-            }
-        });
+        tokio::spawn(stream_bytes(DataSink::new(tx, &a), file, 64 * 1024));
         Ok(Response::new(stream))
+    }
+
+    async fn etcd_recover(
+        &self,
+        req: Request<tonic::Streaming<common::Data>>,
+    ) -> Result<Response<EtcdRecoverResponse>, Status> {
+        let a = self.admit(&req)?;
+        self.require_control_plane(a.idx)?;
+        if crate::state::lock(&self.shared.etcd).running {
+            return Err(Status::failed_precondition(
+                "etcd is running on this node: a snapshot can only be uploaded while etcd waits for bootstrap",
+            ));
+        }
+        let mut stream = req.into_inner();
+        let mut upload = Vec::new();
+        while let Some(chunk) = stream.message().await? {
+            if upload.len() + chunk.bytes.len() > MAX_UPLOAD {
+                return Err(Status::resource_exhausted("snapshot upload is too large"));
+            }
+            upload.extend_from_slice(&chunk.bytes);
+        }
+        if upload.is_empty() {
+            return Err(Status::invalid_argument("the snapshot upload is empty"));
+        }
+        crate::state::lock(&self.shared.etcd)
+            .uploads
+            .insert(a.idx, upload);
+        Ok(Response::new(EtcdRecoverResponse {
+            messages: vec![EtcdRecover {
+                metadata: meta(&a.hostname),
+            }],
+        }))
+    }
+
+    async fn bootstrap(
+        &self,
+        req: Request<BootstrapRequest>,
+    ) -> Result<Response<BootstrapResponse>, Status> {
+        let a = self.admit(&req)?;
+        self.require_control_plane(a.idx)?;
+        let r = req.into_inner();
+        self.shared.note(
+            &a,
+            format!(
+                "recover_etcd={} recover_skip_hash_check={}",
+                r.recover_etcd, r.recover_skip_hash_check
+            ),
+        );
+        self.shared
+            .bootstrap_etcd(a.idx, r.recover_etcd, r.recover_skip_hash_check)?;
+        Ok(Response::new(BootstrapResponse {
+            messages: vec![Bootstrap {
+                metadata: meta(&a.hostname),
+            }],
+        }))
     }
 
     async fn etcd_forfeit_leadership(
@@ -1139,7 +1206,7 @@ impl machine_service_server::MachineService for MachineApi {
         req: Request<EtcdForfeitLeadershipRequest>,
     ) -> Result<Response<EtcdForfeitLeadershipResponse>, Status> {
         let a = self.admit(&req)?;
-        let id = self.require_control_plane(a.idx)?;
+        let id = self.require_etcd(a.idx)?;
         let mut etcd = crate::state::lock(&self.shared.etcd);
         let mut member = String::new();
         if etcd.leader == id
@@ -1162,7 +1229,7 @@ impl machine_service_server::MachineService for MachineApi {
         req: Request<EtcdLeaveClusterRequest>,
     ) -> Result<Response<EtcdLeaveClusterResponse>, Status> {
         let a = self.admit(&req)?;
-        let id = self.require_control_plane(a.idx)?;
+        let id = self.require_etcd(a.idx)?;
         self.shared.tracked(|| {
             {
                 let mut etcd = crate::state::lock(&self.shared.etcd);
@@ -1191,7 +1258,7 @@ impl machine_service_server::MachineService for MachineApi {
         req: Request<EtcdRemoveMemberByIdRequest>,
     ) -> Result<Response<EtcdRemoveMemberByIdResponse>, Status> {
         let a = self.admit(&req)?;
-        self.require_control_plane(a.idx)?;
+        self.require_etcd(a.idx)?;
         let target = req.into_inner().member_id;
         self.shared.note(&a, format!("member_id={target:x}"));
         self.shared.tracked(|| {

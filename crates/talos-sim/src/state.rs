@@ -193,6 +193,13 @@ pub(crate) struct EtcdState {
     pub(crate) leader: u64,
     pub(crate) alarms: Vec<(u64, i32)>,
     pub(crate) raft_term: u64,
+    /// The store's current revision (what a snapshot holds; it moves on after each snapshot,
+    /// as a live cluster keeps writing).
+    pub(crate) revision: u64,
+    /// Whether etcd serves: false after a quorum loss or before the first bootstrap.
+    pub(crate) running: bool,
+    /// Snapshots uploaded with `EtcdRecover`, by node index, waiting for `Bootstrap`.
+    pub(crate) uploads: HashMap<usize, Vec<u8>>,
 }
 
 #[derive(Debug)]
@@ -322,6 +329,7 @@ impl Shared {
             });
         }
         let leader = members.first().map_or(0, |m| m.0);
+        let revision = 4_000 + crate::data::seed(&config.cluster_name) % 1_000;
         let shared = Self {
             config,
             pki,
@@ -333,6 +341,9 @@ impl Shared {
                 leader,
                 alarms: Vec::new(),
                 raft_term: 2,
+                revision,
+                running: true,
+                uploads: HashMap::new(),
             }),
             event_seq: std::sync::atomic::AtomicU64::new(1),
             stopping: std::sync::atomic::AtomicBool::new(false),

@@ -180,7 +180,10 @@ async fn roles_follow_apid() {
     )
     .await;
     assert!(end.is_none());
-    assert_eq!(snapshot.iter().map(Vec::len).sum::<usize>(), 4 << 20);
+    // A genuine etcd snapshot: a bbolt database (meta page magic) and its trailing SHA-256.
+    let file: Vec<u8> = snapshot.concat();
+    assert_eq!((file.len() - 32) % talos_sim::etcd_db::PAGE_SIZE, 0);
+    assert_eq!(&file[16..20], &0xED0C_DAEDu32.to_le_bytes());
     expect_code(backup.version(to(&cp, ())).await, Code::PermissionDenied);
 
     // COSI: secrets and machine configs are admin-only; writes are refused.

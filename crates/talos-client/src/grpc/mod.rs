@@ -357,6 +357,8 @@ with_metadata!(
     machine::EtcdForfeitLeadership,
     machine::EtcdLeaveCluster,
     machine::EtcdRemoveMemberById,
+    machine::EtcdRecover,
+    machine::Bootstrap,
     machine::ApplyConfiguration,
     machine::Reboot,
     machine::Shutdown,

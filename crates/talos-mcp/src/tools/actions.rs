@@ -20,12 +20,11 @@ use crate::server::TalosMcp;
 /// The target of a write or destructive call: exactly one node, named explicitly.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 pub struct NodeTarget {
-    // No doc comment on `context`: the server's instructions say what it means.
+    // No doc comments: the server's instructions say what `context`, `node` and
+    // `confirmation_token` mean, once instead of in every change's schema.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
-    /// The one node (address or hostname).
     pub node: String,
-    /// From the plan a first call returned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confirmation_token: Option<String>,
 }

@@ -299,7 +299,7 @@ pub struct EtcdActionOut {
     pub message: String,
 }
 
-/// Where an etcd snapshot was written (never its content).
+/// Where an etcd snapshot was written (never its content) and what its checks found.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct SnapshotOut {
     /// The file (mode 0600).
@@ -307,7 +307,19 @@ pub struct SnapshotOut {
     pub size_bytes: u64,
     /// Hex SHA-256 of the file.
     pub sha256: String,
+    /// Highest revision in the snapshot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
+    /// Revision keys in it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keys: Option<u64>,
+    /// Older snapshots of this context deleted by retention.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deleted: Vec<String>,
 }
+
+/// Largest snapshot read from a node.
+const MAX_SNAPSHOT: u64 = 64 << 30;
 
 impl TalosMcp {
     /// Defragment the node's etcd member.
@@ -544,6 +556,8 @@ impl TalosMcp {
     ) -> Result<Reply<super::actions::ActionOut<SnapshotOut>>, ToolError> {
         let target = args.clone();
         let dir = self.settings.artifact_dir.clone();
+        let keep = self.settings.snapshot_retention;
+        let context = self.clusters.entry(args.context.as_deref())?.name.clone();
         self.action(
             call,
             Change {
@@ -559,25 +573,70 @@ impl TalosMcp {
                 ))
             },
             |api, opts, ()| async move {
-                crate::files::private_dir(&dir).map_err(|e| ToolError::Local(format!("cannot create {}: {e}", dir.display())))?;
-                let stamp = std::time::SystemTime::now()
-                    .duration_since(std::time::SystemTime::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos());
-                let node = opts.node.clone().unwrap_or_default().replace([':', '/'], "_");
-                let path = dir.join(format!("etcd-{node}-{stamp}.snapshot"));
-                let info = api.etcd_snapshot(&opts, &path).await?;
+                use crate::artifacts::{self, Kind};
+                artifacts::ensure_dir(&dir)?;
+                let node = opts.node.clone().unwrap_or_default();
+                let name = artifacts::file_name(Kind::Snapshot, &context, &node, std::time::SystemTime::now());
+                // Written under a hidden name, verified, then renamed: a listing or a recovery
+                // never sees a partial or unverified snapshot.
+                let temp = format!(".{name}.partial");
+                let local = |e: std::io::Error| ToolError::Local(format!("cannot write the snapshot in {}: {e}", dir.display()));
+                let file = artifacts::create_private(&dir.join(&temp)).map_err(local)?;
+                let written = match file.try_clone() {
+                    Ok(second) => {
+                        let sink = Box::new(tokio::fs::File::from_std(second));
+                        match api.etcd_snapshot(&opts, sink, MAX_SNAPSHOT).await {
+                            Ok(info) => file.sync_all().map(|()| info).map_err(local),
+                            Err(e) => Err(e.into()),
+                        }
+                    }
+                    Err(e) => Err(local(e)),
+                };
+                drop(file);
+                let checked = match written {
+                    Ok(_) => {
+                        let (d, t) = (dir.clone(), temp.clone());
+                        tokio::task::spawn_blocking(move || super::backup::verify_file(&d, &t, true))
+                            .await
+                            .map_err(|e| ToolError::Internal(format!("the snapshot check stopped: {e}")))
+                            .and_then(|r| r)
+                    }
+                    Err(e) => Err(e),
+                };
+                let checked = checked.and_then(|c| {
+                    std::fs::rename(dir.join(&temp), dir.join(&name)).map_err(local)?;
+                    Ok(c)
+                });
+                let checked = match checked {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Never leave a partial or unverified snapshot behind.
+                        let _ = std::fs::remove_file(dir.join(&temp));
+                        return Err(e);
+                    }
+                };
+                let deleted = artifacts::prune(&dir, Kind::Snapshot, &context, None, keep)?;
                 Ok(SnapshotOut {
-                    path: info.path.display().to_string(),
-                    size_bytes: info.size,
-                    sha256: info.sha256,
+                    path: dir.join(&name).display().to_string(),
+                    size_bytes: checked.size_bytes,
+                    sha256: checked.sha256,
+                    revision: checked.verification.revision,
+                    keys: checked.verification.keys,
+                    deleted,
                 })
             },
-            |o| format!("snapshot written to {} ({}, sha256 {})", o.path, bytes(o.size_bytes), o.sha256),
+            |o| format!(
+                "snapshot written to {} ({}, sha256 {}, revision {}){}",
+                o.path,
+                bytes(o.size_bytes),
+                o.sha256,
+                o.revision.map_or("unknown".into(), |r| r.to_string()),
+                if o.deleted.is_empty() { String::new() } else { format!("; retention deleted {} older", o.deleted.len()) }
+            ),
         )
         .await
     }
 }
-
 /// The tools of this module, in listing order.
 pub(crate) fn tools() -> Vec<ToolDef> {
     vec![
@@ -585,7 +644,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Etcd,
             "talos_etcd_members",
             "etcd members",
-            "etcd members (id, hostname, URLs, learner) as the first of `nodes` that answers sees them.",
+            "etcd members (id, hostname, URLs, learner) from the first of `nodes` that answers.",
         )
         .run(TalosMcp::talos_etcd_members)
         .build(),
@@ -593,7 +652,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Etcd,
             "talos_etcd_status",
             "etcd status",
-            "etcd health per member (leader, raft, DB size, alarms) and a verdict (healthy, degraded, quorum_at_risk, quorum_lost) with reasons. Default nodes: all members.",
+            "etcd health per member (leader, raft, DB size, alarms) with a verdict and reasons. Default: all members.",
         )
         .run(TalosMcp::talos_etcd_status)
         .build(),
@@ -648,7 +707,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             Toolset::Etcd,
             "talos_etcd_snapshot",
             "etcd snapshot",
-            "Writes one node's etcd snapshot to a private file (0600) on the server; returns path, size and SHA-256, never the data (every cluster secret).",
+            "Writes one node's etcd snapshot to a private 0600 file on the server, verified, keeping the newest N per context; returns path, size, SHA-256, revision, never the data.",
         )
         .tier(Tier::Destructive)
         .effect(Effect::Changes { idempotent: false })

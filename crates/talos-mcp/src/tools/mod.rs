@@ -14,6 +14,7 @@ macro_rules! targeted_by_field {
 pub(crate) use targeted_by_field;
 
 pub mod actions;
+pub mod backup;
 pub mod cluster;
 pub mod etcd;
 pub mod fleet;
@@ -39,7 +40,10 @@ pub(crate) fn of(set: Toolset) -> Vec<ToolDef> {
         Toolset::Info => info::tools(),
         Toolset::Workloads => workloads::tools(),
         Toolset::Logs => logs::tools(),
-        Toolset::Etcd => etcd::tools(),
+        Toolset::Etcd => etcd::tools()
+            .into_iter()
+            .chain(backup::tools().into_iter().filter(|t| t.toolset == set))
+            .collect(),
         Toolset::Cluster => cluster::tools().into_iter().chain(fleet::tools()).collect(),
         Toolset::Kubernetes => kubernetes::tools(),
         Toolset::Lifecycle => lifecycle::tools()
@@ -47,6 +51,7 @@ pub(crate) fn of(set: Toolset) -> Vec<ToolDef> {
             .chain(upgrade::tools())
             .chain(rolling::tools())
             .chain(operations::tools())
+            .chain(backup::tools().into_iter().filter(|t| t.toolset == set))
             .collect(),
     }
 }

@@ -2476,6 +2476,35 @@ pub struct EtcdDefragment {
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct EtcdSnapshotRequest {}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct EtcdRecoverResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub messages: ::prost::alloc::vec::Vec<EtcdRecover>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct EtcdRecover {
+    #[prost(message, optional, tag = "1")]
+    pub metadata: ::core::option::Option<super::common::Metadata>,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BootstrapRequest {
+    /// Restore from the snapshot uploaded with EtcdRecover.
+    #[prost(bool, tag = "1")]
+    pub recover_etcd: bool,
+    /// Accept a snapshot without etcd's trailing hash (a copied database file).
+    #[prost(bool, tag = "2")]
+    pub recover_skip_hash_check: bool,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct BootstrapResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub messages: ::prost::alloc::vec::Vec<Bootstrap>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Bootstrap {
+    #[prost(message, optional, tag = "1")]
+    pub metadata: ::core::option::Option<super::common::Metadata>,
+}
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct EtcdForfeitLeadershipRequest {}
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -4017,6 +4046,60 @@ pub mod machine_service_client {
                 .insert(GrpcMethod::new("machine.MachineService", "EtcdSnapshot"));
             self.inner.server_streaming(req, path, codec).await
         }
+        /// Upload of a snapshot for disaster recovery: the client streams the snapshot file in chunks;
+        /// a following Bootstrap with recover_etcd restores etcd from it.
+        pub async fn etcd_recover(
+            &mut self,
+            request: impl tonic::IntoStreamingRequest<
+                Message = super::super::common::Data,
+            >,
+        ) -> std::result::Result<
+            tonic::Response<super::EtcdRecoverResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/machine.MachineService/EtcdRecover",
+            );
+            let mut req = request.into_streaming_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("machine.MachineService", "EtcdRecover"));
+            self.inner.client_streaming(req, path, codec).await
+        }
+        /// Starts a single-member etcd on a control plane: a new cluster's first boot, or, with
+        /// recover_etcd, a recovery from the uploaded snapshot.
+        pub async fn bootstrap(
+            &mut self,
+            request: impl tonic::IntoRequest<super::BootstrapRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::BootstrapResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/machine.MachineService/Bootstrap",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("machine.MachineService", "Bootstrap"));
+            self.inner.unary(req, path, codec).await
+        }
         pub async fn etcd_forfeit_leadership(
             &mut self,
             request: impl tonic::IntoRequest<super::EtcdForfeitLeadershipRequest>,
@@ -4551,6 +4634,24 @@ pub mod machine_service_server {
             request: tonic::Request<super::EtcdSnapshotRequest>,
         ) -> std::result::Result<
             tonic::Response<Self::EtcdSnapshotStream>,
+            tonic::Status,
+        >;
+        /// Upload of a snapshot for disaster recovery: the client streams the snapshot file in chunks;
+        /// a following Bootstrap with recover_etcd restores etcd from it.
+        async fn etcd_recover(
+            &self,
+            request: tonic::Request<tonic::Streaming<super::super::common::Data>>,
+        ) -> std::result::Result<
+            tonic::Response<super::EtcdRecoverResponse>,
+            tonic::Status,
+        >;
+        /// Starts a single-member etcd on a control plane: a new cluster's first boot, or, with
+        /// recover_etcd, a recovery from the uploaded snapshot.
+        async fn bootstrap(
+            &self,
+            request: tonic::Request<super::BootstrapRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::BootstrapResponse>,
             tonic::Status,
         >;
         async fn etcd_forfeit_leadership(
@@ -6031,6 +6132,98 @@ pub mod machine_service_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/machine.MachineService/EtcdRecover" => {
+                    #[allow(non_camel_case_types)]
+                    struct EtcdRecoverSvc<T: MachineService>(pub Arc<T>);
+                    impl<
+                        T: MachineService,
+                    > tonic::server::ClientStreamingService<super::super::common::Data>
+                    for EtcdRecoverSvc<T> {
+                        type Response = super::EtcdRecoverResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<
+                                tonic::Streaming<super::super::common::Data>,
+                            >,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as MachineService>::etcd_recover(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = EtcdRecoverSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.client_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/machine.MachineService/Bootstrap" => {
+                    #[allow(non_camel_case_types)]
+                    struct BootstrapSvc<T: MachineService>(pub Arc<T>);
+                    impl<
+                        T: MachineService,
+                    > tonic::server::UnaryService<super::BootstrapRequest>
+                    for BootstrapSvc<T> {
+                        type Response = super::BootstrapResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::BootstrapRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as MachineService>::bootstrap(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = BootstrapSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)

@@ -51,6 +51,9 @@ struct Args {
     /// like a Talos before 1.13: no ImageService or LifecycleService).
     #[arg(long = "fault", value_name = "NODE=KIND", value_parser = parse_fault)]
     faults: Vec<(String, NodeFault)>,
+    /// Start like a new cluster before its first bootstrap (etcd has no members).
+    #[arg(long)]
+    etcd_unbootstrapped: bool,
 }
 
 /// A fault the command line can set on a node.
@@ -145,6 +148,9 @@ async fn main() -> ExitCode {
         }
         tracing::info!(node = %node, fault = ?fault, "fault set");
     }
+    if args.etcd_unbootstrapped {
+        cluster.unbootstrap_etcd();
+    }
     for node in cluster.nodes() {
         tracing::info!(address = %node.address, hostname = %node.hostname, role = ?node.role, "node");
     }
@@ -153,7 +159,7 @@ async fn main() -> ExitCode {
         talosconfig = %args.talosconfig.display(),
         "serving; press Ctrl-C to stop"
     );
-    let _ = tokio::signal::ctrl_c().await;
+    wait_for_stop(&cluster).await;
     cluster.shutdown().await;
     ExitCode::SUCCESS
 }
@@ -168,4 +174,25 @@ fn write_private(path: &PathBuf, body: &str) -> std::io::Result<()> {
         options.mode(0o600);
     }
     options.open(path)?.write_all(body.as_bytes())
+}
+
+/// Waits for Ctrl-C. On Unix, SIGUSR1 meanwhile makes the control planes lose etcd quorum (how
+/// the end-to-end suite stages a disaster).
+async fn wait_for_stop(cluster: &SimCluster) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut usr1) = signal(SignalKind::user_defined1()) {
+            loop {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => return,
+                    _ = usr1.recv() => {
+                        cluster.lose_etcd_quorum();
+                        tracing::info!("etcd quorum lost (SIGUSR1)");
+                    }
+                }
+            }
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
