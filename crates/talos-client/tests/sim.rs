@@ -1094,3 +1094,19 @@ async fn lifecycle_upgrade_is_unimplemented_on_legacy_nodes_and_classic_works() 
     assert_eq!(c.version(&node).await.unwrap().tag, "v1.12.0");
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_thousand_calls_share_one_tls_connection() {
+    let sim = start(SimConfig::default()).await;
+    let c = client(&sim);
+    let node = CallOptions::node(cp(&sim));
+    for _ in 0..1000 {
+        c.version(&node).await.unwrap();
+    }
+    assert_eq!(sim.calls(&cp(&sim), "Version"), 1000);
+    assert_eq!(
+        sim.tls_handshakes(),
+        1,
+        "every call after the first reused the connection"
+    );
+}

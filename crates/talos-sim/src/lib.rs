@@ -82,6 +82,9 @@ pub struct SimConfig {
     pub tls: ServerTlsMode,
     /// Where to listen (port 0 picks a free port).
     pub bind: SocketAddr,
+    /// Added to every call before its node answers, as the endpoint-to-node round trip of a
+    /// real cluster (zero: none). Per-node faults ([`Fault::Latency`]) add to it.
+    pub node_latency: Duration,
 }
 
 impl Default for SimConfig {
@@ -96,6 +99,7 @@ impl Default for SimConfig {
             reboot_downtime: Duration::from_secs(2),
             tls: ServerTlsMode::Tls13,
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            node_latency: Duration::ZERO,
         }
     }
 }
@@ -215,6 +219,12 @@ impl SimCluster {
     /// Requests received for `node` and RPC `method` (e.g. `Version`), counted before faults.
     pub fn calls(&self, node: &str, method: &str) -> u64 {
         self.shared.calls(node, method)
+    }
+
+    /// TLS handshakes the endpoint has completed since it started (restarts included). A client
+    /// that reuses its connection makes no new one.
+    pub fn tls_handshakes(&self) -> u64 {
+        self.shared.handshakes()
     }
 
     /// The node's current boot id.
