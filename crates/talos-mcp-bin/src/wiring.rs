@@ -199,6 +199,7 @@ pub(crate) fn build_from_clusters(
             .unwrap_or_else(talos_mcp::state_dir),
         toolsets: opts.toolsets.clone(),
         tools: opts.tools.clone(),
+        fan_out_limit: opts.fan_out,
         safety: Arc::new(SafetySettings {
             allow_write: opts.allow_write,
             allow_destructive: opts.allow_destructive,
