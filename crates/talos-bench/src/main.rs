@@ -484,7 +484,8 @@ async fn fan_out(bin: &Path, scratch: &Scratch, plan: Plan, report: &mut Report)
             report.row(Row {
                 section: s,
                 figure: format!(
-                    "`talos_version` to {size} nodes, {kind}, p50 of {}",
+                    "`talos_version` to {size} node{}, {kind}, p50 of {}",
+                    if size == 1 { "" } else { "s" },
                     plan.fan_out_reps
                 ),
                 measured: format!(
