@@ -13,7 +13,8 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p talos-mcp-bin \
+# Without the default `demo` feature: no simulator in the production binary.
+RUN cargo build --release --locked -p talos-mcp-bin --no-default-features --features otel \
  && install -D -m 0755 target/release/talos-mcp /out/talos-mcp
 
 FROM debian:bookworm-slim

@@ -4,6 +4,10 @@
 //! protobuf compiler, so no `protoc` is needed anywhere) and writes prost messages plus tonic client
 //! and server stubs into `crates/talos-proto/src/gen/`. The output is committed; a test in this crate
 //! regenerates it into a temporary directory and fails when the committed copy is stale.
+//!
+//! `cargo xtask bench [--quick]` builds the production binary and the `talos-bench` runner, runs
+//! it, and rewrites the generated tables of docs/benchmarks.md (`--quick`: a debug build and small
+//! sizes, report in `target/bench-quick.md`, the docs untouched).
 
 // A developer tool: progress goes to stderr.
 #![allow(clippy::print_stderr)]
@@ -38,10 +42,128 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Some(other) => bail!("unknown task `{other}`; available: codegen"),
-        None => bail!("usage: cargo xtask <task>; available: codegen"),
+        Some("bench") => {
+            let rest: Vec<String> = args.collect();
+            let quick = match rest.as_slice() {
+                [] => false,
+                [flag] if flag == "--quick" => true,
+                _ => bail!("usage: cargo xtask bench [--quick]"),
+            };
+            bench(&workspace_root(), quick)
+        }
+        Some(other) => bail!("unknown task `{other}`; available: codegen, bench"),
+        None => bail!("usage: cargo xtask <task>; available: codegen, bench"),
     }
 }
+
+/// Runs cargo with `args` in `root`, failing when it fails.
+fn cargo(root: &Path, args: &[&str]) -> Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("cargo {}", args.join(" "));
+    let status = std::process::Command::new(cargo)
+        .args(args)
+        .current_dir(root)
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Builds what the benchmarks measure and runs them.
+///
+/// Full: the production binary (release profile: LTO, one codegen unit, stripped; features
+/// `otel` without `demo`) and the runner in release; the tables of docs/benchmarks.md are
+/// rewritten. Quick: the default debug build (what CI has already compiled for its tests),
+/// small sizes, the report in `target/bench-quick.md`.
+fn bench(root: &Path, quick: bool) -> Result<()> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map_or_else(|| root.join("target"), |t| root.join(t));
+    let exe = std::env::consts::EXE_SUFFIX;
+    let (mcp, build, runner, out, command) = if quick {
+        cargo(
+            root,
+            &[
+                "build",
+                "--locked",
+                "-p",
+                "talos-mcp-bin",
+                "-p",
+                "talos-bench",
+            ],
+        )?;
+        let dir = target.join("debug");
+        let out = target.join("bench-quick.md");
+        fs::write(
+            &out,
+            format!("# Quick benchmark run\n\n{}\n{}\n", BENCH_BEGIN, BENCH_END),
+        )?;
+        (
+            dir.join(format!("talos-mcp{exe}")),
+            "debug build, default features",
+            dir.join(format!("talos-bench{exe}")),
+            out,
+            "cargo xtask bench --quick",
+        )
+    } else {
+        cargo(
+            root,
+            &[
+                "build",
+                "--release",
+                "--locked",
+                "-p",
+                "talos-mcp-bin",
+                "--no-default-features",
+                "--features",
+                "otel",
+            ],
+        )?;
+        let dir = target.join("release");
+        let production = dir.join(format!("talos-mcp-production{exe}"));
+        fs::copy(dir.join(format!("talos-mcp{exe}")), &production)
+            .context("keeping the production binary")?;
+        cargo(
+            root,
+            &["build", "--release", "--locked", "-p", "talos-bench"],
+        )?;
+        (
+            production,
+            "release profile (LTO, codegen-units = 1, stripped), features `otel` (no `demo`: no simulator)",
+            dir.join(format!("talos-bench{exe}")),
+            root.join("docs/benchmarks.md"),
+            "cargo xtask bench",
+        )
+    };
+    let status = std::process::Command::new(&runner)
+        .arg("--mcp")
+        .arg(&mcp)
+        .args(["--build", build, "--command", command])
+        .args(quick.then_some("--quick"))
+        .arg("--out")
+        .arg(&out)
+        .current_dir(root)
+        .status()
+        .with_context(|| format!("running {}", runner.display()))?;
+    if quick && let Ok(report) = fs::read_to_string(&out) {
+        eprintln!("{report}");
+    }
+    if !status.success() {
+        bail!(
+            "a benchmark failed (see above; report in {})",
+            out.display()
+        );
+    }
+    eprintln!("report written to {}", out.display());
+    Ok(())
+}
+
+/// The markers around the generated part of docs/benchmarks.md (the runner checks them too).
+const BENCH_BEGIN: &str =
+    "<!-- bench:begin (written by `cargo xtask bench`; edits here are lost) -->";
+const BENCH_END: &str = "<!-- bench:end -->";
 
 const PROTO_DIR: &str = "crates/talos-proto/proto";
 const GEN_DIR: &str = "crates/talos-proto/src/gen";
@@ -113,6 +235,22 @@ fn codegen(proto_dir: &Path, out_dir: &Path) -> Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `cargo xtask bench` rewrites only what lies between the markers, so both must be there,
+    /// once each and in order.
+    #[test]
+    fn benchmarks_doc_has_the_markers() {
+        let doc = fs::read_to_string(workspace_root().join("docs/benchmarks.md")).unwrap();
+        let begin = doc
+            .match_indices(BENCH_BEGIN)
+            .map(|(i, _)| i)
+            .collect::<Vec<_>>();
+        let end = doc
+            .match_indices(BENCH_END)
+            .map(|(i, _)| i)
+            .collect::<Vec<_>>();
+        assert!(begin.len() == 1 && end.len() == 1 && begin[0] < end[0]);
+    }
 
     /// Regenerates into a temporary directory and compares with the committed files, byte for byte.
     #[test]

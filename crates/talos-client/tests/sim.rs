@@ -1204,3 +1204,19 @@ fn tokio_test_reader(bytes: Vec<u8>) -> Box<dyn tokio::io::AsyncRead + Send + Un
     cursor.set_position(0);
     Box::new(Failing(cursor))
 }
+
+#[tokio::test]
+async fn a_thousand_calls_share_one_tls_connection() {
+    let sim = start(SimConfig::default()).await;
+    let c = client(&sim);
+    let node = CallOptions::node(cp(&sim));
+    for _ in 0..1000 {
+        c.version(&node).await.unwrap();
+    }
+    assert_eq!(sim.calls(&cp(&sim), "Version"), 1000);
+    assert_eq!(
+        sim.tls_handshakes(),
+        1,
+        "every call after the first reused the connection"
+    );
+}

@@ -60,6 +60,7 @@ pub(crate) enum Command {
     /// Serve MCP over stdio (default) or streamable HTTP.
     Serve(ServeArgs),
     /// Show the server working against an embedded simulated cluster.
+    #[cfg(feature = "demo")]
     Demo(DemoArgs),
     /// List the tools with their tiers and toolsets.
     Tools {
@@ -110,6 +111,10 @@ pub(crate) struct ServerOpts {
     #[arg(long, env = "TALOS_MCP_MAX_NODES", default_value_t = talos_mcp::clusters::DEFAULT_MAX_NODES,
           value_parser = at_least_one)]
     pub(crate) max_nodes: usize,
+    /// Most nodes one call talks to at once (1-1024); the rest wait their turn.
+    #[arg(long, env = "TALOS_MCP_FAN_OUT", default_value_t = talos_client::DEFAULT_FAN_OUT_LIMIT,
+          value_parser = fan_out_limit)]
+    pub(crate) fan_out: usize,
     /// Paths the file tools may read.
     #[arg(long, env = "TALOS_MCP_FILE_ALLOWLIST", value_delimiter = ',', default_values_t = ["/proc".to_owned(), "/sys".to_owned(), "/var/log".to_owned()])]
     pub(crate) file_allowlist: Vec<String>,
@@ -206,6 +211,7 @@ pub(crate) struct ServeArgs {
     pub(crate) http: HttpOpts,
 }
 
+#[cfg(feature = "demo")]
 #[derive(Debug, Clone, Args)]
 pub(crate) struct DemoArgs {
     /// Serve the MCP server against the simulated cluster instead of the scripted walk-through.
@@ -232,6 +238,14 @@ pub(crate) struct CallArgs {
     pub(crate) args: String,
     #[command(flatten)]
     pub(crate) server: ServerOpts,
+}
+
+/// Nodes in flight per call: 1 to 1024.
+fn fan_out_limit(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=1024).contains(&n) => Ok(n),
+        _ => Err(format!("`{s}` is not a whole number from 1 to 1024")),
+    }
 }
 
 /// A count of 1 or more.
@@ -436,6 +450,15 @@ mod tests {
         assert_eq!(cli.global.contexts, vec!["staging", "dev"]);
         assert_eq!(s.server.max_nodes, 8);
         assert!(Cli::try_parse_from(["talos-mcp", "serve", "--max-nodes", "0"]).is_err());
+        assert_eq!(s.server.fan_out, 16);
+        for refused in ["0", "1025"] {
+            assert!(Cli::try_parse_from(["talos-mcp", "serve", "--fan-out", refused]).is_err());
+        }
+        let cli = Cli::try_parse_from(["talos-mcp", "serve", "--fan-out", "200"]).unwrap();
+        let Command::Serve(s) = cli.command else {
+            panic!("serve")
+        };
+        assert_eq!(s.server.fan_out, 200);
         let cli = Cli::try_parse_from([
             "talos-mcp",
             "call",

@@ -742,10 +742,7 @@ async fn serve_connections(
             continue;
         };
         saturated = false;
-        // Small JSON-RPC responses go out at once instead of waiting for the peer's delayed ACK.
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
+        accepted(&tcp);
         let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (evict, mut evicted) = tokio::sync::oneshot::channel();
         unstarted.push_back(Unstarted {
@@ -783,6 +780,16 @@ async fn serve_connections(
         .is_err()
     {
         tracing::warn!("HTTP connections were still open after the grace period");
+    }
+}
+
+/// Socket options of an accepted connection. TCP_NODELAY: a response leaves in several small
+/// writes (headers, SSE event, end of the chunked body); with Nagle's algorithm the later ones
+/// wait for the client's ACK of the first, which a kept-alive client delays by ~40 ms — every
+/// call on a reused connection then takes 40-odd ms (docs/benchmarks.md).
+fn accepted(tcp: &tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "could not set TCP_NODELAY");
     }
 }
 
@@ -857,7 +864,8 @@ async fn serve_connection<I>(
     let _ = connection.await;
 }
 
-/// A TLS acceptor for the listener (TLS 1.2 and 1.3, ALPN h2 and http/1.1).
+/// A TLS acceptor for the listener: TLS 1.3 only (every current MCP client's TLS stack speaks
+/// it), ALPN h2 and http/1.1.
 fn tls_acceptor(
     cert: &std::path::Path,
     key: &std::path::Path,
@@ -873,7 +881,7 @@ fn tls_acceptor(
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
-    .with_safe_default_protocol_versions()?
+    .with_protocol_versions(&[&rustls::version::TLS13])?
     .with_no_client_auth()
     .with_single_cert(chain, key)
     .context("the TLS certificate and key do not fit together")?;
@@ -951,6 +959,17 @@ mod tests {
             authority("Host.Example"),
             Some(("host.example".to_owned(), None))
         );
+    }
+
+    #[tokio::test]
+    async fn accepted_connections_do_not_wait_for_acks() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (_client, accepted_now) = tokio::join!(client, listener.accept());
+        let (tcp, _) = accepted_now.unwrap();
+        assert!(!tcp.nodelay().unwrap(), "the default has Nagle on");
+        accepted(&tcp);
+        assert!(tcp.nodelay().unwrap());
     }
 
     #[test]

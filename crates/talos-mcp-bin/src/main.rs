@@ -6,6 +6,7 @@
 
 mod cli;
 mod commands;
+#[cfg(feature = "demo")]
 mod demo;
 mod http;
 mod stdio;
@@ -32,8 +33,10 @@ async fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+    #[cfg_attr(not(feature = "demo"), allow(unused_mut))]
     let mut cli = Cli::parse_from(args);
     // The scripted demo prints to the terminal: keep library chatter out of it unless asked.
+    #[cfg(feature = "demo")]
     if matches!(&cli.command, Command::Demo(d) if !d.serve) && cli.global.log_level == "info" {
         cli.global.log_level = "warn".into();
     }
@@ -71,6 +74,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             serve_stdio_or_http(server, &args.http).await?;
             Ok(ExitCode::SUCCESS)
         }
+        #[cfg(feature = "demo")]
         Command::Demo(args) => demo::run(&cli.global, args).await,
         Command::Tools { json } => commands::tools(*json),
         Command::Call(args) => commands::call(&cli.global, args).await,

@@ -200,6 +200,7 @@ pub(crate) fn build_from_clusters(
         snapshot_retention: opts.snapshot_retention,
         toolsets: opts.toolsets.clone(),
         tools: opts.tools.clone(),
+        fan_out_limit: opts.fan_out,
         safety: Arc::new(SafetySettings {
             allow_write: opts.allow_write,
             allow_destructive: opts.allow_destructive,

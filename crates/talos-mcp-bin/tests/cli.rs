@@ -597,7 +597,6 @@ async fn non_loopback_without_auth_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_listener_serves_with_the_given_certificate() {
-    use rustls_pki_types::pem::PemObject as _;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let (_sim, dir, tc) = sim().await;
     let ca = talos_sim::pki::CertificateAuthority::generate("listener-ca").unwrap();
@@ -617,16 +616,12 @@ async fn https_listener_serves_with_the_given_certificate() {
         ],
     );
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls_pki_types::CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap())
-        .unwrap();
     let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .unwrap()
-    .with_root_certificates(roots)
+    .with_root_certificates(tls_roots(ca.cert_pem()))
     .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -637,6 +632,10 @@ async fn https_listener_serves_with_the_given_certificate() {
         )
         .await
         .unwrap();
+    assert_eq!(
+        tls.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
     tls.write_all(
         format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
     )
@@ -645,10 +644,36 @@ async fn https_listener_serves_with_the_given_certificate() {
     let mut response = String::new();
     let _ = tls.read_to_string(&mut response).await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    // The listener pins TLS 1.3: a client that offers only TLS 1.2 gets no session.
+    let tls12_only = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS12])
+    .unwrap()
+    .with_root_certificates(tls_roots(ca.cert_pem()))
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let refused = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls12_only))
+        .connect(
+            rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap(),
+            tcp,
+        )
+        .await;
+    assert!(refused.is_err(), "a TLS 1.2-only client was served");
     // Plain HTTP on the TLS port gets nothing useful.
     assert_ne!(request(addr, "GET", "/healthz", &[], "").0, 200);
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
     assert!(wait_timeout(&mut child, Duration::from_secs(10)).is_some());
+}
+
+/// A root store holding one CA certificate (PEM).
+fn tls_roots(ca_pem: &str) -> rustls::RootCertStore {
+    use rustls_pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    roots
 }

@@ -142,6 +142,9 @@ pub struct SimConfig {
     /// A YAML mapping merged into every node's machine configuration (mappings merge key by
     /// key; other values replace; `null` removes a key).
     pub machine_config_patch: Option<String>,
+    /// Added to every call before its node answers, as the endpoint-to-node round trip of a
+    /// real cluster (zero: none). Per-node faults ([`Fault::Latency`]) add to it.
+    pub node_latency: Duration,
 }
 
 impl Default for SimConfig {
@@ -158,6 +161,7 @@ impl Default for SimConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             node_versions: Vec::new(),
             machine_config_patch: None,
+            node_latency: Duration::ZERO,
         }
     }
 }
@@ -387,6 +391,12 @@ impl SimCluster {
     /// Requests received for `node` and RPC `method` (e.g. `Version`), counted before faults.
     pub fn calls(&self, node: &str, method: &str) -> u64 {
         self.shared.calls(node, method)
+    }
+
+    /// TLS handshakes the endpoint has completed since it started (restarts included). A client
+    /// that reuses its connection makes no new one.
+    pub fn tls_handshakes(&self) -> u64 {
+        self.shared.handshakes()
     }
 
     /// The node's current boot id.

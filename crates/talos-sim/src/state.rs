@@ -222,6 +222,8 @@ pub(crate) struct Shared {
     event_seq: std::sync::atomic::AtomicU64,
     /// Set when the simulator shuts down: long-lived streams and stalled calls end.
     stopping: std::sync::atomic::AtomicBool,
+    /// TLS handshakes completed by the endpoint (a reused connection makes none).
+    handshakes: std::sync::atomic::AtomicU64,
 }
 
 /// Locks a mutex, recovering from poisoning (a panicked handler must not take the server down).
@@ -347,6 +349,7 @@ impl Shared {
             }),
             event_seq: std::sync::atomic::AtomicU64::new(1),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            handshakes: std::sync::atomic::AtomicU64::new(0),
         };
         for idx in 0..total {
             shared.record_boot_events(idx, "boot");
@@ -448,6 +451,17 @@ impl Shared {
         f(&mut nodes)
     }
 
+    /// Counts a completed TLS handshake.
+    pub(crate) fn handshake_done(&self) {
+        self.handshakes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// TLS handshakes completed so far.
+    pub(crate) fn handshakes(&self) -> u64 {
+        self.handshakes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The admission of every RPC ([`crate::admission::AdmissionLayer`] calls it): pick the node
     /// from the `node` metadata (unknown: `Unavailable`, like apid's proxy), record the call,
     /// check the caller's roles against `access`, then apply the node's fault and availability.
@@ -496,6 +510,10 @@ impl Shared {
         };
         if !access.allows(&roles) {
             return Err(Status::permission_denied("not authorized"));
+        }
+        // The round trip from the endpoint to the node, on every call.
+        if !self.config.node_latency.is_zero() {
+            tokio::time::sleep(self.config.node_latency).await;
         }
         let mut abort_after = None;
         match fault {

@@ -214,6 +214,7 @@ pub(crate) async fn serve(
                 else {
                     return;
                 };
+                shared.handshake_done();
                 let role = tls
                     .get_ref()
                     .1

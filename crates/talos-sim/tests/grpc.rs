@@ -1065,3 +1065,36 @@ async fn certificate_faults_apply_to_new_connections() {
     MachineServiceClient::new(ch).version(()).await.unwrap();
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn node_latency_delays_every_node() {
+    let latency = Duration::from_millis(150);
+    let sim = start(SimConfig {
+        node_latency: latency,
+        ..SimConfig::default()
+    })
+    .await;
+    let mut m = machine(&sim, "os:reader").await;
+    for node in sim.nodes().iter().take(2) {
+        let t = Instant::now();
+        m.version(to(&node.address, ())).await.unwrap();
+        assert!(t.elapsed() >= latency, "{} answered early", node.address);
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn handshakes_are_counted_per_connection_not_per_call() {
+    let sim = start(SimConfig::default()).await;
+    assert_eq!(sim.tls_handshakes(), 0);
+    let mut m = machine(&sim, "os:reader").await;
+    let node = sim.nodes()[0].address.clone();
+    for _ in 0..20 {
+        m.version(to(&node, ())).await.unwrap();
+    }
+    assert_eq!(sim.tls_handshakes(), 1, "one connection, one handshake");
+    let mut other = machine(&sim, "os:reader").await;
+    other.version(to(&node, ())).await.unwrap();
+    assert_eq!(sim.tls_handshakes(), 2);
+    sim.shutdown().await;
+}

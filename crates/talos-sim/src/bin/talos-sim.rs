@@ -46,6 +46,9 @@ struct Args {
     /// How long a rebooting node stays unreachable, in milliseconds.
     #[arg(long, default_value_t = SimConfig::default().reboot_downtime.as_millis() as u64)]
     reboot_downtime_ms: u64,
+    /// Milliseconds every call waits before its node answers (the endpoint-to-node round trip).
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
     /// An upgrade fault for one node, as NODE=KIND (address or hostname; repeatable). KIND is
     /// image-pull-fails, never-returns, old-version, unhealthy, or legacy-api (the node answers
     /// like a Talos before 1.13: no ImageService or LifecycleService).
@@ -112,6 +115,7 @@ async fn main() -> ExitCode {
         bind: args.listen,
         log_lines: args.log_lines,
         reboot_downtime: std::time::Duration::from_millis(args.reboot_downtime_ms),
+        node_latency: std::time::Duration::from_millis(args.latency_ms),
         ..SimConfig::default()
     };
     let cluster = match SimCluster::start(config).await {
