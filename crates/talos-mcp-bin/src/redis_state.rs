@@ -125,6 +125,11 @@ fn display(url: &str) -> String {
     format!("{scheme}://{host}")
 }
 
+/// Whether `id` has the form of an operation id (32 lowercase hex digits).
+fn is_operation_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// Milliseconds of a duration, at least 1 (Redis refuses an expiry of 0).
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
@@ -538,6 +543,11 @@ impl OperationStore for RedisOperations {
     }
 
     async fn get(&self, id: &str) -> Result<Option<OperationRecord>, ToolError> {
+        // A client-supplied id never names another kind of key (`<id>:lease`), nor costs a
+        // round trip when it cannot be an operation's.
+        if !is_operation_id(id) {
+            return Ok(None);
+        }
         let raw: Option<String> = self
             .store
             .query(redis::cmd("GET").arg(Self::key(id)))
@@ -635,6 +645,20 @@ impl OperationStore for RedisOperations {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_operation_ids_reach_the_store() {
+        assert!(super::is_operation_id("0123456789abcdef0123456789abcdef"));
+        for bad in [
+            "0123456789abcdef0123456789abcdef:lease",
+            "0123456789abcdef0123456789abcde",
+            "0123456789ABCDEF0123456789ABCDEF",
+            "../../x",
+            "",
+        ] {
+            assert!(!super::is_operation_id(bad), "{bad}");
+        }
+    }
+
     #[test]
     fn the_store_is_shown_without_credentials() {
         assert_eq!(

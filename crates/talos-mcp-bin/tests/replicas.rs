@@ -380,6 +380,9 @@ async fn replicas_share_confirmations_locks_operations_and_the_rate_limit() {
         "TASK_STATE_INPUT_REQUIRED",
         "{read}"
     );
+    // An id naming another kind of key in the store is just an unknown task.
+    let probe = a2a(b, "GetTask", json!({"id": format!("{id}:lease")}));
+    assert_eq!(probe["error"]["code"], -32001, "{probe}");
     let cancel = a2a(b, "CancelTask", json!({"id": id}));
     assert!(cancel["result"].is_object(), "{cancel}");
     let ended = until_state(c, &id, "TASK_STATE_CANCELED", Duration::from_secs(10));
@@ -490,4 +493,33 @@ async fn a_shared_store_needs_a_shared_secret_and_the_right_password() {
         !err.contains("not-the-password"),
         "the password is never shown: {err}"
     );
+}
+
+/// A stateless server never asks a handshake-era client through a server-to-client request
+/// (its answer could reach another replica): a client declaring form elicitation gets the
+/// token flow's plan instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stateless_server_confirms_handshake_era_clients_with_tokens() {
+    let (sim, _dir, tc, worker) = sim().await;
+    let server = Server::start(
+        &tc,
+        &["--allow-destructive", "--stateless", "--audit-log", "off"],
+    );
+    let answer = mcp(
+        server.addr,
+        ALICE,
+        "tools/call",
+        json!({
+            "name": "talos_reboot",
+            "arguments": {"node": worker},
+            "_meta": {"io.modelcontextprotocol/clientCapabilities": {"elicitation": {"form": {}}}},
+        }),
+    );
+    let result = &answer["result"];
+    assert_eq!(
+        result["structuredContent"]["status"], "confirmation_required",
+        "{answer}"
+    );
+    assert!(result["structuredContent"]["confirmation_token"].is_string());
+    assert_eq!(sim.calls(&worker, "Reboot"), 0);
 }
