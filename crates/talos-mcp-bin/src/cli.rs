@@ -145,6 +145,61 @@ pub(crate) struct ServerOpts {
     #[arg(long, env = "TALOS_MCP_TASK_POLL_INTERVAL_MS", default_value_t = 2000,
           value_parser = clap::value_parser!(u64).range(100..))]
     pub(crate) task_poll_interval_ms: u64,
+    #[command(flatten)]
+    pub(crate) state: StateOpts,
+}
+
+/// Where replicas share their state (see docs/deployment.md).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct StateOpts {
+    /// Share state with other replicas in Redis or Valkey: `redis://host:6379/0`, or
+    /// `rediss://` for TLS (default: this process's memory, one replica). Needs
+    /// --confirm-secret-file. A password is better given with --state-password-file.
+    #[arg(long, env = "TALOS_MCP_STATE_URL", hide_env_values = true)]
+    pub(crate) state_url: Option<Redacted>,
+    /// File holding the store's password (the URL's own password, if any, is replaced).
+    #[arg(long, env = "TALOS_MCP_STATE_PASSWORD_FILE")]
+    pub(crate) state_password_file: Option<PathBuf>,
+    /// The store's password (prefer the file; the value is never logged).
+    #[arg(long, env = "TALOS_MCP_STATE_PASSWORD", hide_env_values = true)]
+    pub(crate) state_password: Option<Redacted>,
+    /// CA certificate (PEM) to verify a `rediss://` store with (default: the system roots).
+    #[arg(long, env = "TALOS_MCP_STATE_CA_FILE")]
+    pub(crate) state_ca_file: Option<PathBuf>,
+    /// This replica's name in audit lines and change-lock holders (default: $POD_NAME, else
+    /// $HOSTNAME).
+    #[arg(long, env = "TALOS_MCP_REPLICA")]
+    pub(crate) replica: Option<String>,
+    /// Seconds a change waits for the change lock of its cluster (0: refuse at once).
+    #[arg(long, env = "TALOS_MCP_CHANGE_LOCK_WAIT", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub(crate) change_lock_wait: u64,
+    /// Seconds of lease on a change lock and on a running operation; the holder renews it, and
+    /// a dead replica's lock and operations lapse after it.
+    #[arg(long, env = "TALOS_MCP_LEASE", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(2..=300))]
+    pub(crate) lease: u64,
+    /// Serve HTTP without MCP sessions: any replica answers any POST (handshake-era clients then
+    /// confirm with tokens; subscriptions need sessions: see docs/deployment.md).
+    #[arg(long, env = "TALOS_MCP_STATELESS")]
+    pub(crate) stateless: bool,
+}
+
+/// A setting that may hold a secret: never shown by `Debug`.
+#[derive(Clone)]
+pub(crate) struct Redacted(pub(crate) String);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for Redacted {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
 }
 
 /// HTTP transport settings.

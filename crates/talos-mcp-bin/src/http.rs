@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use axum::Router;
@@ -83,30 +83,25 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Token buckets per caller.
+/// The per-caller rate limit: token buckets kept in the shared state, so that replicas sharing
+/// a store (`--state-url`) count together.
 #[derive(Debug)]
 struct RateLimiter {
-    per_second: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    state: Arc<dyn talos_mcp::state::SharedState>,
+    per_second: u32,
+    burst: u32,
 }
 
 impl RateLimiter {
-    fn allow(&self, who: &str) -> bool {
-        let mut buckets = self
-            .buckets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let now = Instant::now();
-        let (tokens, last) = buckets.entry(who.to_owned()).or_insert((self.burst, now));
-        *tokens =
-            (*tokens + now.duration_since(*last).as_secs_f64() * self.per_second).min(self.burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
+    /// Whether `who` may send one more request; `None` when the store did not answer (the
+    /// request is refused: a limit that cannot be counted is not lifted).
+    async fn allow(&self, who: &str) -> Option<bool> {
+        match self.state.admit(who, self.per_second, self.burst).await {
+            Ok(allowed) => Some(allowed),
+            Err(e) => {
+                tracing::warn!(error = %e, "the rate limit could not be counted");
+                None
+            }
         }
     }
 }
@@ -346,11 +341,20 @@ async fn guard(State(g): State<Guard>, request: Request, next: Next) -> Response
             None => return reject(StatusCode::UNAUTHORIZED, "missing or invalid bearer token"),
         }
     };
-    if !g.limiter.allow(&caller) {
-        return reject(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate limit exceeded; slow down",
-        );
+    match g.limiter.allow(&caller).await {
+        Some(true) => {}
+        Some(false) => {
+            return reject(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate limit exceeded; slow down",
+            );
+        }
+        None => {
+            return reject(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the shared state store is unavailable; retry shortly",
+            );
+        }
     }
     // A session answers only to the caller that opened it; to anyone else it does not exist.
     let session = match request
@@ -429,6 +433,29 @@ impl Readiness {
     }
     fn get(&self) -> bool {
         self.ready.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// How long `/readyz` waits for the shared state store.
+const STATE_PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `/readyz`: a Talos endpoint answered recently, and the shared state store answers now.
+async fn ready(
+    readiness: Arc<Readiness>,
+    state: Arc<dyn talos_mcp::state::SharedState>,
+) -> (StatusCode, &'static str) {
+    if !readiness.get() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no Talos endpoint reachable yet\n",
+        );
+    }
+    match tokio::time::timeout(STATE_PING_TIMEOUT, state.ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready\n"),
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the shared state store does not answer\n",
+        ),
     }
 }
 
@@ -511,6 +538,8 @@ pub(crate) fn app(
     );
     let card: Arc<str> = serde_json::to_string(&card).unwrap_or_default().into();
     let a2a = talos_mcp::a2a::A2a::new(server.clone());
+    let state = server.shared_state();
+    let stateless = server.stateless();
     let manager = Arc::new(LocalSessionManager::default());
     // Host and Origin are checked by `guard`, for /metrics too: rmcp's own checks stay off so
     // that one rule applies.
@@ -520,7 +549,8 @@ pub(crate) fn app(
         StreamableHttpServerConfig::default()
             .disable_allowed_origins()
             .disable_allowed_hosts()
-            .with_max_request_body_bytes(opts.max_body),
+            .with_max_request_body_bytes(opts.max_body)
+            .with_legacy_session_mode(!stateless),
     );
     let guard_state = Guard {
         tokens: Arc::new(tokens),
@@ -534,9 +564,9 @@ pub(crate) fn app(
             manager,
         }),
         limiter: Arc::new(RateLimiter {
-            per_second: f64::from(opts.rate_limit.max(1)),
-            burst: f64::from(opts.rate_limit.max(1)) * 5.0,
-            buckets: Mutex::new(HashMap::new()),
+            state: state.clone(),
+            per_second: opts.rate_limit.max(1),
+            burst: opts.rate_limit.max(1).saturating_mul(5),
         }),
     };
     let protected = Router::new()
@@ -566,16 +596,7 @@ pub(crate) fn app(
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",
-            get(move || async move {
-                if readiness.get() {
-                    (StatusCode::OK, "ready\n")
-                } else {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "no Talos endpoint reachable yet\n",
-                    )
-                }
-            }),
+            get(move || ready(readiness.clone(), state.clone())),
         )
         .merge(protected)
         .layer(middleware::from_fn(request_span))
@@ -972,17 +993,18 @@ mod tests {
         assert!(tcp.nodelay().unwrap());
     }
 
-    #[test]
-    fn rate_limiter_refills() {
+    #[tokio::test]
+    async fn rate_limiter_refills() {
         let l = RateLimiter {
-            per_second: 1000.0,
-            burst: 2.0,
-            buckets: Mutex::new(HashMap::new()),
+            state: Arc::new(talos_mcp::state::MemoryState::default()),
+            per_second: 1000,
+            burst: 2,
         };
-        assert!(l.allow("a") && l.allow("a"));
-        assert!(!l.allow("a"), "burst used up");
-        assert!(l.allow("b"), "buckets are per caller");
-        std::thread::sleep(Duration::from_millis(5));
-        assert!(l.allow("a"), "refilled");
+        assert_eq!(l.allow("a").await, Some(true));
+        assert_eq!(l.allow("a").await, Some(true));
+        assert_eq!(l.allow("a").await, Some(false), "burst used up");
+        assert_eq!(l.allow("b").await, Some(true), "buckets are per caller");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(l.allow("a").await, Some(true), "refilled");
     }
 }

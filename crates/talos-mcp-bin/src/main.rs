@@ -9,6 +9,7 @@ mod commands;
 #[cfg(feature = "demo")]
 mod demo;
 mod http;
+mod redis_state;
 mod stdio;
 #[cfg(feature = "otel")]
 mod telemetry;
@@ -71,6 +72,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 "stdio"
             };
             let server = wiring::build_server(&cli.global, &args.server, config, transport)?;
+            wiring::check_shared_state(&server).await?;
             serve_stdio_or_http(server, &args.http).await?;
             Ok(ExitCode::SUCCESS)
         }

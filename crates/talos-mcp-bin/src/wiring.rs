@@ -189,6 +189,7 @@ pub(crate) fn build_from_clusters(
                 .with_context(|| format!("opening audit log {}", path.display()))?
         }
     };
+    let shared = shared_state(opts)?;
     let settings = ServerSettings {
         output_cap: opts.output_cap,
         file_allowlist: opts.file_allowlist.clone(),
@@ -216,9 +217,88 @@ pub(crate) fn build_from_clusters(
             cap: opts.max_operations,
             poll_interval: Duration::from_millis(opts.task_poll_interval_ms),
         },
+        state: shared.state,
+        operation_store: shared.operations,
+        replica: shared.replica,
+        change_lock_wait: Duration::from_secs(opts.state.change_lock_wait),
+        lock_lease: Duration::from_secs(opts.state.lease),
+        stateless: opts.state.stateless,
         ..ServerSettings::default()
     };
     TalosMcp::new(clusters.with_max_nodes(opts.max_nodes), settings).map_err(anyhow::Error::msg)
+}
+
+/// Fails unless the shared state store answers (a wrong URL or password fails at start).
+pub(crate) async fn check_shared_state(server: &TalosMcp) -> Result<()> {
+    let state = server.shared_state();
+    match tokio::time::timeout(Duration::from_secs(10), state.ping()).await {
+        Ok(Ok(())) => {
+            tracing::info!(store = state.kind(), "shared state store answers");
+            Ok(())
+        }
+        Ok(Err(e)) => Err(anyhow::Error::msg(e.to_string())),
+        Err(_) => bail!("the shared state store did not answer within 10 s"),
+    }
+}
+
+/// What the replicas share, as `--state-url` says.
+struct Shared {
+    state: Arc<dyn talos_mcp::state::SharedState>,
+    operations: Option<Arc<dyn talos_mcp::operations::OperationStore>>,
+    replica: String,
+}
+
+/// The shared state: this process's memory, or Redis at `--state-url` (connected on first use;
+/// `serve` checks it answers before it listens). Replicas sharing a store must share the
+/// confirmation secret too: a per-process random one is refused.
+fn shared_state(opts: &ServerOpts) -> Result<Shared> {
+    let state_opts = &opts.state;
+    let replica = match &state_opts.replica {
+        Some(r) if !r.trim().is_empty() && r.len() <= 253 => r.trim().to_owned(),
+        Some(_) => bail!("--replica must be 1 to 253 characters"),
+        None => talos_mcp::default_replica(),
+    };
+    let Some(url) = &state_opts.state_url else {
+        return Ok(Shared {
+            state: Arc::new(talos_mcp::state::MemoryState::default()),
+            operations: None,
+            replica,
+        });
+    };
+    if opts.confirm_secret_file.is_none() {
+        bail!(
+            "--state-url needs --confirm-secret-file (TALOS_MCP_CONFIRM_SECRET_FILE): replicas must share the secret that signs confirmations, or a token issued by one is refused by the others; mount the same Kubernetes Secret in every replica"
+        );
+    }
+    let password = match (&state_opts.state_password_file, &state_opts.state_password) {
+        (Some(path), _) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+        ),
+        (None, Some(p)) => Some(p.0.clone()),
+        (None, None) => None,
+    };
+    let ca = match &state_opts.state_ca_file {
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+        }
+        None => None,
+    };
+    let store = crate::redis_state::RedisState::open(&url.0, password.as_deref(), ca)?;
+    let operations = crate::redis_state::RedisOperations::new(
+        store.clone(),
+        &replica,
+        Duration::from_secs(opts.operation_ttl),
+        opts.max_operations,
+        Duration::from_secs(state_opts.lease),
+    );
+    Ok(Shared {
+        state: Arc::new(store),
+        operations: Some(Arc::new(operations)),
+        replica,
+    })
 }
 
 #[cfg(test)]

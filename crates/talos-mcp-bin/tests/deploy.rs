@@ -188,3 +188,158 @@ fn manifests_agree_with_the_binary() {
         "image tag follows the crate version"
     );
 }
+
+/// Every document of the files in `dir` (not its subdirectories).
+fn manifests_in(dir: &Path) -> Vec<Value> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|f| f.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files.iter().flat_map(|f| documents(f)).collect()
+}
+
+fn named<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+/// The HA manifests (deploy/kubernetes/ha): three replicas the CLI accepts, spread over nodes,
+/// a disruption budget and an autoscaler aimed at them, readiness on /readyz, the pod name as
+/// the replica, the shared Secret's keys where the arguments read them, and the example Redis
+/// reachable from the replicas only, on the port the URL names.
+#[test]
+fn ha_manifests_agree_with_each_other_and_the_binary() {
+    let docs = manifests_in(&root().join("deploy/kubernetes/ha"));
+    let deployment = named(&docs, "Deployment", "talos-mcp");
+    let labels = &deployment["spec"]["selector"]["matchLabels"];
+    assert_eq!(deployment["spec"]["replicas"].as_u64(), Some(3));
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let args = strs(&container["args"]);
+    let arg = |flag: &str| args[args.iter().position(|a| a == flag).unwrap() + 1].clone();
+
+    // The CLI accepts them (it fails on the missing talosconfig, exit 1, not on arguments).
+    let out = Command::new(env!("CARGO_BIN_EXE_talos-mcp"))
+        .args(&args)
+        .args(["--talosconfig", "/nonexistent/talosconfig"])
+        .env("TALOS_MCP_AUDIT_LOG", "off")
+        .env("TALOS_MCP_STATE_URL", "redis://127.0.0.1:1/0")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(args.contains(&"--stateless".to_owned()));
+    assert_eq!(
+        arg("--audit-log"),
+        "-",
+        "the audit goes to the log pipeline"
+    );
+    assert_eq!(arg("--log-format"), "json");
+
+    // Spread over nodes, by the Deployment's own labels.
+    let term = &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        [0]["podAffinityTerm"];
+    assert_eq!(term["topologyKey"], "kubernetes.io/hostname");
+    assert_eq!(&term["labelSelector"]["matchLabels"], labels);
+    let pdb = named(&docs, "PodDisruptionBudget", "talos-mcp");
+    assert_eq!(&pdb["spec"]["selector"]["matchLabels"], labels);
+    assert_eq!(pdb["spec"]["minAvailable"].as_u64(), Some(2));
+    let hpa = named(&docs, "HorizontalPodAutoscaler", "talos-mcp");
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["kind"], "Deployment");
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], "talos-mcp");
+    assert!(hpa["spec"]["minReplicas"].as_u64().unwrap() >= 3);
+    assert_eq!(hpa["spec"]["metrics"][0]["resource"]["name"], "cpu");
+    assert!(
+        container["resources"]["requests"]["cpu"].is_string(),
+        "the HPA needs a CPU request"
+    );
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+
+    // The replica's name is the pod's; the store's URL and the shared files come from the
+    // shared Secret, under the keys it has.
+    let env = container["env"].as_sequence().unwrap();
+    let var = |name: &str| env.iter().find(|e| e["name"] == name).unwrap().clone();
+    assert_eq!(
+        var("POD_NAME")["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
+    let shared = named(&docs, "Secret", "talos-mcp-shared");
+    let url_ref = &var("TALOS_MCP_STATE_URL")["valueFrom"]["secretKeyRef"];
+    assert_eq!(url_ref["name"], "talos-mcp-shared");
+    let url = shared["stringData"][url_ref["key"].as_str().unwrap()]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mounts = container["volumeMounts"].as_sequence().unwrap();
+    for flag in ["--confirm-secret-file", "--state-password-file"] {
+        let path = arg(flag);
+        let (dir, file) = path.rsplit_once('/').unwrap();
+        let mount = mounts.iter().find(|m| m["mountPath"] == dir).unwrap();
+        let volume = pod["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .unwrap();
+        assert_eq!(volume["secret"]["secretName"], "talos-mcp-shared");
+        let item = volume["secret"]["items"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|i| i["path"] == file)
+            .unwrap_or_else(|| panic!("{flag}: no item {file}"));
+        assert!(
+            shared["stringData"][item["key"].as_str().unwrap()].is_string(),
+            "{flag}: the Secret has the key"
+        );
+    }
+
+    // The example store: its Service is the URL's host and port; only the replicas reach it,
+    // and the replicas may reach it.
+    let redis = named(&docs, "StatefulSet", "talos-mcp-redis");
+    let service = named(&docs, "Service", "talos-mcp-redis");
+    assert_eq!(
+        service["spec"]["selector"],
+        redis["spec"]["selector"]["matchLabels"]
+    );
+    let port = service["spec"]["ports"][0]["port"].as_u64().unwrap();
+    assert!(
+        url.contains(&format!(
+            "//{}.{}.svc:{port}/",
+            service["metadata"]["name"].as_str().unwrap(),
+            service["metadata"]["namespace"].as_str().unwrap()
+        )),
+        "{url}"
+    );
+    assert_eq!(
+        redis["spec"]["template"]["spec"]["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["name"],
+        "talos-mcp-shared"
+    );
+    let redis_policy = named(&docs, "NetworkPolicy", "talos-mcp-redis");
+    assert_eq!(
+        &redis_policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"],
+        labels
+    );
+    assert_eq!(
+        redis_policy["spec"]["ingress"][0]["ports"][0]["port"].as_u64(),
+        Some(port)
+    );
+    let policy = named(&docs, "NetworkPolicy", "talos-mcp");
+    assert!(
+        policy["spec"]["egress"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|e| e["ports"][0]["port"].as_u64() == Some(port)),
+        "the replicas may reach the store"
+    );
+    let service = named(&docs, "Service", "talos-mcp");
+    assert_eq!(&service["spec"]["selector"], labels);
+}

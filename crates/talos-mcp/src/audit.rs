@@ -167,6 +167,8 @@ pub(crate) struct AuditRecord<'a> {
     pub(crate) phase: &'a str,
     pub(crate) request_id: String,
     pub(crate) transport: &'a str,
+    /// The replica that served the call (`--replica`: the pod name in Kubernetes).
+    pub(crate) replica: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) caller: Option<&'a str>,
     /// The W3C trace id of the call (from the client's trace context, or the server's own

@@ -260,7 +260,10 @@ impl TalosMcp {
             return self.confirm_a2a(call, op, plan).await;
         }
         let binding = binding(plan, args, ask.caller.as_deref(), ask.session.as_deref());
-        if safety.confirm == ConfirmMode::Elicit && ask.forms {
+        // Without transport sessions (stateless HTTP), a server-to-client request would have to
+        // come back to this replica: handshake-era clients get the token flow instead.
+        let can_ask = ask.round_trip || !self.settings.stateless;
+        if safety.confirm == ConfirmMode::Elicit && ask.forms && can_ask {
             let mut message = format!(
                 "Allow {tool} on {who} in context {ctx}?\n\nEffect: {effect}",
                 tool = plan.tool,
@@ -295,7 +298,7 @@ impl TalosMcp {
                 return self.confirm_in_task(call, op, form).await;
             }
             if ask.round_trip {
-                return self.confirm_round_trip(call, &binding, form);
+                return self.confirm_round_trip(call, &binding, form).await;
             }
             // The same form and the same reading of the answer as the round trip.
             let answer = match &ask.peer {
@@ -308,8 +311,13 @@ impl TalosMcp {
             return answer.gate(call);
         }
         match token {
-            Some(t) => match safety.tokens.redeem(t, &binding) {
+            Some(t) => match safety
+                .tokens
+                .redeem(t, &binding, self.settings.state.as_ref())
+                .await
+            {
                 Ok(()) => proceed(call, Confirmation::TokenRedeemed),
+                Err(e @ TokenError::Unavailable) => Gate::Refuse(ToolError::State(e.to_string())),
                 Err(e) => stop(
                     call,
                     ToolError::NotConfirmed(e.to_string()),
@@ -460,7 +468,12 @@ impl TalosMcp {
     /// The multi-round-trip confirmation (protocol 2026-07-28): the first call answers with the
     /// form as an input request and sealed state; the retry carries the human's answer and the
     /// state, which must be this server's, for this very call, unexpired and unused.
-    fn confirm_round_trip(&self, call: &Call, binding: &str, form: ElicitRequestParams) -> Gate {
+    async fn confirm_round_trip(
+        &self,
+        call: &Call,
+        binding: &str,
+        form: ElicitRequestParams,
+    ) -> Gate {
         let ask = &call.ask;
         let tokens = &self.settings.safety.tokens;
         // Domain-separated from confirmation tokens: one can never stand in for the other.
@@ -471,7 +484,10 @@ impl TalosMcp {
             .and_then(|r| r.get(CONFIRM_INPUT))
             .cloned();
         if let (Some(state), Some(answer)) = (&ask.state, answer) {
-            return match tokens.redeem(state, &binding) {
+            return match tokens
+                .redeem(state, &binding, self.settings.state.as_ref())
+                .await
+            {
                 Ok(()) => match serde_json::from_value::<ElicitResult>(answer) {
                     Ok(result) => Answer::from_result(result).gate(call),
                     Err(e) => Gate::Refuse(ToolError::RequestState(format!(
@@ -492,6 +508,7 @@ impl TalosMcp {
                     ),
                     Confirmation::Replayed,
                 ),
+                Err(e @ TokenError::Unavailable) => Gate::Refuse(ToolError::State(e.to_string())),
                 Err(TokenError::Mismatch | TokenError::Malformed) => {
                     Gate::Refuse(ToolError::RequestState(
                         "requestState failed its integrity check or belongs to another call (tool, context, node and arguments must not change between rounds); call again without it".into(),
@@ -568,9 +585,10 @@ mod tests {
     }
 
     /// A token issued to one caller or session is refused to another.
-    #[test]
-    fn tokens_are_bound_to_the_caller_and_the_session() {
+    #[tokio::test]
+    async fn tokens_are_bound_to_the_caller_and_the_session() {
         let issuer = TokenIssuer::random(Duration::from_secs(60));
+        let used = crate::state::MemoryState::default();
         let args = json!({"node": "10.0.0.1"});
         let alice = binding(&plan(), &args, Some("alice"), Some("s1"));
         let token = issuer.issue(&alice);
@@ -582,12 +600,12 @@ mod tests {
         ] {
             let other = binding(&plan(), &args, caller, session);
             assert_eq!(
-                issuer.redeem(&token, &other),
+                issuer.redeem(&token, &other, &used).await,
                 Err(TokenError::Mismatch),
                 "{caller:?} {session:?}"
             );
         }
-        assert_eq!(issuer.redeem(&token, &alice), Ok(()));
+        assert_eq!(issuer.redeem(&token, &alice, &used).await, Ok(()));
         // Fields cannot run into each other.
         let a = binding(&plan(), &args, Some("a|b"), None);
         let b = binding(&plan(), &args, Some("a"), Some("b"));
@@ -596,9 +614,10 @@ mod tests {
 
     /// A many-node plan's token is bound to the plan's digest: the same arguments with another
     /// plan do not match. A single-node plan's binding is as before (no digest).
-    #[test]
-    fn many_node_tokens_are_bound_to_the_plan() {
+    #[tokio::test]
+    async fn many_node_tokens_are_bound_to_the_plan() {
         let issuer = TokenIssuer::random(Duration::from_secs(60));
+        let used = crate::state::MemoryState::default();
         let args = json!({"image": "installer:v1.12.0"});
         let with = |lines: &[&str]| Plan {
             steps: Some(PlanSteps::new(
@@ -612,11 +631,15 @@ mod tests {
         assert_ne!(a.steps, b.steps);
         let token = issuer.issue(&binding(&a, &args, None, None));
         assert_eq!(
-            issuer.redeem(&token, &binding(&b, &args, None, None)),
+            issuer
+                .redeem(&token, &binding(&b, &args, None, None), &used)
+                .await,
             Err(TokenError::Mismatch)
         );
         assert_eq!(
-            issuer.redeem(&token, &binding(&a, &args, None, None)),
+            issuer
+                .redeem(&token, &binding(&a, &args, None, None), &used)
+                .await,
             Ok(())
         );
         let single = binding(&plan(), &args, None, None);

@@ -79,6 +79,10 @@ pub enum ToolError {
     /// a protocol error (JSON-RPC invalid params), not a tool result.
     #[error("InvalidParams: {}", clip(.0, MAX_MESSAGE))]
     RequestState(String),
+    /// The state shared with other replicas (`--state-url`) could not be reached or answered
+    /// something unreadable; nothing that needed it was done.
+    #[error("Unavailable: {}", clip(.0, MAX_MESSAGE))]
+    State(String),
 }
 
 /// The kind of a [`ToolError`]: the word its message starts with, and the audit's and the
@@ -104,6 +108,8 @@ pub enum ErrorKind {
     Internal,
     /// A multi-round-trip retry with state that is not for this call.
     InvalidParams,
+    /// The shared state store did not answer.
+    Unavailable,
     /// The talosconfig cannot be used (an unknown context is `InvalidConfig`).
     Config(talos_config::ConfigErrorKind),
     /// The Talos API call failed.
@@ -124,6 +130,7 @@ impl std::fmt::Display for ErrorKind {
                 Self::PreflightFailed => "PreflightFailed",
                 Self::Local => "Local",
                 Self::Internal => "Internal",
+                Self::Unavailable => "Unavailable",
                 _ => "InvalidParams",
             }),
         }
@@ -148,6 +155,7 @@ impl ToolError {
             Self::Local(_) => ErrorKind::Local,
             Self::Internal(_) => ErrorKind::Internal,
             Self::RequestState(_) => ErrorKind::InvalidParams,
+            Self::State(_) => ErrorKind::Unavailable,
         }
     }
 

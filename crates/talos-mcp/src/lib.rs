@@ -35,6 +35,7 @@ pub mod safety;
 mod schema;
 mod server;
 pub mod snapshot;
+pub mod state;
 mod subscriptions;
 pub mod tools;
 pub mod trace;
@@ -44,7 +45,7 @@ pub use clusters::{ApiFactory, Cidr, Clusters, grpc_factory};
 pub use docs::{listed_bytes, tools_markdown};
 pub use error::{ErrorKind, ToolError};
 pub use registry::{Registry, ToolDef, Toolset};
-pub use server::{ServerSettings, TalosMcp, TargetArgs, state_dir};
+pub use server::{ServerSettings, TalosMcp, TargetArgs, default_replica, state_dir};
 pub use trace::Traced;
 
 /// Entry points for fuzzing and property tests: path normalisation and the redaction functions

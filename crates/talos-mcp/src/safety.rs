@@ -1,12 +1,12 @@
 //! The safety policy: tiers, server-enforced confirmation (elicitation or single-use tokens).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use ring::hmac;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use crate::state::SharedState;
 
 /// How dangerous a tool is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
@@ -84,11 +84,11 @@ rmcp::elicit_safe!(ConfirmForm);
 /// canonical: a token that does not re-encode to exactly itself (other case, leading zeros,
 /// signs, padding or whitespace) is malformed, so no field can be altered in its encoding. Any
 /// server holding the same secret can verify a token (replicas behind a load balancer share the
-/// secret); single use is enforced by the nonces this process has seen.
+/// secret); single use is enforced by claiming the nonce in the [`SharedState`] until the
+/// token's expiry (in memory for one process, in Redis across replicas).
 pub struct TokenIssuer {
     key: hmac::Key,
     ttl: Duration,
-    used: Mutex<HashMap<String, u64>>,
 }
 
 impl std::fmt::Debug for TokenIssuer {
@@ -118,6 +118,11 @@ pub enum TokenError {
     /// Malformed.
     #[error("the confirmation token is malformed")]
     Malformed,
+    /// The shared state store could not say whether it was used (fails closed).
+    #[error(
+        "the confirmation could not be checked for single use (the shared state store did not answer); nothing was done. Retry shortly"
+    )]
+    Unavailable,
 }
 
 fn unix_now() -> u64 {
@@ -157,7 +162,6 @@ impl TokenIssuer {
         Self {
             key: hmac::Key::new(hmac::HMAC_SHA256, secret),
             ttl,
-            used: Mutex::new(HashMap::new()),
         }
     }
 
@@ -198,12 +202,38 @@ impl TokenIssuer {
         encode(expiry, &nonce, mac.as_ref())
     }
 
-    /// Verifies and consumes a token for `binding`.
-    pub fn redeem(&self, token: &str, binding: &str) -> Result<(), TokenError> {
-        self.redeem_at(token, binding, unix_now())
+    /// Verifies a token for `binding` and consumes it in `used` (shared by every replica).
+    pub async fn redeem(
+        &self,
+        token: &str,
+        binding: &str,
+        used: &dyn SharedState,
+    ) -> Result<(), TokenError> {
+        self.redeem_at(token, binding, unix_now(), used).await
     }
 
-    fn redeem_at(&self, token: &str, binding: &str, now: u64) -> Result<(), TokenError> {
+    async fn redeem_at(
+        &self,
+        token: &str,
+        binding: &str,
+        now: u64,
+        used: &dyn SharedState,
+    ) -> Result<(), TokenError> {
+        let (nonce, expiry) = self.verify_at(token, binding, now)?;
+        // Kept until the token expires (and a second longer, for clock steps between replicas).
+        let ttl = Duration::from_secs(expiry.saturating_sub(now).saturating_add(1));
+        match used.claim_once(&format!("nonce:{nonce}"), ttl).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(TokenError::Replayed),
+            Err(e) => {
+                tracing::warn!(error = %e, "the shared state store did not answer a single-use check");
+                Err(TokenError::Unavailable)
+            }
+        }
+    }
+
+    /// Checks a token's encoding, MAC and expiry; its nonce (hex) and expiry when it is good.
+    fn verify_at(&self, token: &str, binding: &str, now: u64) -> Result<(String, u64), TokenError> {
         let parts: Vec<&str> = token.split('.').collect();
         let [version, expiry_hex, nonce_hex, mac_hex] = parts.as_slice() else {
             return Err(TokenError::Malformed);
@@ -226,15 +256,7 @@ impl TokenIssuer {
         if now > expiry {
             return Err(TokenError::Expired);
         }
-        let mut used = self
-            .used
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        used.retain(|_, exp| *exp >= now);
-        if used.insert(hex(&nonce), expiry).is_some() {
-            return Err(TokenError::Replayed);
-        }
-        Ok(())
+        Ok((hex(&nonce), expiry))
     }
 }
 
@@ -280,55 +302,63 @@ impl SafetySettings {
 mod tests {
     use super::*;
 
-    #[test]
-    fn tokens_are_bound_single_use_and_expire() {
+    #[tokio::test]
+    async fn tokens_are_bound_single_use_and_expire() {
         let issuer = TokenIssuer::new(
             b"0123456789abcdef0123456789abcdef",
             Duration::from_secs(300),
         );
+        let used = crate::state::MemoryState::default();
         let t = issuer.issue_at("reboot|ctx|n1|{}", 1000);
         assert_eq!(
-            issuer.redeem_at(&t, "reboot|ctx|n2|{}", 1001),
+            issuer.redeem_at(&t, "reboot|ctx|n2|{}", 1001, &used).await,
             Err(TokenError::Mismatch)
         );
         assert_eq!(
-            issuer.redeem_at(&t, "reboot|ctx|n1|{}", 1301),
+            issuer.redeem_at(&t, "reboot|ctx|n1|{}", 1301, &used).await,
             Err(TokenError::Expired)
         );
-        assert_eq!(issuer.redeem_at(&t, "reboot|ctx|n1|{}", 1001), Ok(()));
         assert_eq!(
-            issuer.redeem_at(&t, "reboot|ctx|n1|{}", 1002),
+            issuer.redeem_at(&t, "reboot|ctx|n1|{}", 1001, &used).await,
+            Ok(())
+        );
+        assert_eq!(
+            issuer.redeem_at(&t, "reboot|ctx|n1|{}", 1002, &used).await,
             Err(TokenError::Replayed)
         );
         assert_eq!(
-            issuer.redeem_at("v2.x.y.z", "a", 1),
+            issuer.redeem_at("v2.x.y.z", "a", 1, &used).await,
             Err(TokenError::Malformed)
         );
         assert_eq!(
-            issuer.redeem_at("garbage", "a", 1),
+            issuer.redeem_at("garbage", "a", 1, &used).await,
             Err(TokenError::Malformed)
         );
     }
 
-    #[test]
-    fn replicas_sharing_a_secret_accept_each_others_tokens() {
+    #[tokio::test]
+    async fn replicas_sharing_a_secret_accept_each_others_tokens() {
         let a = TokenIssuer::new(b"shared-secret-shared-secret-1234", Duration::from_secs(60));
         let b = TokenIssuer::new(b"shared-secret-shared-secret-1234", Duration::from_secs(60));
         let c = TokenIssuer::new(b"another-secret-another-secret-12", Duration::from_secs(60));
+        // The replicas share the store that keeps single use, too.
+        let used = crate::state::MemoryState::default();
         let t = a.issue("x");
-        assert_eq!(c.redeem(&t, "x"), Err(TokenError::Mismatch));
-        assert_eq!(b.redeem(&t, "x"), Ok(()));
+        assert_eq!(c.redeem(&t, "x", &used).await, Err(TokenError::Mismatch));
+        assert_eq!(b.redeem(&t, "x", &used).await, Ok(()));
+        assert_eq!(a.redeem(&t, "x", &used).await, Err(TokenError::Replayed));
     }
 
     /// Every field is authenticated in one canonical encoding: an altered expiry (another
     /// value, or the same value spelled differently) or a re-spelled nonce or MAC is refused,
     /// and the genuine token still works afterwards (single use is not spent by the attempts).
-    #[test]
-    fn token_fields_are_authenticated_in_one_canonical_encoding() {
+    #[tokio::test]
+    async fn token_fields_are_authenticated_in_one_canonical_encoding() {
         let issuer = TokenIssuer::new(
             b"0123456789abcdef0123456789abcdef",
             Duration::from_secs(300),
         );
+        let used = crate::state::MemoryState::default();
         let t = issuer.issue_at("b", 1000);
         let parts: Vec<&str> = t.split('.').collect();
         assert_eq!(parts.len(), 4, "{t}");
@@ -357,16 +387,18 @@ mod tests {
                 continue;
             }
             assert_eq!(
-                issuer.redeem_at(bad, "b", 1001),
+                issuer.redeem_at(bad, "b", 1001, &used).await,
                 Err(TokenError::Malformed),
                 "{bad}"
             );
         }
         // A later expiry in canonical form fails the MAC.
         assert_eq!(
-            issuer.redeem_at(&with(1, &format!("{:016x}", 99_999)), "b", 1001),
+            issuer
+                .redeem_at(&with(1, &format!("{:016x}", 99_999)), "b", 1001, &used)
+                .await,
             Err(TokenError::Mismatch)
         );
-        assert_eq!(issuer.redeem_at(&t, "b", 1001), Ok(()));
+        assert_eq!(issuer.redeem_at(&t, "b", 1001, &used).await, Ok(()));
     }
 }

@@ -59,6 +59,19 @@ pub struct ServerSettings {
     pub operations: crate::operations::OperationSettings,
     /// Where operation records are kept (`None`: in memory, bounded by `operations`).
     pub operation_store: Option<Arc<dyn crate::operations::OperationStore>>,
+    /// State shared with the other replicas: single use of confirmations, the change lock, the
+    /// rate limit (default: this process's memory).
+    pub state: Arc<dyn crate::state::SharedState>,
+    /// This replica's name (audit lines and change-lock holders carry it).
+    pub replica: String,
+    /// How long a change waits for the change lock held by another change (default 30 s).
+    pub change_lock_wait: std::time::Duration,
+    /// The change lock's lease, renewed by its holder (default 15 s): a dead replica's lock
+    /// lapses after it.
+    pub lock_lease: std::time::Duration,
+    /// Served without transport sessions (stateless HTTP): confirmations never use a
+    /// server-to-client request, which would have to come back to the same replica.
+    pub stateless: bool,
 }
 
 impl Default for ServerSettings {
@@ -79,8 +92,24 @@ impl Default for ServerSettings {
             config_allowlist: Vec::new(),
             operations: crate::operations::OperationSettings::default(),
             operation_store: None,
+            state: Arc::new(crate::state::MemoryState::default()),
+            replica: default_replica(),
+            change_lock_wait: std::time::Duration::from_secs(30),
+            lock_lease: std::time::Duration::from_secs(15),
+            stateless: false,
         }
     }
+}
+
+/// This replica's name: `$POD_NAME` (set from the Kubernetes downward API), else `$HOSTNAME`,
+/// else `local`.
+pub fn default_replica() -> String {
+    ["POD_NAME", "HOSTNAME"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok())
+        .map(|v| v.trim().to_owned())
+        .find(|v| !v.is_empty() && v.len() <= 253)
+        .unwrap_or_else(|| "local".to_owned())
 }
 
 /// The server's state directory (default artifact and audit location): `$XDG_STATE_HOME/talos-mcp`,
@@ -186,13 +215,19 @@ impl TalosMcp {
             Some(store) => crate::operations::Operations::new(store.clone(), settings.operations),
             None => crate::operations::Operations::in_memory(settings.operations),
         };
+        let changes = Arc::new(crate::tools::actions::Changes::new(
+            settings.state.clone(),
+            &settings.replica,
+            settings.change_lock_wait,
+            settings.lock_lease,
+        ));
         Ok(Self {
             clusters: Arc::new(clusters),
             settings: Arc::new(settings),
             enabled: Arc::new(enabled),
             prompt_router: Self::prompt_router(),
             in_flight: Arc::default(),
-            changes: Arc::default(),
+            changes,
             session: None,
             subscriptions: Arc::default(),
             operations: Arc::new(operations),
@@ -220,6 +255,16 @@ impl TalosMcp {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         self.in_flight() > 0
+    }
+
+    /// The state shared with other replicas (the rate limit and readiness of the transport).
+    pub fn shared_state(&self) -> Arc<dyn crate::state::SharedState> {
+        self.settings.state.clone()
+    }
+
+    /// Whether HTTP is served without transport sessions (`--stateless`).
+    pub fn stateless(&self) -> bool {
+        self.settings.stateless
     }
 
     /// The server's metrics (for a /metrics endpoint).
@@ -906,6 +951,7 @@ impl CallAudit {
             phase,
             request_id: self.request_id.clone(),
             transport: &self.transport,
+            replica: &self.settings.replica,
             caller: self.caller.as_deref(),
             trace_id: self.trace_id.as_deref(),
             tool,

@@ -614,13 +614,19 @@ impl A2a {
         }
         // It stops at once; wait (bounded) for its end to be recorded.
         let wait = async {
-            while let Some(rx) = changes.as_mut() {
+            loop {
                 match self.record(task_id, caller).await {
                     Ok(r) if !r.state.is_terminal() => {}
                     _ => return,
                 }
-                if rx.changed().await.is_err() {
-                    changes = None;
+                match changes.as_mut() {
+                    Some(rx) => {
+                        if rx.changed().await.is_err() {
+                            changes = None;
+                        }
+                    }
+                    // Running on another replica: its end shows in the shared store.
+                    None => tokio::time::sleep(crate::operations::SHARED_POLL).await,
                 }
             }
         };

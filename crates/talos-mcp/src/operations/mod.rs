@@ -198,6 +198,29 @@ impl OperationRecord {
         }
     }
 
+    /// Ends a record whose replica stopped while it ran (a shared store saw its lease lapse):
+    /// failed, saying whether its change had begun. Never left `working` forever.
+    pub fn mark_replica_lost(&mut self) {
+        let now = SystemTime::now();
+        let what = if self.committed {
+            "it had begun its change: check the node before acting again"
+        } else {
+            "it had not begun its change; nothing was done"
+        };
+        self.state = OperationState::Failed;
+        self.finished_at = Some(crate::tools::rfc3339(now));
+        self.finished_ms = Some(unix_ms(now));
+        self.updated_at = crate::tools::rfc3339(now);
+        self.input_requests = None;
+        self.status_message = Some(format!(
+            "the replica running it stopped (its lease lapsed); {what}"
+        ));
+        self.error = Some(serde_json::json!({
+            "code": -32603,
+            "message": format!("the replica running this operation stopped before it ended; {what}"),
+        }));
+    }
+
     /// Appends a step, keeping the last [`MAX_STEPS`].
     fn push_step(&mut self, message: &str) {
         self.steps.push(Step {
@@ -227,6 +250,10 @@ fn new_id() -> Result<String, ToolError> {
         .map_err(|_| ToolError::Local("no randomness for an operation id".into()))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
+
+/// How often the engine renews the leases of its operations in a shared store and looks for
+/// cancellations asked on other replicas.
+pub const SHARED_POLL: Duration = Duration::from_millis(500);
 
 /// How an operation ended.
 #[derive(Debug)]
@@ -346,6 +373,9 @@ impl Operations {
             changed: watch::channel(0).0,
         });
         self.live().insert(id.clone(), live.clone());
+        if self.store.shared() {
+            self.watch_shared(&id, &live);
+        }
         Ok(Operation {
             engine: self.clone(),
             id,
@@ -394,12 +424,54 @@ impl Operations {
                 request_cancel(&self.store, &live).await;
                 Ok(live.record.lock().await.clone())
             }
-            // Running on another replica (a shared store): this one cannot stop it.
+            // Running on another replica (a shared store): the request reaches it through the
+            // store; its engine polls for it.
+            None if self.store.request_cancel(id).await? => {
+                let mut record = record;
+                record.cancel_requested = true;
+                record.status_message = Some(if record.committed {
+                    "cancel requested after the change had started; it runs to its end".into()
+                } else {
+                    "cancel requested; the replica running it stops it shortly".into()
+                });
+                Ok(record)
+            }
             None => Err(ToolError::Refused(format!(
                 "operation {} is not running on this server; it cannot be cancelled from here",
                 crate::error::echo(id)
             ))),
         }
+    }
+
+    /// For a store shared by replicas: while operation `id` runs, renews its lease and picks
+    /// up cancellations asked on other replicas, every [`SHARED_POLL`].
+    fn watch_shared(self: &Arc<Self>, id: &str, live: &Arc<Live>) {
+        let engine = Arc::downgrade(self);
+        let live = Arc::downgrade(live);
+        let id = id.to_owned();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(SHARED_POLL).await;
+                let (Some(engine), Some(live)) = (engine.upgrade(), live.upgrade()) else {
+                    return;
+                };
+                if !engine.live().contains_key(&id) {
+                    return;
+                }
+                match engine.store.renew(&id).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!("this replica's lease on a running operation lapsed");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not renew an operation's lease"),
+                }
+                if !*live.cancel.borrow()
+                    && matches!(engine.store.cancel_requested(&id).await, Ok(true))
+                {
+                    request_cancel(&engine.store, &live).await;
+                }
+            }
+        });
     }
 
     /// Brings the caller's answers to the input operation `id` is waiting for.

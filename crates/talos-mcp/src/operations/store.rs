@@ -31,6 +31,30 @@ pub trait OperationStore: Send + Sync + std::fmt::Debug {
     /// Drops the records that finished longer than the time to live before `now`; returns how
     /// many were dropped.
     async fn expire(&self, now: SystemTime) -> Result<usize, ToolError>;
+
+    /// Whether other replicas read and write this store too: the engine then renews the lease
+    /// of each operation it runs and polls for cancellations asked on other replicas.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Asks the replica running operation `id` to cancel it (a store shared by replicas);
+    /// `false` if the store cannot carry the request.
+    async fn request_cancel(&self, _id: &str) -> Result<bool, ToolError> {
+        Ok(false)
+    }
+
+    /// Whether a cancellation of `id` was asked for on another replica.
+    async fn cancel_requested(&self, _id: &str) -> Result<bool, ToolError> {
+        Ok(false)
+    }
+
+    /// Extends this replica's lease on running operation `id`: an operation whose lease lapses
+    /// (its replica died) is marked failed by whoever reads it next, never left running.
+    /// `false` if this replica no longer holds it.
+    async fn renew(&self, _id: &str) -> Result<bool, ToolError> {
+        Ok(true)
+    }
 }
 
 /// Operation records in memory: finished ones are kept for `ttl`, and at most `cap` are kept at

@@ -16,6 +16,7 @@ use crate::error::ToolError;
 use crate::registry::{CallTarget, ToolArgs};
 use crate::safety::Tier;
 use crate::server::TalosMcp;
+use crate::state::{Acquired, SharedState};
 
 /// The target of a write or destructive call: exactly one node, named explicitly.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -115,9 +116,9 @@ struct Bound<'a, A> {
     prepared: Option<serde_json::Value>,
 }
 
-/// How long a change waits for another change on the same context (running, or waiting for
-/// its confirmation) before it gives up.
-const CHANGE_LOCK_WAIT: Duration = Duration::from_secs(30);
+/// How often a change that waits for the lock asks again (the store may be another process's:
+/// there is no wake-up to wait for).
+const CHANGE_LOCK_POLL: Duration = Duration::from_millis(200);
 
 /// A machine configuration this server staged on a node (activated by the node's next boot).
 #[derive(Debug, Clone)]
@@ -128,11 +129,17 @@ pub(crate) struct StagedConfig {
     pub(crate) at: String,
 }
 
-/// State shared by every session's changes: one change at a time per context, and the
-/// configurations staged per node.
-#[derive(Debug, Default)]
+/// State shared by every session's changes: one change at a time per context (a lock in the
+/// [`SharedState`], so across replicas too), and the configurations staged per node.
+#[derive(Debug)]
 pub(crate) struct Changes {
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    state: Arc<dyn SharedState>,
+    /// This replica's name (named in the lock's holder).
+    replica: String,
+    /// How long a change waits for another change on the same context.
+    wait: Duration,
+    /// The lock's lease: renewed by the holder every third of it; a dead holder's lock lapses.
+    lease: Duration,
     staged: Mutex<HashMap<(String, String), StagedConfig>>,
     /// The digests of the many-node plans whose confirmation tokens were issued, by the SHA-256
     /// of the token (newest last, at most [`REMEMBERED_PLANS`]): a token for a plan that has
@@ -150,26 +157,56 @@ fn token_key(token: &str) -> Vec<u8> {
 }
 
 impl Changes {
-    /// Takes the change lock of `context`: preflight, confirmation and execution of one change
-    /// never interleave with another change's on the same cluster.
+    /// The change machinery over `state`, for the replica named `replica`.
+    pub(crate) fn new(
+        state: Arc<dyn SharedState>,
+        replica: &str,
+        wait: Duration,
+        lease: Duration,
+    ) -> Self {
+        Self {
+            state,
+            replica: replica.to_owned(),
+            wait,
+            lease: lease.max(Duration::from_secs(1)),
+            staged: Mutex::default(),
+            plans: Mutex::default(),
+        }
+    }
+
+    /// Takes the change lock of `context` for `what` (the tool and node, for whoever waits):
+    /// preflight, confirmation and execution of one change never interleave with another
+    /// change's on the same cluster, from this replica or another. Waits up to the configured
+    /// time, then refuses naming the holder.
     pub(crate) async fn lock(
         &self,
         context: &str,
-    ) -> Result<tokio::sync::OwnedMutexGuard<()>, ToolError> {
-        let lock = self
-            .locks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(context.to_owned())
-            .or_default()
-            .clone();
-        tokio::time::timeout(CHANGE_LOCK_WAIT, lock.lock_owned())
-            .await
-            .map_err(|_| {
-                ToolError::Refused(format!(
-                    "another change on context `{context}` is still running or waiting for its confirmation; changes to one cluster run one at a time. Nothing was done; retry when it has finished"
-                ))
-            })
+        caller: Option<&str>,
+        what: &str,
+    ) -> Result<ChangeLock, ToolError> {
+        let key = format!("change:{context}");
+        let holder = format!(
+            "{what} for caller {} on replica {}",
+            caller.unwrap_or("local"),
+            self.replica
+        );
+        let deadline = tokio::time::Instant::now() + self.wait;
+        loop {
+            match self.state.acquire(&key, &holder, self.lease).await? {
+                Acquired::Held { fence } => {
+                    return Ok(ChangeLock::new(self.state.clone(), key, fence, self.lease));
+                }
+                Acquired::Busy { holder } => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(ToolError::Refused(format!(
+                            "another change on context `{context}` is still running or waiting for its confirmation ({}); changes to one cluster run one at a time. Nothing was done; retry when it has finished",
+                            crate::error::clip(&holder, 256)
+                        )));
+                    }
+                }
+            }
+            tokio::time::sleep(CHANGE_LOCK_POLL.min(self.wait)).await;
+        }
     }
 
     /// Remembers that `token` was issued for the many-node plan with `digest`.
@@ -236,6 +273,92 @@ impl StagedSlot {
     }
 }
 
+/// A held change lock. A task renews its lease; the holder checks it ([`ChangeLock::check`])
+/// before it changes anything, so a holder whose lease lapsed (its replica stalled, the store
+/// lost it) stops instead of acting beside the next holder. Dropping it gives the lock up.
+#[derive(Debug)]
+pub(crate) struct ChangeLock {
+    state: Arc<dyn SharedState>,
+    key: String,
+    fence: u64,
+    lease: Duration,
+    /// Set by the renewing task when the lease could not be renewed.
+    lost: Arc<std::sync::atomic::AtomicBool>,
+    renewer: tokio::task::JoinHandle<()>,
+}
+
+impl ChangeLock {
+    fn new(state: Arc<dyn SharedState>, key: String, fence: u64, lease: Duration) -> Self {
+        let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let renewer = tokio::spawn({
+            let (state, key, lost) = (state.clone(), key.clone(), lost.clone());
+            async move {
+                loop {
+                    tokio::time::sleep(lease / 3).await;
+                    match state.renew(&key, fence, lease).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            lost.store(true, std::sync::atomic::Ordering::SeqCst);
+                            tracing::warn!(
+                                "the change lock's lease lapsed; the change stops before its next step"
+                            );
+                            return;
+                        }
+                        // The store is unreachable for now: the next renewal may succeed
+                        // within the lease; `check` asks the store itself.
+                        Err(e) => tracing::warn!(error = %e, "could not renew the change lock"),
+                    }
+                }
+            }
+        });
+        Self {
+            state,
+            key,
+            fence,
+            lease,
+            lost,
+            renewer,
+        }
+    }
+
+    /// The fencing number of this holding.
+    pub(crate) fn fence(&self) -> u64 {
+        self.fence
+    }
+
+    /// Confirms with the store that this holding is still the current one (and extends it);
+    /// an error if its lease lapsed: the caller must not change anything then.
+    pub(crate) async fn check(&self) -> Result<(), ToolError> {
+        let held = !self.lost.load(std::sync::atomic::Ordering::SeqCst)
+            && self.state.renew(&self.key, self.fence, self.lease).await?;
+        if held {
+            Ok(())
+        } else {
+            self.lost.store(true, std::sync::atomic::Ordering::SeqCst);
+            Err(ToolError::Refused(format!(
+                "this change lost the change lock (its lease of {} s lapsed, fence {}); it stopped before changing anything more. Check the node, then retry",
+                self.lease.as_secs(),
+                self.fence
+            )))
+        }
+    }
+}
+
+impl Drop for ChangeLock {
+    fn drop(&mut self) {
+        self.renewer.abort();
+        let (state, key, fence) = (self.state.clone(), self.key.clone(), self.fence);
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                if let Err(e) = state.release(&key, fence).await {
+                    // The lease lapses by itself.
+                    tracing::warn!(error = %e, "could not release the change lock");
+                }
+            });
+        }
+    }
+}
+
 /// The preflight note of a configuration staged on the node: the next boot activates it.
 pub(crate) fn staged_note(staged: Option<StagedConfig>) -> Option<String> {
     staged.map(|s| {
@@ -279,10 +402,18 @@ impl TalosMcp {
         // One change at a time per cluster, from preflight to the end of the execution: two
         // changes that are each safe alone (stopping etcd on two of three members) cannot both
         // pass their preflights. Calls that change nothing (dry runs) do not wait.
-        let _change = if call.tier == Tier::Read {
+        let change_lock = if call.tier == Tier::Read {
             None
         } else {
-            Some(self.changes.lock(&entry.name).await?)
+            Some(
+                self.changes
+                    .lock(
+                        &entry.name,
+                        call.ask.caller.as_deref(),
+                        &format!("{tool} on {node}"),
+                    )
+                    .await?,
+            )
         };
         let targets = crate::clusters::Targets {
             entry,
@@ -333,9 +464,15 @@ impl TalosMcp {
             .confirmation()
             .map_or("", crate::call::Confirmation::as_str)
             .to_owned();
+        // Fencing: a holder whose lease lapsed while it prepared or waited for the human does
+        // not act beside the next holder.
+        if let Some(lock) = &change_lock {
+            lock.check().await?;
+        }
         // From here on the call changes the cluster: a cancellation no longer stops it.
         call.commit();
-        tracing::info!(tool, node = %node, context = %entry.name, confirmation = %confirmation, "running a state-changing call");
+        let fence = change_lock.as_ref().map(ChangeLock::fence);
+        tracing::info!(tool, node = %node, context = %entry.name, confirmation = %confirmation, fence, "running a state-changing call");
         let outcome = run(entry.api.clone(), opts, prepared.resolved).await?;
         let text = format!(
             "{tool} on {}: {}",

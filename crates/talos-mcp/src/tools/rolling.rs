@@ -556,7 +556,14 @@ impl TalosMcp {
             .targets(args.target.context.as_deref(), args.target.nodes.as_deref())
             .await?;
         // One change at a time per cluster, from the plan to the end of the run.
-        let _change = self.changes.lock(&targets.entry.name).await?;
+        let change_lock = self
+            .changes
+            .lock(
+                &targets.entry.name,
+                call.ask.caller.as_deref(),
+                &format!("{} on {} nodes", call.tool, targets.nodes.len()),
+            )
+            .await?;
         self.learn_hostnames(&targets).await;
         let entry = targets.entry.clone();
         let api = entry.api.clone();
@@ -737,6 +744,8 @@ impl TalosMcp {
             .map_or("", Confirmation::as_str)
             .to_owned();
 
+        // Fencing: a holder whose lease lapsed meanwhile does not start the run.
+        change_lock.check().await?;
         // The run: from here on the call changes the cluster.
         call.commit();
         tracing::info!(tool = call.tool, context = %context, digest = %steps.digest, confirmation = %confirmation, "running a rolling upgrade");
@@ -749,7 +758,17 @@ impl TalosMcp {
             timeout: gate_timeout,
             known_api: None,
         };
-        let out = run(&entry, call, &cluster, &plan, &spec, gate_timeout, &steps).await;
+        let out = run(
+            &entry,
+            call,
+            &cluster,
+            &plan,
+            &spec,
+            gate_timeout,
+            &steps,
+            &change_lock,
+        )
+        .await;
         let text = summary(&out);
         let stopped = out.stopped.is_some();
         let out = ActionOut {
@@ -779,7 +798,9 @@ fn plan_changed(now: &PlanSteps) -> ToolError {
     ))
 }
 
-/// Runs the confirmed plan step by step, stopping at the first failure.
+/// Runs the confirmed plan step by step, stopping at the first failure, or before a step when
+/// the change lock was lost (fencing).
+#[allow(clippy::too_many_arguments)]
 async fn run(
     entry: &ContextEntry,
     call: &Call,
@@ -788,6 +809,7 @@ async fn run(
     spec: &UpgradeSpec,
     gate_timeout: Duration,
     steps: &PlanSteps,
+    lock: &super::actions::ChangeLock,
 ) -> RollingOut {
     let api = entry.api.as_ref();
     let last_step = plan.iter().filter_map(|p| p.step).max().unwrap_or(0);
@@ -797,6 +819,18 @@ async fn run(
     for step in 1..=last_step {
         reached = step;
         let batch: Vec<&PlannedNode> = plan.iter().filter(|p| p.step == Some(step)).collect();
+        if let Err(e) = lock.check().await {
+            let reason = e.to_string();
+            call.step(format!("step {step}/{last_step}: stopped: {reason}"))
+                .await;
+            stopped = Some(Stopped {
+                nodes: batch.iter().map(|p| p.node.clone()).collect(),
+                step,
+                phase: "change_lock".into(),
+                reason,
+            });
+            break;
+        }
         for p in &batch {
             call.step(format!(
                 "{}: step {step}/{last_step}: upgrading {} -> {}",
