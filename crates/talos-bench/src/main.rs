@@ -348,7 +348,7 @@ async fn per_call(bin: &Path, scratch: &Scratch, plan: Plan, report: &mut Report
     let mut lib = Vec::with_capacity(plan.calls);
     for i in 0..plan.calls + 50 {
         let t = Instant::now();
-        talos_client::TalosApi::version(&library, &options).await?;
+        talos_client::NodeInfo::version(&library, &options).await?;
         if i >= 50 {
             lib.push(t.elapsed());
         }

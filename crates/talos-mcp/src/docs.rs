@@ -24,8 +24,8 @@ fn sizes_table(tools: &[Tool]) -> String {
     let mut out = format!(
         "\n## Size of the tool list\n\nWhat each definition costs a model's context in `tools/list` (compact JSON; tokens \
          are estimated as bytes / 4). The default (read-only) list is {read} bytes (~{} tokens) for {} tools; \
-         with every tier enabled, {all} bytes (~{} tokens) for {} tools. A test keeps them within 24 KiB and \
-         48 KiB.\n\n| tool | bytes | ~tokens |\n|---|---|---|\n",
+         with every tier enabled, {all} bytes (~{} tokens) for {} tools. A test keeps them within 25 KiB and \
+         50 KiB.\n\n| tool | bytes | ~tokens |\n|---|---|---|\n",
         read / 4,
         tools.iter().filter(read_only).count(),
         all / 4,

@@ -477,6 +477,19 @@ async fn every_tool_shapes_its_result() {
             "/server",
             json!("https://k8s:6443"),
         ),
+        (
+            "talos_compare",
+            json!({}),
+            "/contexts/0/nodes/0/talos_version",
+            json!("v1.12.0"),
+        ),
+        (
+            // Without `path`: the listing, with the kubeconfig the case above wrote.
+            "talos_etcd_snapshot_verify",
+            json!({}),
+            "/artifacts/0/kind",
+            json!("kubeconfig"),
+        ),
     ];
     let mut seen = std::collections::BTreeSet::new();
     for (tool, args, pointer, expected) in cases {
@@ -492,7 +505,7 @@ async fn every_tool_shapes_its_result() {
         .into_iter()
         .map(|t| t.name.to_string())
         .collect();
-    assert_eq!(all.len(), 25);
+    assert_eq!(all.len(), 27);
     for t in &all {
         assert!(seen.contains(t.as_str()), "{t} has no unit test");
     }

@@ -153,10 +153,12 @@ fn every_tool_is_annotated_and_schematised() {
 }
 
 /// The tool list is context a model pays for before its first call: the default (read-only)
-/// list stays within 24 KiB and the full list within 48 KiB, as compact JSON, with every tool's
+/// list stays within 25 KiB and the full list within 50 KiB, as compact JSON, with every tool's
 /// output schema. (The full list grew from 40 KiB with the long operations: upgrade, rollback,
 /// the rolling cluster upgrade and `talos_operations`, which appear only when the operator
-/// enables the destructive tier.)
+/// enables the destructive tier; both grew by 1–2 KiB with backup and recovery —
+/// `talos_etcd_snapshot_verify`, `talos_config_backup`, `talos_etcd_recover`, `talos_bootstrap` —
+/// and `talos_compare`.)
 #[test]
 fn tool_list_fits_the_budgets() {
     let all = server().tools();
@@ -170,8 +172,8 @@ fn tool_list_fits_the_budgets() {
     let bytes =
         |tools: &[rmcp::model::Tool]| -> usize { serde_json::to_string(tools).unwrap().len() };
     let (r, a) = (bytes(&read_only), bytes(&all));
-    assert!(r <= 24 * 1024, "read-only tools/list is {r} bytes");
-    assert!(a <= 48 * 1024, "full tools/list is {a} bytes");
+    assert!(r <= 25 * 1024, "read-only tools/list is {r} bytes");
+    assert!(a <= 50 * 1024, "full tools/list is {a} bytes");
     assert_eq!(
         all.iter().map(talos_mcp::listed_bytes).sum::<usize>() + all.len() + 1,
         a,

@@ -159,7 +159,8 @@ impl Etcd for GrpcTalosClient {
             recover_etcd: request.recover_etcd,
             recover_skip_hash_check: request.recover_skip_hash_check,
         };
-        let (resp, target) = unary!(self, opts, CallKind::Write, request, machine.bootstrap).await?;
+        let (resp, target) =
+            unary!(self, opts, CallKind::Write, request, machine.bootstrap).await?;
         single(resp.messages, &target)?;
         Ok(())
     }

@@ -1,7 +1,6 @@
 //! `GrpcTalosClient`: the native gRPC/mTLS implementation of [`TalosApi`].
 
 use std::future::Future;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
