@@ -48,7 +48,7 @@ fn demo_runs_to_completion() {
     );
     for needle in [
         "→ initialize",
-        "25 tools",
+        "27 tools",
         "5/5 node(s) answered",
         "healthy",
         "level=error",
@@ -253,7 +253,7 @@ async fn stdio_served_to_an_rmcp_client_over_child_pipes() {
     let stdout = child.stdout.take().unwrap();
     let stdin = child.stdin.take().unwrap();
     let client = ().serve((stdout, stdin)).await.unwrap();
-    assert_eq!(client.list_all_tools().await.unwrap().len(), 25);
+    assert_eq!(client.list_all_tools().await.unwrap().len(), 27);
     let r = client
         .call_tool(rmcp::model::CallToolRequestParams::new(
             "talos_etcd_members",
