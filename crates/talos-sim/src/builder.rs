@@ -80,6 +80,13 @@ impl SimBuilder {
         self
     }
 
+    /// Delay added to every call before its node answers (the endpoint-to-node round trip of a
+    /// real cluster; default none).
+    pub fn node_latency(mut self, latency: Duration) -> Self {
+        self.config.node_latency = latency;
+        self
+    }
+
     /// The TLS versions offered.
     pub fn tls(mut self, mode: ServerTlsMode) -> Self {
         self.config.tls = mode;

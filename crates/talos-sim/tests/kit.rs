@@ -97,6 +97,8 @@ fn the_table_matches_apid_on_the_methods_that_matter() {
         ("/machine.MachineService/EtcdSnapshot", Access::EtcdBackup),
         ("/machine.MachineService/EtcdStatus", Access::EtcdRead),
         ("/cosi.resource.State/Update", Access::Admin),
+        ("/machine.MachineService/EtcdRecover", Access::Admin),
+        ("/machine.MachineService/Bootstrap", Access::Admin),
     ];
     for (path, access) in cases {
         assert_eq!(admission::required(path), access, "{path}");
@@ -312,4 +314,17 @@ async fn clear_faults_undoes_every_fault() {
         ))
         .await;
     assert!(pulled.is_ok(), "{pulled:?}");
+}
+
+#[test]
+fn the_builder_sets_the_node_latency() {
+    let latency = std::time::Duration::from_millis(20);
+    let builder = talos_sim::SimCluster::builder().node_latency(latency);
+    assert_eq!(builder.config().node_latency, latency);
+    assert!(
+        talos_sim::SimCluster::builder()
+            .config()
+            .node_latency
+            .is_zero()
+    );
 }
