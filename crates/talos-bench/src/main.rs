@@ -48,6 +48,10 @@ struct Args {
     /// The command line that produced the run, for the report.
     #[arg(long, default_value = "cargo xtask bench")]
     command: String,
+    /// Run only the sections whose name contains this text (case-insensitive; repeatable), for
+    /// profiling one of them (`perf record -g -- talos-bench --only fan-out …`).
+    #[arg(long, value_name = "TEXT")]
+    only: Vec<String>,
 }
 
 /// How much each section does.
@@ -153,24 +157,29 @@ async fn run(args: &Args) -> Result<bool> {
     if !args.mcp.is_file() {
         bail!("{} is not a file (build it first)", args.mcp.display());
     }
+    if !args.only.is_empty() && args.out.is_some() {
+        bail!("--only makes a partial report: it goes to stdout, not into --out");
+    }
     let plan = plan(args.quick);
     let scratch = Scratch::new()?;
     let mut report = Report::new(&args.command, &procfs::machine(), &args.build, args.quick);
     let started = Instant::now();
     macro_rules! section {
         ($name:literal, $limit:expr, $body:expr) => {{
-            eprintln!("talos-bench: {} …", $name);
-            let t = Instant::now();
-            match tokio::time::timeout($limit, $body).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => report.failed($name, &format!("{e:#}")),
-                Err(_) => report.failed($name, &format!("did not finish within {:?}", $limit)),
+            if selected(&args.only, $name) {
+                eprintln!("talos-bench: {} …", $name);
+                let t = Instant::now();
+                match tokio::time::timeout($limit, $body).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => report.failed($name, &format!("{e:#}")),
+                    Err(_) => report.failed($name, &format!("did not finish within {:?}", $limit)),
+                }
+                eprintln!(
+                    "talos-bench: {} done in {:.1} s",
+                    $name,
+                    t.elapsed().as_secs_f64()
+                );
             }
-            eprintln!(
-                "talos-bench: {} done in {:.1} s",
-                $name,
-                t.elapsed().as_secs_f64()
-            );
         }};
     }
     let m = &args.mcp;
@@ -217,6 +226,12 @@ async fn run(args: &Args) -> Result<bool> {
         return Ok(false);
     }
     Ok(true)
+}
+
+/// Whether the section `name` runs: every section when `only` is empty.
+fn selected(only: &[String], name: &str) -> bool {
+    let name = name.to_lowercase();
+    only.is_empty() || only.iter().any(|o| name.contains(&o.to_lowercase()))
 }
 
 /// The allowlisted first node of a simulator.

@@ -10,6 +10,7 @@ use talos_mcp::metrics::Metrics;
 use talos_mcp::safety::{ConfirmMode, SafetySettings, TokenIssuer};
 use talos_mcp::{Cidr, Clusters, ServerSettings, TalosMcp};
 use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::FilterExt as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -55,6 +56,14 @@ pub(crate) fn init_logging(global: &Global) -> Result<Option<Telemetry>> {
     // asked for them (logging/setLevel) whatever the stderr verbosity.
     let mcp_log =
         talos_mcp::mcp_log::McpLogLayer::new(talos_mcp::mcp_log::LogHub::global()).filtered();
+    // Spans reach stderr only when the operator asks for debug detail: at the default level a
+    // log line needs no span context, and enabling the spans there would build one per request
+    // and per RPC (a measured fifth of a fan-out's CPU) for nothing. Trace export enables the
+    // spans it exports on its own.
+    let spans = stderr_wants_spans(&level);
+    let filter = filter.and(tracing_subscriber::filter::filter_fn(move |meta| {
+        spans || meta.is_event()
+    }));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let registry = tracing_subscriber::registry().with(otel).with(mcp_log);
     let _ = match global.log_format {
@@ -66,6 +75,12 @@ pub(crate) fn init_logging(global: &Global) -> Result<Option<Telemetry>> {
     // A panic's message can quote tool arguments: log where, never what.
     talos_mcp::quiet_panics();
     Ok(telemetry)
+}
+
+/// Whether the stderr log shows spans: when its directives ask for debug or trace anywhere.
+fn stderr_wants_spans(directives: &str) -> bool {
+    let d = directives.to_ascii_lowercase();
+    d.contains("debug") || d.contains("trace")
 }
 
 /// rmcp's session manager logs each new HTTP session id at info; an id lets its holder act in
@@ -303,6 +318,16 @@ fn shared_state(opts: &ServerOpts) -> Result<Shared> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn stderr_shows_spans_only_when_asked_for_detail() {
+        assert!(!stderr_wants_spans("info"));
+        assert!(!stderr_wants_spans("warn,talos_mcp=info"));
+        assert!(stderr_wants_spans("debug"));
+        assert!(stderr_wants_spans("info,talos_client=TRACE"));
+    }
+
     #[test]
     fn session_ids_stay_out_of_info_logs() {
         let d = super::log_directives("trace");
